@@ -1,0 +1,27 @@
+//! The blueprint model Baton reasons about, and how it is read from and
+//! written to Omicron's JSON format.
+//!
+//! A [`Blueprint`] is the desired configuration of the whole system: sleds,
+//! and on each sled its zones. This crate parses Omicron-format documents,
+//! keeps the original text unchanged, and checks the rules the handoff
+//! depends on ([`Blueprint::validate`]). It never does I/O: callers hand it
+//! text and get values back.
+
+mod blueprint;
+mod document;
+mod generation;
+mod parse;
+mod records;
+/// Proptest strategies, for the property tests of crates that take
+/// blueprints (proptest is light, so this is always built).
+pub mod strategies;
+mod validate;
+
+pub use blueprint::{
+    Blueprint, BlueprintBuilder, NexusZone, NexusZoneRef, SledConfig,
+    SledState, ZoneConfig, ZoneDisposition, ZoneType,
+};
+pub use generation::{Generation, GenerationError};
+pub use parse::{ReadError, parse_blueprint};
+pub use records::{NexusRecord, NexusRecordState, UnknownState};
+pub use validate::{ValidationError, ValidationProblem};

@@ -1,0 +1,5 @@
+//! Tests of reading, validating and rendering blueprints.
+
+mod fixtures;
+mod roundtrip;
+mod validation;
