@@ -1,7 +1,7 @@
 //! The blueprint model: what the handoff needs from Omicron's blueprint.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
 use chrono::{DateTime, Utc};
@@ -13,7 +13,8 @@ use crate::validate::{Outline, OutlineZone, ValidationError};
 ///
 /// Fields are read through accessors so that the original document kept
 /// beside them ([`Blueprint::document`]) can never disagree with them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Equality compares the model, not the text of the document.
+#[derive(Clone, Debug)]
 pub struct Blueprint {
     id: BlueprintUuid,
     parent_blueprint_id: Option<BlueprintUuid>,
@@ -22,8 +23,24 @@ pub struct Blueprint {
     time_created: DateTime<Utc>,
     creator: String,
     comment: String,
-    document: Arc<str>,
+    /// The original text, or one rendered on first use for a blueprint
+    /// built in code (rendering is not free, and most never need it).
+    document: OnceLock<Arc<str>>,
 }
+
+impl PartialEq for Blueprint {
+    fn eq(&self, other: &Blueprint) -> bool {
+        self.id == other.id
+            && self.parent_blueprint_id == other.parent_blueprint_id
+            && self.nexus_generation == other.nexus_generation
+            && self.sleds == other.sleds
+            && self.time_created == other.time_created
+            && self.creator == other.creator
+            && self.comment == other.comment
+    }
+}
+
+impl Eq for Blueprint {}
 
 /// One sled's part of a blueprint.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,7 +236,8 @@ impl Blueprint {
     /// The Omicron-format JSON document: the original text when the
     /// blueprint was read from one, unchanged.
     pub fn document(&self) -> &str {
-        &self.document
+        self.document
+            .get_or_init(|| crate::document::render(self).into())
     }
 
     /// Every zone with the sled it is on, sleds in id order.
@@ -354,7 +372,7 @@ impl BlueprintBuilder {
     /// Builds the blueprint and its document. It is not validated: call
     /// [`Blueprint::validate`] when that matters.
     pub fn build(self) -> Blueprint {
-        let mut blueprint = Blueprint {
+        Blueprint {
             id: self.id,
             parent_blueprint_id: self.parent_blueprint_id,
             nexus_generation: self.nexus_generation,
@@ -362,10 +380,8 @@ impl BlueprintBuilder {
             time_created: self.time_created,
             creator: self.creator,
             comment: self.comment,
-            document: Arc::from(""),
-        };
-        blueprint.document = crate::document::render(&blueprint).into();
-        blueprint
+            document: OnceLock::new(),
+        }
     }
 }
 
@@ -390,7 +406,7 @@ impl BlueprintParts {
             time_created: self.time_created,
             creator: self.creator,
             comment: self.comment,
-            document: Arc::from(document),
+            document: OnceLock::from(Arc::from(document)),
         }
     }
 }

@@ -1,0 +1,107 @@
+//! Which records an executing Nexus writes for a blueprint.
+
+use std::collections::BTreeSet;
+
+use baton_types::{Blueprint, Generation};
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+
+/// The records a Nexus executing a blueprint should ensure exist.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    /// The executing Nexus.
+    pub nexus_id: OmicronZoneUuid,
+    /// Its own zone's generation: the generation in control as far as it
+    /// knows (not the blueprint's, which runs one ahead during a handoff).
+    pub active_generation: Generation,
+    /// In-service Nexus zones at the active generation.
+    pub active: BTreeSet<OmicronZoneUuid>,
+    /// In-service Nexus zones at a newer generation.
+    pub not_yet: BTreeSet<OmicronZoneUuid>,
+}
+
+/// Why a Nexus cannot classify a blueprint: it has no in-service zone in
+/// it. Neither case goes away by retrying with the same blueprint.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    /// No Nexus zone in the blueprint has this id.
+    #[error(
+        "executing Nexus has no in-service zone in this blueprint: \
+         blueprint {blueprint_id} has no Nexus zone {nexus_id}"
+    )]
+    NoSuchZone {
+        /// The executing Nexus.
+        nexus_id: OmicronZoneUuid,
+        /// The blueprint.
+        blueprint_id: BlueprintUuid,
+    },
+    /// The Nexus zone is expunged in the blueprint.
+    #[error(
+        "executing Nexus has no in-service zone in this blueprint: \
+         Nexus zone {nexus_id} is expunged in blueprint {blueprint_id}"
+    )]
+    NotInService {
+        /// The executing Nexus.
+        nexus_id: OmicronZoneUuid,
+        /// The blueprint.
+        blueprint_id: BlueprintUuid,
+    },
+}
+
+/// The generation of `nexus_id`'s own in-service zone.
+fn own_generation(
+    blueprint: &Blueprint,
+    nexus_id: OmicronZoneUuid,
+) -> Result<Generation, ClassifyError> {
+    let zone = blueprint
+        .nexus_zones()
+        .filter(|z| z.zone_id == nexus_id)
+        // With duplicate ids (an invalid blueprint) an in-service copy wins.
+        .max_by_key(|z| z.disposition.is_in_service());
+    match zone {
+        None => Err(ClassifyError::NoSuchZone {
+            nexus_id,
+            blueprint_id: blueprint.id(),
+        }),
+        Some(z) if !z.disposition.is_in_service() => {
+            Err(ClassifyError::NotInService {
+                nexus_id,
+                blueprint_id: blueprint.id(),
+            })
+        }
+        Some(z) => Ok(z.nexus_generation),
+    }
+}
+
+/// Classifies every in-service Nexus zone for the executing `nexus_id`:
+/// its own generation is `active`, newer ones `not_yet`, older ones get no
+/// record; expunged zones and other kinds are ignored.
+pub fn classify(
+    blueprint: &Blueprint,
+    nexus_id: OmicronZoneUuid,
+) -> Result<Classification, ClassifyError> {
+    let active_generation = own_generation(blueprint, nexus_id)?;
+    let mut active = BTreeSet::new();
+    let mut not_yet = BTreeSet::new();
+    for zone in blueprint.in_service_nexus_zones() {
+        if zone.nexus_generation == active_generation {
+            active.insert(zone.zone_id);
+        } else if zone.nexus_generation > active_generation {
+            not_yet.insert(zone.zone_id);
+        }
+    }
+    Ok(Classification {
+        nexus_id,
+        active_generation,
+        active,
+        not_yet,
+    })
+}
+
+/// True when `nexus_id`'s generation is below the blueprint's: the system
+/// wants a newer generation in control, so this Nexus must quiesce.
+pub fn is_quiescing(
+    blueprint: &Blueprint,
+    nexus_id: OmicronZoneUuid,
+) -> Result<bool, ClassifyError> {
+    Ok(own_generation(blueprint, nexus_id)? < blueprint.nexus_generation())
+}

@@ -1,0 +1,175 @@
+//! The generation bump and expunge decisions, and `is_quiescing`, on
+//! blueprints that tell a handoff step by step.
+
+use baton_planner::{
+    BumpDecision, BumpWait, ClassifyError, decide_generation_bump,
+    expungeable_nexus_zones, is_quiescing,
+};
+use baton_types::{
+    Blueprint, BlueprintBuilder, Generation, NexusRecord, NexusRecordState,
+    NexusZone, SledConfig, SledState, ZoneConfig, ZoneDisposition, ZoneType,
+};
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
+
+fn id<T: baton_uuid_kinds::TypedUuidKind>(
+    n: u128,
+) -> baton_uuid_kinds::TypedUuid<T> {
+    baton_uuid_kinds::TypedUuid::from_u128(n)
+}
+
+fn nexus(n: u128, generation: u64) -> ZoneConfig {
+    ZoneConfig {
+        id: id(n),
+        disposition: ZoneDisposition::InService,
+        zone_type: ZoneType::Nexus(NexusZone {
+            nexus_generation: Generation::new(generation).unwrap(),
+        }),
+    }
+}
+
+/// Three old Nexus zones (1, 2, 3) at generation 1 and `new` zones (11..)
+/// at generation 2, one sled each, with a crucible zone beside.
+fn blueprint(top: u64, new: u128) -> Blueprint {
+    let mut builder = BlueprintBuilder::new(
+        BlueprintUuid::from_u128(100 + top as u128),
+        Generation::new(top).unwrap(),
+    );
+    for n in 1..=3u128 {
+        let mut zones = vec![nexus(n, 1)];
+        if n <= new {
+            zones.push(nexus(10 + n, 2));
+        }
+        zones.push(ZoneConfig {
+            id: id(50 + n),
+            disposition: ZoneDisposition::InService,
+            zone_type: ZoneType::Crucible,
+        });
+        builder = builder.sled(
+            SledUuid::from_u128(n),
+            SledConfig {
+                state: SledState::Active,
+                zones,
+            },
+        );
+    }
+    builder.build()
+}
+
+fn record(n: u128, state: NexusRecordState) -> NexusRecord {
+    NexusRecord {
+        nexus_id: id(n),
+        state,
+        last_drained_blueprint_id: None,
+    }
+}
+
+#[test]
+fn bump_waits_for_new_zones() {
+    let bp = blueprint(1, 0);
+    let decision = decide_generation_bump(&bp, &[], 3);
+    assert_eq!(
+        decision,
+        BumpDecision::Wait(vec![BumpWait::NewZonesMissing {
+            generation: Generation::new(2).unwrap(),
+            found: 0,
+            wanted: 3,
+        }])
+    );
+}
+
+#[test]
+fn bump_waits_for_not_yet_records_of_every_new_zone() {
+    let bp = blueprint(1, 3);
+    let records = [
+        record(11, NexusRecordState::NotYet),
+        record(12, NexusRecordState::Active),
+    ];
+    let decision = decide_generation_bump(&bp, &records, 3);
+    assert_eq!(
+        decision,
+        BumpDecision::Wait(vec![BumpWait::RecordsMissing {
+            zones: vec![id(12), id(13)],
+        }])
+    );
+}
+
+#[test]
+fn bump_reports_every_reason_at_once() {
+    let bp = blueprint(1, 2);
+    let BumpDecision::Wait(waits) = decide_generation_bump(&bp, &[], 3) else {
+        panic!("bumped without records");
+    };
+    assert_eq!(waits.len(), 2, "{waits:?}");
+}
+
+#[test]
+fn bump_when_every_new_zone_is_not_yet() {
+    let bp = blueprint(1, 3);
+    let records: Vec<_> = (11..=13)
+        .map(|n| record(n, NexusRecordState::NotYet))
+        .collect();
+    assert_eq!(
+        decide_generation_bump(&bp, &records, 3),
+        BumpDecision::Bump {
+            from: Generation::FIRST,
+            to: Generation::new(2).unwrap()
+        }
+    );
+}
+
+#[test]
+fn bump_needs_at_least_one_zone_even_with_no_redundancy() {
+    let bp = blueprint(1, 0);
+    assert!(matches!(
+        decide_generation_bump(&bp, &[], 0),
+        BumpDecision::Wait(_)
+    ));
+}
+
+#[test]
+fn quiescing_is_own_generation_below_the_blueprint() {
+    let before = blueprint(1, 3);
+    let after = blueprint(2, 3);
+    assert!(!is_quiescing(&before, id(1)).unwrap());
+    assert!(is_quiescing(&after, id(1)).unwrap());
+    assert!(!is_quiescing(&after, id(11)).unwrap());
+    assert_eq!(
+        is_quiescing(&after, id(99)),
+        Err(ClassifyError::NoSuchZone {
+            nexus_id: id(99),
+            blueprint_id: after.id()
+        })
+    );
+}
+
+#[test]
+fn nothing_is_expunged_before_the_handoff() {
+    let bp = blueprint(2, 3);
+    let mut records: Vec<_> = (1..=3)
+        .map(|n| record(n, NexusRecordState::Active))
+        .collect();
+    records.extend((11..=13).map(|n| record(n, NexusRecordState::NotYet)));
+    assert!(expungeable_nexus_zones(&bp, &records).is_empty());
+    records[0].state = NexusRecordState::Quiesced;
+    assert!(expungeable_nexus_zones(&bp, &records).is_empty());
+}
+
+#[test]
+fn old_zones_are_expunged_after_the_handoff() {
+    let bp = blueprint(2, 3);
+    let mut records: Vec<_> = (1..=3)
+        .map(|n| record(n, NexusRecordState::Quiesced))
+        .collect();
+    records.extend((11..=13).map(|n| record(n, NexusRecordState::Active)));
+    let zones: Vec<OmicronZoneUuid> =
+        expungeable_nexus_zones(&bp, &records).into_iter().collect();
+    assert_eq!(zones, vec![id(1), id(2), id(3)]);
+}
+
+#[test]
+fn nothing_is_expunged_with_no_active_record_or_an_unknown_one() {
+    let bp = blueprint(2, 3);
+    assert!(expungeable_nexus_zones(&bp, &[]).is_empty());
+    let records = [record(999, NexusRecordState::Active)];
+    assert!(expungeable_nexus_zones(&bp, &records).is_empty());
+}

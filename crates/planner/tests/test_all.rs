@@ -1,0 +1,4 @@
+//! Tests of the planner's decisions.
+
+mod bump_and_expunge;
+mod classify_properties;
