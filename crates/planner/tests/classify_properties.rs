@@ -190,6 +190,7 @@ fn order_does_not_matter(
 
 /// Written separately and naively on purpose: two passes of plain loops
 /// over the raw sleds and zones, sorted vectors, no shared helpers.
+#[allow(clippy::collapsible_if)] // spelled out on purpose
 fn reference(
     bp: &Blueprint,
     me: OmicronZoneUuid,

@@ -1,0 +1,234 @@
+//! `baton classify` and `baton blueprint validate`, through the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use expectorate::assert_contents;
+use serde_json::{Value, json};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../types/tests/fixtures")
+}
+
+fn baton(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("the baton binary runs")
+}
+
+fn baton_stdin(args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the baton binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+fn expected() -> Value {
+    let path = fixtures().join("expected.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Never a panic or a backtrace, whatever the input.
+fn assert_no_panic(out: &Output) {
+    let err = text(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!err.contains("RUST_BACKTRACE"), "{err}");
+}
+
+#[test]
+fn classify_json_matches_expected_for_every_document_and_id() {
+    let expected = expected();
+    let mut checked = 0;
+    for (name, doc) in expected["documents"].as_object().unwrap() {
+        let file = fixtures().join(name);
+        for (id, want) in doc["classify"].as_object().unwrap() {
+            let out = baton(&[
+                "classify",
+                "--blueprint",
+                file.to_str().unwrap(),
+                "--nexus-id",
+                id,
+                "--json",
+            ]);
+            assert_no_panic(&out);
+            if let Some(message) = want.get("error") {
+                assert_eq!(out.status.code(), Some(2), "{name} {id}");
+                assert!(out.stdout.is_empty(), "{name} {id}");
+                let err = text(&out.stderr);
+                assert!(err.contains(message.as_str().unwrap()), "{err}");
+                assert!(err.contains(id.as_str()), "{err}");
+            } else {
+                assert_eq!(out.status.code(), Some(0), "{name} {id}");
+                let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+                let mut want = want.clone();
+                want["nexus_id"] = json!(id);
+                assert_eq!(got, want, "{name} {id}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 8, "every document and id in expected.json");
+}
+
+#[test]
+fn classify_prints_a_table_without_json() {
+    let file = fixtures().join("03-handoff-started.json");
+    let out = baton(&[
+        "classify",
+        "--blueprint",
+        file.to_str().unwrap(),
+        "--nexus-id",
+        "6bad6be2-8e7a-46e9-9f19-950499dd251d",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_contents("tests/output/classify-table.txt", &text(&out.stdout));
+}
+
+#[test]
+fn classify_with_a_bad_id_is_a_usage_error() {
+    let file = fixtures().join("01-steady.json");
+    let out = baton(&[
+        "classify",
+        "--blueprint",
+        file.to_str().unwrap(),
+        "--nexus-id",
+        "not-a-uuid",
+    ]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--nexus-id"));
+}
+
+#[test]
+fn validate_accepts_every_fixture() {
+    for name in [
+        "01-steady.json",
+        "02-new-generation-deployed.json",
+        "03-handoff-started.json",
+        "04-old-expunged.json",
+    ] {
+        let file = fixtures().join(name);
+        let out = baton(&["blueprint", "validate", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
+        assert!(text(&out.stdout).contains("is valid"));
+    }
+}
+
+fn steady() -> Value {
+    let path = fixtures().join("01-steady.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn edit_zones(doc: &mut Value, mut f: impl FnMut(usize, &mut Value)) {
+    let mut index = 0;
+    for sled in doc["sleds"].as_object_mut().unwrap().values_mut() {
+        for zone in sled["zones"].as_array_mut().unwrap() {
+            f(index, zone);
+            index += 1;
+        }
+    }
+}
+
+fn validate_stdin(doc: &str) -> Output {
+    let out = baton_stdin(&["blueprint", "validate", "-"], doc);
+    assert_no_panic(&out);
+    out
+}
+
+#[test]
+fn validate_refuses_each_invalid_case_with_the_ids() {
+    let mut cases: Vec<(&str, Value, String)> = Vec::new();
+
+    let mut doc = steady();
+    let mut first = Value::Null;
+    edit_zones(&mut doc, |i, z| match i {
+        0 => first = z["id"].clone(),
+        1 => z["id"] = first.clone(),
+        _ => {}
+    });
+    let dup = first.as_str().unwrap().to_owned();
+    cases.push(("duplicate zone id", doc, dup));
+
+    for bad in [json!(0), json!(i64::MAX as u64 + 1)] {
+        let mut doc = steady();
+        doc["nexus_generation"] = bad.clone();
+        cases.push(("generation out of range", doc, bad.to_string()));
+    }
+
+    let mut doc = steady();
+    let mut ahead = String::new();
+    edit_zones(&mut doc, |_, z| {
+        if z["zone_type"]["type"] == "nexus" && ahead.is_empty() {
+            z["zone_type"]["nexus_generation"] = json!(3);
+            ahead = z["id"].as_str().unwrap().to_owned();
+        }
+    });
+    cases.push(("nexus zone too far ahead", doc, ahead));
+
+    let mut doc = steady();
+    doc["nexus_generation"] = json!(2);
+    let id = doc["id"].as_str().unwrap().to_owned();
+    cases.push(("no nexus at the blueprint generation", doc, id));
+
+    for (what, doc, needle) in cases {
+        let out = validate_stdin(&doc.to_string());
+        assert_eq!(out.status.code(), Some(2), "{what}");
+        let err = text(&out.stderr);
+        assert!(err.contains(&needle), "{what}: {err}");
+        assert!(out.stdout.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn validate_lists_every_problem() {
+    let mut doc = steady();
+    let mut first = Value::Null;
+    edit_zones(&mut doc, |i, z| match i {
+        0 => first = z["id"].clone(),
+        1 => z["id"] = first.clone(),
+        _ if z["zone_type"]["type"] == "nexus" => {
+            z["zone_type"]["nexus_generation"] = json!(0)
+        }
+        _ => {}
+    });
+    doc["nexus_generation"] = json!(4);
+    let out = validate_stdin(&serde_json::to_string_pretty(&doc).unwrap());
+    assert_eq!(out.status.code(), Some(2));
+    assert_contents(
+        "tests/output/validate-every-problem.txt",
+        &text(&out.stderr),
+    );
+}
+
+#[test]
+fn validate_names_line_and_column_of_malformed_json() {
+    let out = validate_stdin("{\n  \"comment\": \"x\",\n  ]\n}\n");
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("line 3, column 3"), "{err}");
+}
+
+#[test]
+fn validate_of_a_missing_file_is_bad_input() {
+    let out = baton(&["blueprint", "validate", "/nonexistent/bp.json"]);
+    assert_no_panic(&out);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("/nonexistent/bp.json"));
+}

@@ -1,0 +1,3 @@
+//! The `baton` binary, run for real, against the contract.
+
+mod pure_commands;
