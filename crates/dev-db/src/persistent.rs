@@ -1,0 +1,139 @@
+//! A persistent local server for `baton db start` / `baton db stop`.
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::throwaway::{init_data_dir, server_settings};
+use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
+
+/// The default data directory: `/var/lib/baton/db` as root (the server
+/// runs as `postgres`, which cannot enter root's home), otherwise
+/// `$XDG_DATA_HOME/baton/db` or `~/.local/share/baton/db`.
+pub fn default_data_dir() -> Utf8PathBuf {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if root {
+        return "/var/lib/baton/db".into();
+    }
+    let base = std::env::var("XDG_DATA_HOME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(Utf8PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+            Utf8PathBuf::from(home).join(".local/share")
+        });
+    base.join("baton/db")
+}
+
+/// A local server whose data survives: `DIR/data` holds the cluster, the
+/// socket and `server.log` sit in `DIR`.
+#[derive(Clone, Debug)]
+pub struct PersistentDb {
+    dir: Utf8PathBuf,
+}
+
+impl PersistentDb {
+    /// The server kept in `dir` (nothing is started yet).
+    pub fn new(dir: impl Into<Utf8PathBuf>) -> PersistentDb {
+        PersistentDb { dir: dir.into() }
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Utf8Path {
+        &self.dir
+    }
+
+    /// The URL of Baton's database on it.
+    pub fn url(&self) -> String {
+        socket_url(&self.dir, DATABASE_NAME)
+    }
+
+    fn data(&self) -> Utf8PathBuf {
+        self.dir.join("data")
+    }
+
+    /// True if its server is running.
+    pub fn is_running(&self) -> Result<bool, DevDbError> {
+        if !self.data().join("PG_VERSION").is_file() {
+            return Ok(false);
+        }
+        let bins = PgBinaries::find()?;
+        let status = bins
+            .command("pg_ctl")
+            .args(["status", "-D", self.data().as_str()])
+            .output()
+            .map_err(|e| DevDbError::Io {
+                what: "cannot run pg_ctl status for",
+                path: self.data(),
+                source: e,
+            })?;
+        Ok(status.status.success())
+    }
+
+    /// Starts the server if it is not running (creating the data
+    /// directory the first time) and returns its URL. Idempotent.
+    pub fn start(&self) -> Result<String, DevDbError> {
+        if self.is_running()? {
+            return Ok(self.url());
+        }
+        let bins = PgBinaries::find()?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| DevDbError::Io {
+            what: "cannot create the data directory",
+            path: self.dir.clone(),
+            source: e,
+        })?;
+        bins.hand_over(&self.dir)?;
+        let fresh = !self.data().join("PG_VERSION").is_file();
+        if fresh {
+            init_data_dir(&bins, &self.data())?;
+        }
+        let options = server_settings(&self.dir)
+            .chunks(2)
+            .map(|pair| format!("-c {}", shell_quote(&pair[1])))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let log = self.dir.join("server.log");
+        bins.run(
+            "pg_ctl",
+            &[
+                "start",
+                "-D",
+                self.data().as_str(),
+                "-l",
+                log.as_str(),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                &options,
+            ],
+        )?;
+        if fresh {
+            bins.run(
+                "createdb",
+                &["-h", self.dir.as_str(), "-U", USER_NAME, DATABASE_NAME],
+            )?;
+        }
+        Ok(self.url())
+    }
+
+    /// Stops the server; the data stays. Returns false if it was not
+    /// running.
+    pub fn stop(&self) -> Result<bool, DevDbError> {
+        if !self.is_running()? {
+            return Ok(false);
+        }
+        let bins = PgBinaries::find()?;
+        bins.run(
+            "pg_ctl",
+            &["stop", "-D", self.data().as_str(), "-m", "fast", "-w"],
+        )?;
+        Ok(true)
+    }
+}
+
+fn shell_quote(value: &str) -> String {
+    // pg_ctl passes -o through a shell; single quotes keep it one word.
+    format!("'{}'", value.replace('\'', r"'\''"))
+}

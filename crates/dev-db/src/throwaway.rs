@@ -1,0 +1,349 @@
+//! A throwaway server: a temp dir, a Unix socket inside it, gone on drop.
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use camino::{Utf8Path, Utf8PathBuf};
+use slog::{Logger, info, o, warn};
+
+use crate::binaries::tail;
+use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
+
+/// How long a server gets to become ready before we give up.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Settings for every local server: only a Unix socket, SERIALIZABLE by
+/// default as on CockroachDB, and durability off (the data is throwaway or
+/// a developer's scratch database), plus statement statistics so tests can
+/// count what the server receives.
+pub(crate) fn server_settings(socket_dir: &Utf8Path) -> Vec<String> {
+    [
+        "listen_addresses=".to_owned(),
+        format!("unix_socket_directories={socket_dir}"),
+        "port=5432".to_owned(),
+        "default_transaction_isolation=serializable".to_owned(),
+        "fsync=off".to_owned(),
+        "synchronous_commit=off".to_owned(),
+        "full_page_writes=off".to_owned(),
+        "shared_preload_libraries=pg_stat_statements".to_owned(),
+        "pg_stat_statements.track=all".to_owned(),
+        "max_connections=200".to_owned(),
+    ]
+    .into_iter()
+    .flat_map(|s| ["-c".to_owned(), s])
+    .collect()
+}
+
+/// Options for a throwaway server.
+#[derive(Clone, Debug, Default)]
+pub struct DevDbBuilder {
+    template_cache: Option<Utf8PathBuf>,
+}
+
+impl DevDbBuilder {
+    /// Keeps an initialized data directory under `dir` and copies it for
+    /// each server, so a test suite pays `initdb` once, not per test.
+    pub fn template_cache(mut self, dir: impl Into<Utf8PathBuf>) -> Self {
+        self.template_cache = Some(dir.into());
+        self
+    }
+
+    /// Starts the server; ready to accept connections when this returns.
+    pub fn start(self, log: &Logger) -> Result<DevDb, DevDbError> {
+        let started = Instant::now();
+        let bins = PgBinaries::find()?;
+        let temp = tempfile::Builder::new()
+            .prefix("baton-pg-")
+            .tempdir()
+            .map_err(|e| {
+                io("cannot create a temporary directory", "/tmp", e)
+            })?;
+        let dir = Utf8Path::from_path(temp.path())
+            .ok_or_else(|| DevDbError::NonUtf8Path(temp.path().to_owned()))?
+            .to_owned();
+        bins.hand_over(&dir)?;
+        let data = dir.join("data");
+        match &self.template_cache {
+            Some(cache) => {
+                let template = ensure_template(&bins, cache, log)?;
+                copy_dir(&template, &data)?;
+            }
+            None => init_data_dir(&bins, &data)?,
+        }
+        let log = log.new(o!("pg_dir" => dir.to_string()));
+        let child = spawn_server(&bins, &dir, &data)?;
+        let mut db = DevDb {
+            temp: Some(temp),
+            dir,
+            data,
+            bins,
+            child: Some(child),
+            log,
+        };
+        db.wait_ready()?;
+        if self.template_cache.is_none() {
+            db.bins.run(
+                "createdb",
+                &["-h", db.dir.as_str(), "-U", USER_NAME, DATABASE_NAME],
+            )?;
+        }
+        info!(db.log, "throwaway PostgreSQL ready";
+            "elapsed_ms" => started.elapsed().as_millis() as u64);
+        Ok(db)
+    }
+}
+
+/// A running throwaway PostgreSQL. Dropping it stops the server and
+/// removes its directory; if the thread is panicking (a failed test), the
+/// directory is kept and its path printed, for the server log.
+#[derive(Debug)]
+pub struct DevDb {
+    temp: Option<tempfile::TempDir>,
+    dir: Utf8PathBuf,
+    data: Utf8PathBuf,
+    bins: PgBinaries,
+    child: Option<Child>,
+    log: Logger,
+}
+
+impl DevDb {
+    /// Starts a throwaway server with default options.
+    pub fn start(log: &Logger) -> Result<DevDb, DevDbError> {
+        DevDbBuilder::default().start(log)
+    }
+
+    /// Options for a throwaway server.
+    pub fn builder() -> DevDbBuilder {
+        DevDbBuilder::default()
+    }
+
+    /// The URL of Baton's database on this server.
+    pub fn url(&self) -> String {
+        socket_url(&self.dir, DATABASE_NAME)
+    }
+
+    /// The URL of another database on this server.
+    pub fn url_for(&self, database: &str) -> String {
+        socket_url(&self.dir, database)
+    }
+
+    /// The directory holding the data, the socket and the server log.
+    pub fn dir(&self) -> &Utf8Path {
+        &self.dir
+    }
+
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Stops the server, keeping the data, so a test can see what clients
+    /// do while the database is gone. [`DevDb::restart`] brings it back.
+    pub fn stop_server(&mut self) -> Result<(), DevDbError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let stopped = self.bins.run(
+            "pg_ctl",
+            &[
+                "stop",
+                "-D",
+                self.data.as_str(),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+            ],
+        );
+        if let Err(error) = stopped {
+            warn!(self.log, "pg_ctl stop failed; killing the server";
+                "error" => %error);
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+        Ok(())
+    }
+
+    /// Starts the server again on the same data and socket.
+    pub fn restart(&mut self) -> Result<(), DevDbError> {
+        self.stop_server()?;
+        self.child = Some(spawn_server(&self.bins, &self.dir, &self.data)?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> Result<(), DevDbError> {
+        let pid_file = self.data.join("postmaster.pid");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            // PostgreSQL writes "ready" as the status line of its pid file
+            // once it accepts connections.
+            if std::fs::read_to_string(&pid_file)
+                .is_ok_and(|s| s.lines().any(|l| l.trim() == "ready"))
+            {
+                return Ok(());
+            }
+            let child = self.child.as_mut().expect("started");
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(
+                    self.not_ready(format!("the server exited ({status})"))
+                );
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready(format!(
+                    "not ready after {}s",
+                    READY_TIMEOUT.as_secs()
+                )));
+            }
+            // Polling a condition, not sleeping in its place.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn not_ready(&self, reason: String) -> DevDbError {
+        let log = self.dir.join("postgres.log");
+        let tail = tail(&std::fs::read_to_string(&log).unwrap_or_default());
+        DevDbError::NotReady { reason, log, tail }
+    }
+}
+
+impl Drop for DevDb {
+    fn drop(&mut self) {
+        let _ = self.stop_server();
+        let Some(temp) = self.temp.take() else { return };
+        if std::thread::panicking() {
+            let kept = temp.keep();
+            eprintln!(
+                "baton-dev-db: test failed; kept the server directory {} \
+                 (server log: postgres.log)",
+                kept.display()
+            );
+        }
+        // Otherwise `temp` is removed here.
+    }
+}
+
+fn io(
+    what: &'static str,
+    path: impl Into<Utf8PathBuf>,
+    source: std::io::Error,
+) -> DevDbError {
+    DevDbError::Io {
+        what,
+        path: path.into(),
+        source,
+    }
+}
+
+pub(crate) fn init_data_dir(
+    bins: &PgBinaries,
+    data: &Utf8Path,
+) -> Result<(), DevDbError> {
+    bins.run(
+        "initdb",
+        &[
+            "-D",
+            data.as_str(),
+            "-U",
+            USER_NAME,
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+    )?;
+    Ok(())
+}
+
+fn spawn_server(
+    bins: &PgBinaries,
+    dir: &Utf8Path,
+    data: &Utf8Path,
+) -> Result<Child, DevDbError> {
+    let log_path = dir.join("postgres.log");
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| io("cannot open the server log", &log_path, e))?;
+    let log2 = log
+        .try_clone()
+        .map_err(|e| io("cannot open", &log_path, e))?;
+    let mut command: Command = bins.command("postgres");
+    command
+        .arg("-D")
+        .arg(data)
+        .args(server_settings(dir))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    command
+        .spawn()
+        .map_err(|e| io("cannot start postgres", data, e))
+}
+
+/// An initialized data directory with Baton's database, built once under
+/// `cache` and reused. Built aside and renamed into place, so concurrent
+/// test processes never see half of one.
+fn ensure_template(
+    bins: &PgBinaries,
+    cache: &Utf8Path,
+    log: &Logger,
+) -> Result<Utf8PathBuf, DevDbError> {
+    let template = cache.join(format!("baton-pg{}-template", bins.version()));
+    if template.join("baton-template-ready").is_file() {
+        return Ok(template);
+    }
+    std::fs::create_dir_all(cache)
+        .map_err(|e| io("cannot create", cache, e))?;
+    let aside = tempfile::Builder::new()
+        .prefix("building-template-")
+        .tempdir_in(cache)
+        .map_err(|e| io("cannot create a directory in", cache, e))?;
+    let aside_dir = Utf8Path::from_path(aside.path())
+        .ok_or_else(|| DevDbError::NonUtf8Path(aside.path().to_owned()))?
+        .to_owned();
+    bins.hand_over(&aside_dir)?;
+    info!(log, "building the PostgreSQL template data directory";
+        "cache" => %cache);
+    // Start a server on it once to create Baton's database, then stop it.
+    let db = DevDbBuilder::default().start(log)?;
+    let mut db = db;
+    db.stop_server()?;
+    let built = aside_dir.join("data");
+    copy_dir(&db.data, &built)?;
+    drop(db);
+    File::create(built.join("baton-template-ready"))
+        .map_err(|e| io("cannot mark the template", &built, e))?;
+    match std::fs::rename(&built, &template) {
+        Ok(()) => {}
+        // Another process finished first; theirs is as good as ours.
+        Err(_) if template.join("baton-template-ready").is_file() => {}
+        Err(e) => {
+            return Err(io("cannot move the template into", &template, e));
+        }
+    }
+    Ok(template)
+}
+
+/// Copies a data directory keeping owners and modes (`cp -a`).
+fn copy_dir(from: &Utf8Path, to: &Utf8Path) -> Result<(), DevDbError> {
+    let output = Command::new("cp")
+        .args(["-a", from.as_str(), to.as_str()])
+        .output()
+        .map_err(|e| io("cannot run cp for", from, e))?;
+    if !output.status.success() {
+        return Err(DevDbError::Command {
+            program: "cp -a".to_owned(),
+            status: output.status.to_string(),
+            output: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    // The stale pid file of the server that built it must not confuse the
+    // readiness check.
+    let _ = std::fs::remove_file(to.join("postmaster.pid"));
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Starting and stopping real PostgreSQL servers.
+
+use std::path::Path;
+
+use baton_dev_db::{DevDb, DevDbError, PersistentDb, PgBinaries};
+use slog::{Logger, o};
+
+fn log() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+/// Every process whose command line mentions `dir`.
+fn processes_using(dir: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(dir).then_some(cmdline)
+        })
+        .collect()
+}
+
+#[test]
+fn throwaway_server_leaves_nothing_behind_on_drop() {
+    let db = DevDb::start(&log()).unwrap();
+    let dir = db.dir().to_string();
+    let pid = db.pid().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(Path::new(&dir).join(".s.PGSQL.5432").exists(), "socket");
+    assert!(!processes_using(&dir).is_empty());
+    drop(db);
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "server still runs"
+    );
+    assert_eq!(processes_using(&dir), Vec::<String>::new());
+    assert!(!Path::new(&dir).exists(), "directory left behind");
+}
+
+#[test]
+fn template_cache_is_built_once_and_reused() {
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap().to_owned();
+    let first = DevDb::builder()
+        .template_cache(&cache_dir)
+        .start(&log())
+        .unwrap();
+    let entries = |d: &str| {
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let after_first = entries(&cache_dir);
+    assert_eq!(after_first.len(), 1, "{after_first:?}");
+    let second = DevDb::builder()
+        .template_cache(&cache_dir)
+        .start(&log())
+        .unwrap();
+    assert_eq!(entries(&cache_dir), after_first);
+    assert_ne!(first.dir(), second.dir());
+    assert!(second.dir().join(".s.PGSQL.5432").exists());
+}
+
+#[test]
+fn a_server_can_be_stopped_and_restarted() {
+    let mut db = DevDb::start(&log()).unwrap();
+    let first = db.pid().unwrap();
+    db.stop_server().unwrap();
+    assert!(db.pid().is_none());
+    assert!(!db.dir().join(".s.PGSQL.5432").exists());
+    db.restart().unwrap();
+    assert_ne!(db.pid().unwrap(), first);
+    assert!(db.dir().join(".s.PGSQL.5432").exists());
+}
+
+#[test]
+fn missing_binaries_say_how_to_install_them() {
+    let err = PgBinaries::find_in(["/nonexistent".into()]).unwrap_err();
+    assert!(matches!(err, DevDbError::BinariesMissing));
+    assert!(
+        err.to_string().contains("apt-get install postgresql"),
+        "{err}"
+    );
+}
+
+#[test]
+fn persistent_server_survives_stop_and_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path().join("db");
+    let db = PersistentDb::new(dir.to_str().unwrap());
+    assert!(!db.is_running().unwrap());
+    let url = db.start().unwrap();
+    assert!(db.is_running().unwrap());
+    assert_eq!(db.start().unwrap(), url, "start is idempotent");
+    assert!(db.stop().unwrap());
+    assert!(!db.is_running().unwrap());
+    assert!(dir.join("data/PG_VERSION").exists(), "the data stays");
+    assert!(!db.stop().unwrap(), "stopping twice is fine");
+    db.start().unwrap();
+    assert!(db.stop().unwrap());
+}
