@@ -1,1 +1,33 @@
+//! Every database operation of the coordinated Nexus handoff.
+//!
+//! This is the only crate that speaks SQL. It owns the schema (embedded
+//! migrations), the connection pool with its drain fence, and one retrying
+//! SERIALIZABLE wrapper that every operation goes through. It applies the
+//! protocol's rules that must hold inside the database (only the current
+//! target writes records, the handoff is atomic), but decides no policy:
+//! what to write is the planner's answer, passed in.
+//!
+//! The SQL is kept portable to CockroachDB: standard types, an enum type,
+//! data-modifying CTEs and `ON CONFLICT DO NOTHING`, all of which both
+//! databases support.
 
+mod access;
+mod blueprints;
+mod datastore;
+mod error;
+mod fence;
+mod migrations;
+mod records;
+pub mod testing;
+
+pub use access::{
+    AccessDecision, AccessFacts, SchemaComparison, decide_access,
+};
+pub use blueprints::{BlueprintSummary, BlueprintTarget};
+pub use datastore::{
+    DataStore, DataStoreConfig, Isolation, TxError, TxFuture, redact_url,
+};
+pub use error::Error;
+pub use fence::{Claim, QuiescedClaim};
+pub use migrations::SCHEMA_VERSION;
+pub use records::{EnsureOutcome, RecordsToEnsure};

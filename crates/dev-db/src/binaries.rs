@@ -122,7 +122,7 @@ fn candidates() -> Vec<Utf8PathBuf> {
                 ))
             })
             .collect();
-        versions.sort_by(|a, b| b.0.cmp(&a.0));
+        versions.sort_by_key(|v| std::cmp::Reverse(v.0));
         out.extend(versions.into_iter().map(|(_, dir)| dir));
     }
     if let Some(path) = std::env::var_os("PATH") {

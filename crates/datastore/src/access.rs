@@ -1,0 +1,182 @@
+//! The start-up access check: may this Nexus use the database?
+//!
+//! The decision is a pure function of facts read in one statement (the
+//! caller's record, whether any record exists, the schema version), so the
+//! whole table is tested cell by cell without a database as well as with.
+
+use std::cmp::Ordering;
+
+use baton_types::NexusRecordState;
+use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Nullable, Text, Uuid};
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+
+use crate::{DataStore, Error, SCHEMA_VERSION};
+
+/// What a Nexus should do at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessDecision {
+    /// Use the database.
+    Ready,
+    /// Its record is `not_yet`: attempt the handoff first.
+    NeedsHandoff,
+    /// It has no record yet while others do: wait and check again.
+    TryLater,
+    /// The schema is older than it wants: apply migrations first.
+    UpdateSchema,
+    /// Never use this database (quiesced, or a schema from the future).
+    Refuse,
+}
+
+impl AccessDecision {
+    /// The label used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessDecision::Ready => "ready",
+            AccessDecision::NeedsHandoff => "needs_handoff",
+            AccessDecision::TryLater => "try_later",
+            AccessDecision::UpdateSchema => "update_schema",
+            AccessDecision::Refuse => "refuse",
+        }
+    }
+}
+
+/// The database's schema compared with the one this Nexus wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaComparison {
+    /// Older than wanted.
+    Older,
+    /// Exactly as wanted.
+    UpToDate,
+    /// Newer than this Nexus understands.
+    Newer,
+}
+
+/// What the access decision is made from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AccessFacts {
+    /// The caller's identity; `None` for a tool without one.
+    pub nexus_id: Option<OmicronZoneUuid>,
+    /// How many records exist.
+    pub records: i64,
+    /// The caller's record state, if it has a row.
+    pub own_state: Option<NexusRecordState>,
+    /// The schema compared with what the caller wants.
+    pub schema: SchemaComparison,
+}
+
+/// The protocol's decision table, with the reason in words.
+pub fn decide_access(facts: &AccessFacts) -> (AccessDecision, String) {
+    use AccessDecision::*;
+    use SchemaComparison::*;
+    if facts.schema == Newer {
+        return (
+            Refuse,
+            "the database schema is newer than this Nexus understands".into(),
+        );
+    }
+    let schema_ok = |why: &str| match facts.schema {
+        UpToDate => (Ready, format!("{why}, and the schema is up to date")),
+        _ => (
+            UpdateSchema,
+            format!("{why}, but the schema is older than wanted"),
+        ),
+    };
+    let Some(nexus_id) = facts.nexus_id else {
+        return schema_ok("no Nexus identity (record check skipped)");
+    };
+    match facts.own_state {
+        None if facts.records == 0 => {
+            schema_ok("the record table is empty (a fresh system)")
+        }
+        None => (
+            TryLater,
+            format!(
+                "Nexus {nexus_id} has no record yet while {} other(s) exist",
+                facts.records
+            ),
+        ),
+        Some(NexusRecordState::NotYet) => (
+            NeedsHandoff,
+            format!("Nexus {nexus_id} is not_yet: it must take over first"),
+        ),
+        Some(NexusRecordState::Active) => {
+            schema_ok(&format!("Nexus {nexus_id} is active"))
+        }
+        Some(NexusRecordState::Quiesced) => (
+            Refuse,
+            format!("Nexus {nexus_id} is quiesced and may never return"),
+        ),
+    }
+}
+
+#[derive(QueryableByName)]
+struct FactsRow {
+    #[diesel(sql_type = BigInt)]
+    records: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    own_state: Option<String>,
+}
+
+impl DataStore {
+    /// Reads the facts and decides, for `nexus_id` (or for a tool without
+    /// an identity), against this build's schema version.
+    pub async fn check_access(
+        &self,
+        nexus_id: Option<OmicronZoneUuid>,
+    ) -> Result<(AccessDecision, String), Error> {
+        let facts = self.access_facts(nexus_id, SCHEMA_VERSION).await?;
+        Ok(decide_access(&facts))
+    }
+
+    /// The facts, against a wanted schema version.
+    pub async fn access_facts(
+        &self,
+        nexus_id: Option<OmicronZoneUuid>,
+        wanted_schema: i64,
+    ) -> Result<AccessFacts, Error> {
+        let version = self.schema_version().await?;
+        let schema = match version.cmp(&wanted_schema) {
+            Ordering::Less => SchemaComparison::Older,
+            Ordering::Equal => SchemaComparison::UpToDate,
+            Ordering::Greater => SchemaComparison::Newer,
+        };
+        if version == 0 {
+            // No schema at all: there is no record table to read.
+            return Ok(AccessFacts {
+                nexus_id,
+                records: 0,
+                own_state: None,
+                schema,
+            });
+        }
+        let raw = nexus_id.map(GenericUuid::into_untyped_uuid);
+        let row: FactsRow = self
+            .retrying("access facts", |conn| {
+                Box::pin(
+                    diesel::sql_query(
+                        "SELECT (SELECT count(*) FROM db_metadata_nexus) AS records,
+                            (SELECT state::TEXT FROM db_metadata_nexus
+                             WHERE nexus_id = $1) AS own_state",
+                    )
+                    .bind::<Nullable<Uuid>, _>(raw)
+                    .get_result(conn),
+                )
+            })
+            .await?;
+        let own_state = row
+            .own_state
+            .map(|s| s.parse())
+            .transpose()
+            .map_err(|e| Error::Schema(format!("{e}")))?;
+        Ok(AccessFacts {
+            nexus_id,
+            records: row.records,
+            own_state,
+            schema,
+        })
+    }
+}

@@ -1,0 +1,146 @@
+//! The datastore's errors: what happened, and whether a retry can help.
+
+use baton_types::NexusRecordState;
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+
+/// What went wrong in a datastore operation.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// This datastore's pool was closed to new claims (the Nexus is
+    /// quiescing). Permanent for this datastore.
+    #[error("the datastore is quiesced: it hands out no new connections")]
+    Quiesced,
+    /// No connection could be had (server down, pool exhausted).
+    #[error("cannot get a database connection for {op}: {message}")]
+    Connection {
+        /// The operation.
+        op: &'static str,
+        /// Why (the URL's password never appears here).
+        message: String,
+    },
+    /// The database refused or failed the statement.
+    #[error("database error in {op}: {message}")]
+    Database {
+        /// The operation.
+        op: &'static str,
+        /// The server's message.
+        message: String,
+        /// True for failures a retry may cure (a dropped connection).
+        transient: bool,
+    },
+    /// Every attempt hit a serialization failure (SQLSTATE 40001).
+    #[error("{op} hit a serialization conflict on each of {attempts} attempts")]
+    TooMuchContention {
+        /// The operation.
+        op: &'static str,
+        /// How many attempts were made.
+        attempts: u32,
+    },
+    /// The blueprint being executed is no longer the current target, so
+    /// nothing was written.
+    #[error(
+        "blueprint {blueprint_id} is not the current target (the target is \
+         {}); nothing was written",
+        current.map_or("not set".to_owned(), |c| c.to_string())
+    )]
+    TargetChanged {
+        /// The blueprint being executed.
+        blueprint_id: BlueprintUuid,
+        /// The current target, if any.
+        current: Option<BlueprintUuid>,
+    },
+    /// No blueprint is the target yet.
+    #[error("no blueprint has been made the target yet")]
+    NoTarget,
+    /// No blueprint with this id is stored.
+    #[error("no blueprint {0} is stored")]
+    BlueprintNotFound(BlueprintUuid),
+    /// A different document is stored under the same id.
+    #[error(
+        "a different blueprint is already stored with id {0}; blueprints \
+         are immutable"
+    )]
+    BlueprintConflict(BlueprintUuid),
+    /// The target may move only to a child of the current target.
+    #[error(
+        "blueprint {blueprint_id} cannot become the target: its parent is \
+         {}, but the current target is {current}",
+        parent.map_or("none".to_owned(), |p| p.to_string())
+    )]
+    TargetNotChild {
+        /// The blueprint offered.
+        blueprint_id: BlueprintUuid,
+        /// Its parent.
+        parent: Option<BlueprintUuid>,
+        /// The current target.
+        current: BlueprintUuid,
+    },
+    /// A stored document no longer reads as a blueprint.
+    #[error("stored blueprint {id} cannot be read: {message}")]
+    StoredBlueprintUnreadable {
+        /// The blueprint.
+        id: BlueprintUuid,
+        /// Why.
+        message: String,
+    },
+    /// Rack setup found records already present.
+    #[error(
+        "db_metadata_nexus already holds {0} record(s); initialization only \
+         runs on an empty table"
+    )]
+    AlreadyInitialized(i64),
+    /// The Nexus has no record.
+    #[error("Nexus {0} has no db_metadata_nexus record")]
+    NotRegistered(OmicronZoneUuid),
+    /// Handoff refused: some Nexus is still allowed to use the database.
+    #[error(
+        "handoff refused: {0} Nexus instance(s) are still active (their \
+         records are neither not_yet nor quiesced)"
+    )]
+    HandoffStillActive(i64),
+    /// Handoff refused: the caller has no record.
+    #[error("handoff refused: Nexus {0} is not registered (no record)")]
+    HandoffNotRegistered(OmicronZoneUuid),
+    /// Handoff refused: the caller's record is not `not_yet`.
+    #[error(
+        "handoff refused: Nexus {nexus_id} is in the wrong state \
+         ({state}, not not_yet)"
+    )]
+    HandoffWrongState {
+        /// The caller.
+        nexus_id: OmicronZoneUuid,
+        /// Its state.
+        state: NexusRecordState,
+    },
+    /// The reserved quiesce claim was asked for too early or twice.
+    #[error("cannot mark quiesced yet: {0}")]
+    FenceNotDrained(&'static str),
+    /// The schema is missing or from the future.
+    #[error("schema problem: {0}")]
+    Schema(String),
+}
+
+impl Error {
+    /// True when trying the same call again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Connection { .. }
+            | Error::TooMuchContention { .. }
+            | Error::HandoffStillActive(_)
+            | Error::HandoffNotRegistered(_)
+            | Error::HandoffWrongState { .. } => true,
+            Error::Database { transient, .. } => *transient,
+            Error::Quiesced
+            | Error::TargetChanged { .. }
+            | Error::NoTarget
+            | Error::BlueprintNotFound(_)
+            | Error::BlueprintConflict(_)
+            | Error::TargetNotChild { .. }
+            | Error::StoredBlueprintUnreadable { .. }
+            | Error::AlreadyInitialized(_)
+            | Error::NotRegistered(_)
+            | Error::FenceNotDrained(_)
+            | Error::Schema(_) => false,
+        }
+    }
+}

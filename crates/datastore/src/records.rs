@@ -1,0 +1,430 @@
+//! The `db_metadata_nexus` records.
+
+use std::collections::BTreeSet;
+
+use baton_types::{NexusRecord, NexusRecordState};
+use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
+use diesel::QueryableByName;
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
+use diesel_async::RunQueryDsl;
+
+use crate::{DataStore, Error};
+
+/// The records one execution wants to exist (the planner's answer).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordsToEnsure {
+    /// To be inserted as `active`.
+    pub active: BTreeSet<OmicronZoneUuid>,
+    /// To be inserted as `not_yet`.
+    pub not_yet: BTreeSet<OmicronZoneUuid>,
+}
+
+/// What the conditional record write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnsureOutcome {
+    /// Rows that did not exist and were inserted (0 when all existed).
+    pub inserted: usize,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct Count {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) n: i64,
+}
+
+#[derive(QueryableByName)]
+pub(crate) struct RecordRow {
+    #[diesel(sql_type = Uuid)]
+    nexus_id: uuid::Uuid,
+    #[diesel(sql_type = Text)]
+    state: String,
+    #[diesel(sql_type = Nullable<Uuid>)]
+    last_drained_blueprint_id: Option<uuid::Uuid>,
+}
+
+impl RecordRow {
+    fn into_record(self) -> Result<NexusRecord, Error> {
+        Ok(NexusRecord {
+            nexus_id: OmicronZoneUuid::from_untyped_uuid(self.nexus_id),
+            state: self
+                .state
+                .parse()
+                .map_err(|e| Error::Schema(format!("{e}")))?,
+            last_drained_blueprint_id: self
+                .last_drained_blueprint_id
+                .map(BlueprintUuid::from_untyped_uuid),
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct GuardedRow {
+    #[diesel(sql_type = Nullable<Uuid>)]
+    current_target: Option<uuid::Uuid>,
+    #[diesel(sql_type = BigInt)]
+    changed: i64,
+}
+
+/// The heart of the protocol, in one statement: insert the wanted rows
+/// only if `$1` is the current target, never touching an existing row,
+/// and report the target seen, so "target changed" (nothing written) is
+/// told apart from "every row already existed" (success).
+pub(crate) const ENSURE_RECORDS: &str = "
+WITH target AS (
+    SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
+), wanted AS (
+    SELECT id AS nexus_id, 'active'::db_metadata_nexus_state AS state
+        FROM unnest($2::UUID[]) AS a (id)
+    UNION ALL
+    SELECT id, 'not_yet'::db_metadata_nexus_state
+        FROM unnest($3::UUID[]) AS n (id)
+), inserted AS (
+    INSERT INTO db_metadata_nexus (nexus_id, state, last_drained_blueprint_id)
+    SELECT nexus_id, state, NULL FROM wanted
+    WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
+    ON CONFLICT (nexus_id) DO NOTHING
+    RETURNING nexus_id
+)
+SELECT (SELECT blueprint_id FROM target) AS current_target,
+       (SELECT count(*) FROM inserted) AS changed";
+
+/// Deletes the rows of expunged Nexus zones only if `$1` is the current
+/// target. Reading `bp_target` here is what orders this delete after any
+/// stale insert on PostgreSQL (see the protocol notes).
+const DELETE_EXPUNGED: &str = "
+WITH target AS (
+    SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
+), deleted AS (
+    DELETE FROM db_metadata_nexus
+    WHERE nexus_id = ANY ($2::UUID[])
+      AND EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
+    RETURNING nexus_id
+)
+SELECT (SELECT blueprint_id FROM target) AS current_target,
+       (SELECT count(*) FROM deleted) AS changed";
+
+/// Which records to read.
+enum Filter {
+    All,
+    Ids(Vec<uuid::Uuid>),
+    States(Vec<String>),
+}
+
+const SELECT_RECORDS: &str = "SELECT nexus_id, state::TEXT AS state, \
+     last_drained_blueprint_id FROM db_metadata_nexus";
+
+fn untyped(ids: impl IntoIterator<Item = OmicronZoneUuid>) -> Vec<uuid::Uuid> {
+    ids.into_iter()
+        .map(GenericUuid::into_untyped_uuid)
+        .collect()
+}
+
+fn guarded(
+    blueprint_id: BlueprintUuid,
+    row: GuardedRow,
+) -> Result<usize, Error> {
+    let current = row.current_target.map(BlueprintUuid::from_untyped_uuid);
+    if current != Some(blueprint_id) {
+        return Err(Error::TargetChanged {
+            blueprint_id,
+            current,
+        });
+    }
+    Ok(row.changed as usize)
+}
+
+impl DataStore {
+    /// Rack setup: inserts these Nexus ids as `active`, refused (nothing
+    /// written) if the table holds any row.
+    pub async fn records_initialize(
+        &self,
+        ids: &BTreeSet<OmicronZoneUuid>,
+    ) -> Result<(), Error> {
+        let raw = untyped(ids.iter().copied());
+        let row: GuardedRow = self
+            .retrying("records initialize", |conn| {
+                Box::pin(
+                    diesel::sql_query(
+                        "WITH existing AS (
+                            SELECT count(*) AS n FROM db_metadata_nexus
+                        ), inserted AS (
+                            INSERT INTO db_metadata_nexus (nexus_id, state)
+                            SELECT id, 'active' FROM unnest($1::UUID[]) AS a (id)
+                            WHERE (SELECT n FROM existing) = 0
+                            ON CONFLICT (nexus_id) DO NOTHING
+                            RETURNING nexus_id
+                        )
+                        SELECT NULL::UUID AS current_target,
+                            (SELECT n FROM existing) AS changed",
+                    )
+                    .bind::<Array<Uuid>, _>(raw.clone())
+                    .get_result(conn),
+                )
+            })
+            .await?;
+        if row.changed > 0 {
+            return Err(Error::AlreadyInitialized(row.changed));
+        }
+        Ok(())
+    }
+
+    /// Inserts the wanted records only if `blueprint_id` is the current
+    /// target, in a single statement; existing rows are never changed.
+    pub async fn records_ensure(
+        &self,
+        blueprint_id: BlueprintUuid,
+        records: &RecordsToEnsure,
+    ) -> Result<EnsureOutcome, Error> {
+        let bp = blueprint_id.into_untyped_uuid();
+        let active = untyped(records.active.iter().copied());
+        let not_yet = untyped(records.not_yet.iter().copied());
+        let row: GuardedRow = self
+            .retrying("records ensure", |conn| {
+                Box::pin(
+                    diesel::sql_query(ENSURE_RECORDS)
+                        .bind::<Uuid, _>(bp)
+                        .bind::<Array<Uuid>, _>(active.clone())
+                        .bind::<Array<Uuid>, _>(not_yet.clone())
+                        .get_result(conn),
+                )
+            })
+            .await?;
+        let inserted = guarded(blueprint_id, row)?;
+        Ok(EnsureOutcome { inserted })
+    }
+
+    /// Every record, sorted by Nexus id.
+    pub async fn records_list(&self) -> Result<Vec<NexusRecord>, Error> {
+        self.records_where(Filter::All).await
+    }
+
+    /// The records of these Nexus ids, sorted by id.
+    pub async fn records_by_ids(
+        &self,
+        ids: &BTreeSet<OmicronZoneUuid>,
+    ) -> Result<Vec<NexusRecord>, Error> {
+        self.records_where(Filter::Ids(untyped(ids.iter().copied())))
+            .await
+    }
+
+    /// The records in any of these states, sorted by id.
+    pub async fn records_by_states(
+        &self,
+        states: &[NexusRecordState],
+    ) -> Result<Vec<NexusRecord>, Error> {
+        let labels = states.iter().map(|s| s.as_str().to_owned()).collect();
+        self.records_where(Filter::States(labels)).await
+    }
+
+    async fn records_where(
+        &self,
+        filter: Filter,
+    ) -> Result<Vec<NexusRecord>, Error> {
+        let rows: Vec<RecordRow> = self
+            .retrying("records read", |conn| match &filter {
+                Filter::All => Box::pin(
+                    diesel::sql_query(format!(
+                        "{SELECT_RECORDS} ORDER BY nexus_id"
+                    ))
+                    .load(conn),
+                ),
+                Filter::Ids(ids) => Box::pin(
+                    diesel::sql_query(format!(
+                        "{SELECT_RECORDS} WHERE nexus_id = ANY ($1::UUID[]) \
+                         ORDER BY nexus_id"
+                    ))
+                    .bind::<Array<Uuid>, _>(ids.clone())
+                    .load(conn),
+                ),
+                Filter::States(states) => Box::pin(
+                    diesel::sql_query(format!(
+                        "{SELECT_RECORDS} WHERE state::TEXT = ANY ($1::TEXT[]) \
+                         ORDER BY nexus_id"
+                    ))
+                    .bind::<Array<Text>, _>(states.clone())
+                    .load(conn),
+                ),
+            })
+            .await?;
+        rows.into_iter().map(RecordRow::into_record).collect()
+    }
+
+    /// Records the blueprint a quiescing Nexus drained against, only while
+    /// its row is `active`. Returns the number of rows changed (0 or 1).
+    pub async fn record_update_last_drained(
+        &self,
+        nexus_id: OmicronZoneUuid,
+        blueprint_id: BlueprintUuid,
+    ) -> Result<usize, Error> {
+        let (nexus, bp) = (
+            nexus_id.into_untyped_uuid(),
+            blueprint_id.into_untyped_uuid(),
+        );
+        let n = self
+            .retrying("record update last drained", |conn| {
+                Box::pin(
+                    diesel::sql_query(
+                        "UPDATE db_metadata_nexus
+                         SET last_drained_blueprint_id = $2
+                         WHERE nexus_id = $1 AND state = 'active'",
+                    )
+                    .bind::<Uuid, _>(nexus)
+                    .bind::<Uuid, _>(bp)
+                    .execute(conn),
+                )
+            })
+            .await?;
+        Ok(n)
+    }
+
+    /// Marks a Nexus `quiesced` on an ordinary claim. For operators (the
+    /// `--force` path); a Nexus marking itself uses
+    /// [`DataStore::record_mark_self_quiesced`], behind the fence.
+    pub async fn record_mark_quiesced(
+        &self,
+        nexus_id: OmicronZoneUuid,
+    ) -> Result<(), Error> {
+        let raw = nexus_id.into_untyped_uuid();
+        let n = self
+            .retrying("record mark quiesced", |conn| {
+                Box::pin(
+                    diesel::sql_query(MARK_QUIESCED)
+                        .bind::<Uuid, _>(raw)
+                        .execute(conn),
+                )
+            })
+            .await?;
+        if n == 0 {
+            return Err(Error::NotRegistered(nexus_id));
+        }
+        Ok(())
+    }
+
+    /// Marks this process's own Nexus `quiesced`, through the one claim
+    /// reserved for it: only after [`DataStore::quiesce`] and once every
+    /// claim is released, so the row never says `quiesced` while this
+    /// process still holds a connection.
+    pub async fn record_mark_self_quiesced(
+        &self,
+        nexus_id: OmicronZoneUuid,
+    ) -> Result<(), Error> {
+        let mut claim = self.reserved_quiesce_claim().await?;
+        let raw = nexus_id.into_untyped_uuid();
+        let n = diesel::sql_query(MARK_QUIESCED)
+            .bind::<Uuid, _>(raw)
+            .execute(&mut claim.conn)
+            .await
+            .map_err(|e| {
+                crate::datastore::database_error("mark self quiesced", e)
+            })?;
+        if n == 0 {
+            return Err(Error::NotRegistered(nexus_id));
+        }
+        Ok(())
+    }
+
+    /// Deletes these Nexus ids' rows; missing rows are fine.
+    pub async fn records_delete(
+        &self,
+        ids: &BTreeSet<OmicronZoneUuid>,
+    ) -> Result<usize, Error> {
+        let raw = untyped(ids.iter().copied());
+        self.retrying("records delete", |conn| {
+            Box::pin(
+                diesel::sql_query(
+                    "DELETE FROM db_metadata_nexus WHERE nexus_id = ANY ($1::UUID[])",
+                )
+                .bind::<Array<Uuid>, _>(raw.clone())
+                .execute(conn),
+            )
+        })
+        .await
+    }
+
+    /// Deletes the rows of these (expunged) Nexus zones only if
+    /// `blueprint_id` is the current target, in one statement.
+    pub async fn records_delete_expunged(
+        &self,
+        blueprint_id: BlueprintUuid,
+        ids: &BTreeSet<OmicronZoneUuid>,
+    ) -> Result<usize, Error> {
+        let bp = blueprint_id.into_untyped_uuid();
+        let raw = untyped(ids.iter().copied());
+        let row: GuardedRow = self
+            .retrying("records delete expunged", |conn| {
+                Box::pin(
+                    diesel::sql_query(DELETE_EXPUNGED)
+                        .bind::<Uuid, _>(bp)
+                        .bind::<Array<Uuid>, _>(raw.clone())
+                        .get_result(conn),
+                )
+            })
+            .await?;
+        guarded(blueprint_id, row)
+    }
+
+    /// The new generation takes over, atomically and in one statement: if
+    /// no row is in a state other than `not_yet` or `quiesced`, and the
+    /// caller's row is `not_yet`, every `not_yet` row becomes `active`.
+    /// Returns how many rows were promoted. Every refusal is transient.
+    pub async fn attempt_handoff(
+        &self,
+        nexus_id: OmicronZoneUuid,
+    ) -> Result<usize, Error> {
+        let raw = nexus_id.into_untyped_uuid();
+        let row: HandoffRow = self
+            .retrying("attempt handoff", |conn| {
+                Box::pin(
+                    diesel::sql_query(HANDOFF)
+                        .bind::<Uuid, _>(raw)
+                        .get_result(conn),
+                )
+            })
+            .await?;
+        if row.blocking > 0 {
+            return Err(Error::HandoffStillActive(row.blocking));
+        }
+        let Some(state) = row.my_state else {
+            return Err(Error::HandoffNotRegistered(nexus_id));
+        };
+        let state: NexusRecordState =
+            state.parse().map_err(|e| Error::Schema(format!("{e}")))?;
+        if state != NexusRecordState::NotYet {
+            return Err(Error::HandoffWrongState { nexus_id, state });
+        }
+        Ok(row.promoted as usize)
+    }
+}
+
+/// The quiesce statement, shared by both quiesce paths.
+const MARK_QUIESCED: &str =
+    "UPDATE db_metadata_nexus SET state = 'quiesced' WHERE nexus_id = $1";
+
+#[derive(QueryableByName)]
+struct HandoffRow {
+    #[diesel(sql_type = BigInt)]
+    blocking: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    my_state: Option<String>,
+    #[diesel(sql_type = BigInt)]
+    promoted: i64,
+}
+
+/// Counts rows *not* in the allowed states, so a state added later also
+/// blocks the handoff.
+const HANDOFF: &str = "
+WITH blocking AS (
+    SELECT count(*) AS n FROM db_metadata_nexus
+    WHERE state NOT IN ('not_yet', 'quiesced')
+), me AS (
+    SELECT state::TEXT AS state FROM db_metadata_nexus WHERE nexus_id = $1
+), promoted AS (
+    UPDATE db_metadata_nexus SET state = 'active'
+    WHERE state = 'not_yet'
+      AND (SELECT n FROM blocking) = 0
+      AND (SELECT state FROM me) = 'not_yet'
+    RETURNING nexus_id
+)
+SELECT (SELECT n FROM blocking) AS blocking,
+       (SELECT state FROM me) AS my_state,
+       (SELECT count(*) FROM promoted) AS promoted";

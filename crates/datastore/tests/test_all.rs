@@ -1,0 +1,9 @@
+//! Datastore tests, each against its own real PostgreSQL server.
+
+mod access;
+mod blueprints;
+mod common;
+mod fence;
+mod handoff;
+mod isolation;
+mod records;
