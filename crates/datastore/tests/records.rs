@@ -6,8 +6,11 @@ use std::collections::BTreeSet;
 use baton_datastore::{Error, RecordsToEnsure};
 use baton_types::{NexusRecord, NexusRecordState};
 
+use NexusRecordState::{Active, NotYet, Quiesced};
+use baton_uuid_kinds::GenericUuid;
+
 use crate::common::{
-    TestDb, blueprint, bp_id, handoff_zones, nexus, store_and_target, zone,
+    TestDb, blueprint, handoff_zones, nexus, store_and_target, zone,
 };
 
 fn ids(ns: &[u128]) -> BTreeSet<baton_uuid_kinds::OmicronZoneUuid> {
@@ -311,5 +314,4 @@ async fn delete_expunged_only_from_the_current_target() {
             .unwrap_err();
     assert!(matches!(err, Error::TargetChanged { .. }));
     assert_eq!(t.ds.records_list().await.unwrap().len(), 3);
-    let _ = bp_id(0);
 }
