@@ -31,9 +31,6 @@ fn states(records: &[NexusRecord]) -> Vec<(u128, NexusRecordState)> {
         .collect()
 }
 
-use NexusRecordState::{Active, NotYet, Quiesced};
-use baton_uuid_kinds::GenericUuid;
-
 #[tokio::test]
 async fn records_initialize_only_on_an_empty_table() {
     let t = TestDb::new().await;
