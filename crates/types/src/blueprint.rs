@@ -364,6 +364,12 @@ impl BlueprintBuilder {
         self
     }
 
+    /// Replaces every sled.
+    pub fn sleds(mut self, sleds: BTreeMap<SledUuid, SledConfig>) -> Self {
+        self.sleds = sleds;
+        self
+    }
+
     /// The sleds, to change zones in place (expunge, add).
     pub fn sleds_mut(&mut self) -> &mut BTreeMap<SledUuid, SledConfig> {
         &mut self.sleds
@@ -372,32 +378,15 @@ impl BlueprintBuilder {
     /// Builds the blueprint and its document. It is not validated: call
     /// [`Blueprint::validate`] when that matters.
     pub fn build(self) -> Blueprint {
-        Blueprint {
-            id: self.id,
-            parent_blueprint_id: self.parent_blueprint_id,
-            nexus_generation: self.nexus_generation,
-            sleds: self.sleds,
-            time_created: self.time_created,
-            creator: self.creator,
-            comment: self.comment,
-            document: OnceLock::new(),
-        }
+        self.build_with(OnceLock::new())
     }
-}
 
-pub(crate) struct BlueprintParts {
-    pub id: BlueprintUuid,
-    pub parent_blueprint_id: Option<BlueprintUuid>,
-    pub nexus_generation: Generation,
-    pub sleds: BTreeMap<SledUuid, SledConfig>,
-    pub time_created: DateTime<Utc>,
-    pub creator: String,
-    pub comment: String,
-}
+    /// Builds a blueprint read from `document`, keeping the text.
+    pub(crate) fn build_from_document(self, document: &str) -> Blueprint {
+        self.build_with(OnceLock::from(Arc::from(document)))
+    }
 
-impl BlueprintParts {
-    /// Assembles a blueprint read from `document`, keeping the text.
-    pub(crate) fn with_document(self, document: &str) -> Blueprint {
+    fn build_with(self, document: OnceLock<Arc<str>>) -> Blueprint {
         Blueprint {
             id: self.id,
             parent_blueprint_id: self.parent_blueprint_id,
@@ -406,7 +395,7 @@ impl BlueprintParts {
             time_created: self.time_created,
             creator: self.creator,
             comment: self.comment,
-            document: OnceLock::from(Arc::from(document)),
+            document,
         }
     }
 }

@@ -9,11 +9,10 @@ use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::blueprint::BlueprintParts;
 use crate::validate::{Outline, OutlineZone, ValidationProblem};
 use crate::{
-    Blueprint, Generation, NexusZone, SledConfig, SledState, ValidationError,
-    ZoneConfig, ZoneDisposition, ZoneType,
+    Blueprint, BlueprintBuilder, Generation, NexusZone, SledConfig, SledState,
+    ValidationError, ZoneConfig, ZoneDisposition, ZoneType,
 };
 
 /// Why a document could not be read as a valid blueprint.
@@ -98,7 +97,7 @@ pub fn parse_blueprint(text: &str) -> Result<Blueprint, ReadError> {
         })?;
     let id = wire.id;
     outline(&wire).check(id)?;
-    Ok(into_parts(wire).with_document(text))
+    Ok(into_builder(wire).build_from_document(text))
 }
 
 /// serde_json appends " at line L column C"; the error states it once.
@@ -143,7 +142,7 @@ fn outline(wire: &WireBlueprint) -> Outline {
 
 /// Converts a document that passed the checks, so every generation is in
 /// range and every Nexus zone has one.
-fn into_parts(wire: WireBlueprint) -> BlueprintParts {
+fn into_builder(wire: WireBlueprint) -> BlueprintBuilder {
     let generation =
         |value: u64| Generation::new(value).expect("checked by the outline");
     let sleds = wire
@@ -186,13 +185,10 @@ fn into_parts(wire: WireBlueprint) -> BlueprintParts {
             (id, SledConfig { state, zones })
         })
         .collect();
-    BlueprintParts {
-        id: wire.id,
-        parent_blueprint_id: wire.parent_blueprint_id,
-        nexus_generation: generation(wire.nexus_generation),
-        sleds,
-        time_created: wire.time_created,
-        creator: wire.creator,
-        comment: wire.comment,
-    }
+    BlueprintBuilder::new(wire.id, generation(wire.nexus_generation))
+        .parent(wire.parent_blueprint_id)
+        .time_created(wire.time_created)
+        .creator(wire.creator)
+        .comment(wire.comment)
+        .sleds(sleds)
 }
