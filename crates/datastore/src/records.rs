@@ -141,7 +141,7 @@ impl DataStore {
         ids: &BTreeSet<OmicronZoneUuid>,
     ) -> Result<(), Error> {
         let raw = untyped(ids.iter().copied());
-        let row: GuardedRow = self
+        let existing: Count = self
             .retrying("records initialize", |conn| {
                 Box::pin(
                     diesel::sql_query(
@@ -154,16 +154,15 @@ impl DataStore {
                             ON CONFLICT (nexus_id) DO NOTHING
                             RETURNING nexus_id
                         )
-                        SELECT NULL::UUID AS current_target,
-                            (SELECT n FROM existing) AS changed",
+                        SELECT (SELECT n FROM existing) AS n",
                     )
                     .bind::<Array<Uuid>, _>(raw.clone())
                     .get_result(conn),
                 )
             })
             .await?;
-        if row.changed > 0 {
-            return Err(Error::AlreadyInitialized(row.changed));
+        if existing.n > 0 {
+            return Err(Error::AlreadyInitialized(existing.n));
         }
         Ok(())
     }

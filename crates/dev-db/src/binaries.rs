@@ -134,7 +134,8 @@ fn candidates() -> Vec<Utf8PathBuf> {
     out
 }
 
-fn is_root() -> bool {
+/// True when running as root.
+pub(crate) fn is_root() -> bool {
     // /proc/self is owned by the process's user; no unsafe getuid needed.
     std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)

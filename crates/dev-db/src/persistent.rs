@@ -2,6 +2,7 @@
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::binaries::is_root;
 use crate::throwaway::{init_data_dir, server_settings};
 use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
 
@@ -9,10 +10,7 @@ use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
 /// runs as `postgres`, which cannot enter root's home), otherwise
 /// `$XDG_DATA_HOME/baton/db` or `~/.local/share/baton/db`.
 pub fn default_data_dir() -> Utf8PathBuf {
-    let root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
-    if root {
+    if is_root() {
         return "/var/lib/baton/db".into();
     }
     let base = std::env::var("XDG_DATA_HOME")
