@@ -53,11 +53,10 @@ pub(crate) struct Failure {
     pub message: String,
 }
 
-/// The contract's exit statuses other than success.
+/// The contract's exit statuses other than success. (Status 1, "the
+/// operation ran and failed", arrives with the database commands.)
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Status {
-    /// The operation ran and failed.
-    Failed = 1,
     /// Bad input or usage.
     BadInput = 2,
 }
@@ -66,14 +65,6 @@ impl Failure {
     fn bad_input(message: impl Into<String>) -> Failure {
         Failure {
             status: Status::BadInput,
-            message: message.into(),
-        }
-    }
-
-    #[allow(dead_code)] // used by the database commands
-    fn failed(message: impl Into<String>) -> Failure {
-        Failure {
-            status: Status::Failed,
             message: message.into(),
         }
     }
