@@ -1,13 +1,13 @@
 //! The access decision table, every cell, against a real database.
 
 use baton_datastore::{
-    AccessDecision, AccessFacts, RecordsToEnsure, SCHEMA_VERSION,
-    SchemaComparison, decide_access,
+    AccessDecision, AccessFacts, SCHEMA_VERSION, SchemaComparison,
+    decide_access,
 };
 use baton_types::NexusRecordState;
 use baton_uuid_kinds::OmicronZoneUuid;
 
-use crate::common::{TestDb, blueprint, handoff_zones, store_and_target, zone};
+use crate::common::{TestDb, mid_handoff, zone};
 use AccessDecision::*;
 
 /// The protocol's table: for each record situation, the decision when
@@ -30,13 +30,7 @@ const WANTED: [i64; 3] =
 async fn database(empty: bool) -> TestDb {
     let t = TestDb::new().await;
     if !empty {
-        let bp = blueprint(1, None, 2, handoff_zones(true));
-        store_and_target(&t.ds, &bp).await;
-        let want = RecordsToEnsure {
-            active: [1, 2, 3].map(zone).into(),
-            not_yet: [11, 12, 13].map(zone).into(),
-        };
-        t.ds.records_ensure(bp.id(), &want).await.unwrap();
+        mid_handoff(&t.ds, 2).await;
         t.ds.record_mark_quiesced(zone(2)).await.unwrap();
     }
     t

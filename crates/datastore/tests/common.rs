@@ -1,6 +1,6 @@
 //! A migrated database on a throwaway server, and blueprints to store.
 
-use baton_datastore::{DataStore, DataStoreConfig};
+use baton_datastore::{DataStore, DataStoreConfig, RecordsToEnsure};
 use baton_dev_db::DevDb;
 use baton_types::{
     Blueprint, BlueprintBuilder, Generation, NexusZone, SledConfig, SledState,
@@ -107,4 +107,24 @@ pub(crate) fn handoff_zones(old_in_service: bool) -> Vec<ZoneConfig> {
 pub(crate) async fn store_and_target(ds: &DataStore, bp: &Blueprint) {
     ds.blueprint_insert(bp).await.unwrap();
     ds.target_set(bp.id(), true).await.unwrap();
+}
+
+/// Blueprint 1 (top-level generation `top`, old Nexus 1..=3 and new
+/// 11..=13) stored and made the target, with the records its old Nexus
+/// writes: 1..=3 `active`, 11..=13 `not_yet`.
+pub(crate) async fn mid_handoff(ds: &DataStore, top: u64) -> Blueprint {
+    let bp = blueprint(1, None, top, handoff_zones(true));
+    store_and_target(ds, &bp).await;
+    ds.records_ensure(bp.id(), &mid_handoff_records())
+        .await
+        .unwrap();
+    bp
+}
+
+/// The records [`mid_handoff`] writes.
+pub(crate) fn mid_handoff_records() -> RecordsToEnsure {
+    RecordsToEnsure {
+        active: [1, 2, 3].map(zone).into(),
+        not_yet: [11, 12, 13].map(zone).into(),
+    }
 }

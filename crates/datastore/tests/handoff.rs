@@ -1,19 +1,13 @@
 //! The atomic handoff and its three refusals.
 
-use baton_datastore::{Error, RecordsToEnsure};
+use baton_datastore::Error;
 use baton_types::NexusRecordState;
 
-use crate::common::{TestDb, blueprint, handoff_zones, store_and_target, zone};
+use crate::common::{TestDb, mid_handoff, zone};
 
 async fn handoff_ready_db() -> TestDb {
     let t = TestDb::new().await;
-    let bp = blueprint(1, None, 2, handoff_zones(true));
-    store_and_target(&t.ds, &bp).await;
-    let want = RecordsToEnsure {
-        active: [1, 2, 3].map(zone).into(),
-        not_yet: [11, 12, 13].map(zone).into(),
-    };
-    t.ds.records_ensure(bp.id(), &want).await.unwrap();
+    mid_handoff(&t.ds, 2).await;
     t
 }
 

@@ -10,7 +10,8 @@ use NexusRecordState::{Active, NotYet, Quiesced};
 use baton_uuid_kinds::GenericUuid;
 
 use crate::common::{
-    TestDb, blueprint, handoff_zones, nexus, store_and_target, zone,
+    TestDb, blueprint, handoff_zones, mid_handoff, mid_handoff_records, nexus,
+    store_and_target, zone,
 };
 
 fn ids(ns: &[u128]) -> BTreeSet<baton_uuid_kinds::OmicronZoneUuid> {
@@ -96,7 +97,7 @@ async fn during_a_quiesce_old_zones_still_get_active_and_new_not_yet() {
     // old Nexus classifies by its own zone's generation.
     let bp = blueprint(1, None, 2, handoff_zones(true));
     store_and_target(&t.ds, &bp).await;
-    t.ds.records_ensure(bp.id(), &wanted(&[1, 2, 3], &[11, 12, 13]))
+    t.ds.records_ensure(bp.id(), &mid_handoff_records())
         .await
         .unwrap();
     assert_eq!(
@@ -115,10 +116,8 @@ async fn during_a_quiesce_old_zones_still_get_active_and_new_not_yet() {
 #[tokio::test]
 async fn rerunning_never_changes_an_existing_row_quiesced_included() {
     let t = TestDb::new().await;
-    let bp = blueprint(1, None, 2, handoff_zones(true));
-    store_and_target(&t.ds, &bp).await;
-    let want = wanted(&[1, 2, 3], &[11, 12, 13]);
-    t.ds.records_ensure(bp.id(), &want).await.unwrap();
+    let bp = mid_handoff(&t.ds, 2).await;
+    let want = mid_handoff_records();
     t.ds.record_update_last_drained(zone(2), bp.id())
         .await
         .unwrap();
@@ -141,7 +140,7 @@ async fn a_non_target_blueprint_writes_nothing_and_the_target_then_succeeds() {
     let new = blueprint(2, Some(1), 1, handoff_zones(true));
     store_and_target(&t.ds, &old).await;
     store_and_target(&t.ds, &new).await;
-    let want = wanted(&[1, 2, 3], &[11, 12, 13]);
+    let want = mid_handoff_records();
     let err = t.ds.records_ensure(old.id(), &want).await.unwrap_err();
     assert!(
         matches!(&err, Error::TargetChanged { blueprint_id, current }
@@ -186,7 +185,7 @@ async fn the_conditional_record_write_is_one_statement() {
     let t = TestDb::with_config(config).await;
     let bp = blueprint(1, None, 2, handoff_zones(true));
     store_and_target(&t.ds, &bp).await;
-    let want = wanted(&[1, 2, 3], &[11, 12, 13]);
+    let want = mid_handoff_records();
     t.ds.statement_stats_reset().await.unwrap();
     assert_eq!(t.ds.statement_stats_count().await.unwrap(), 0);
     t.ds.records_ensure(bp.id(), &want).await.unwrap();
@@ -209,11 +208,7 @@ async fn the_conditional_record_write_is_one_statement() {
 #[tokio::test]
 async fn records_read_by_ids_and_by_states() {
     let t = TestDb::new().await;
-    let bp = blueprint(1, None, 1, handoff_zones(true));
-    store_and_target(&t.ds, &bp).await;
-    t.ds.records_ensure(bp.id(), &wanted(&[1, 2, 3], &[11, 12, 13]))
-        .await
-        .unwrap();
+    mid_handoff(&t.ds, 1).await;
     t.ds.record_mark_quiesced(zone(3)).await.unwrap();
     let by_ids = t.ds.records_by_ids(&ids(&[2, 12, 99])).await.unwrap();
     assert_eq!(states(&by_ids), [(2, Active), (12, NotYet)]);
@@ -228,11 +223,7 @@ async fn records_read_by_ids_and_by_states() {
 #[tokio::test]
 async fn last_drained_is_set_only_while_active() {
     let t = TestDb::new().await;
-    let bp = blueprint(1, None, 1, handoff_zones(true));
-    store_and_target(&t.ds, &bp).await;
-    t.ds.records_ensure(bp.id(), &wanted(&[1, 2, 3], &[11, 12, 13]))
-        .await
-        .unwrap();
+    let bp = mid_handoff(&t.ds, 1).await;
     assert_eq!(
         t.ds.record_update_last_drained(zone(1), bp.id())
             .await
@@ -282,11 +273,7 @@ async fn delete_is_idempotent() {
 #[tokio::test]
 async fn delete_expunged_only_from_the_current_target() {
     let t = TestDb::new().await;
-    let old = blueprint(1, None, 2, handoff_zones(true));
-    store_and_target(&t.ds, &old).await;
-    t.ds.records_ensure(old.id(), &wanted(&[1, 2, 3], &[11, 12, 13]))
-        .await
-        .unwrap();
+    let old = mid_handoff(&t.ds, 2).await;
     let expunged = blueprint(2, Some(1), 2, handoff_zones(false));
     t.ds.blueprint_insert(&expunged).await.unwrap();
     let err =
