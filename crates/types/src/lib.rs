@@ -12,6 +12,7 @@ mod document;
 mod generation;
 mod parse;
 mod records;
+pub mod story;
 /// Proptest strategies, for the property tests of crates that take
 /// blueprints (proptest is light, so this is always built).
 pub mod strategies;

@@ -97,3 +97,32 @@ fn unknown_fields_are_ignored_and_unknown_zone_kinds_kept() {
     assert_eq!(zone.zone_type, ZoneType::Other("quantum_flux".into()));
     assert_eq!(zone.zone_type.kind(), "quantum_flux");
 }
+
+#[test]
+fn the_generated_story_is_valid_stable_and_tells_the_same_handoff() {
+    let story = baton_types::story::HandoffStory::new(7);
+    let again = baton_types::story::HandoffStory::new(7);
+    assert_eq!(story.steady, again.steady, "same seed, same ids");
+    let generations: Vec<u64> = story
+        .steps()
+        .iter()
+        .map(|(_, bp)| bp.nexus_generation().get())
+        .collect();
+    assert_eq!(generations, [1, 1, 2, 2]);
+    for (name, bp) in story.steps() {
+        bp.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+        // The rendered document reads back as the same blueprint.
+        assert_eq!(&parse_blueprint(bp.document()).unwrap(), bp, "{name}");
+        assert!(bp.zones().count() >= 15 * 3, "{name}");
+    }
+    assert_eq!(story.old_nexus.len(), 3);
+    assert_eq!(story.new_nexus.len(), 3);
+    let in_service = |bp: &Blueprint| bp.in_service_nexus_zones().count();
+    assert_eq!(in_service(&story.steady), 3);
+    assert_eq!(in_service(&story.new_generation_deployed), 6);
+    assert_eq!(in_service(&story.old_expunged), 3);
+    assert_eq!(
+        story.old_expunged.parent_blueprint_id(),
+        Some(story.handoff_started.id())
+    );
+}

@@ -1,0 +1,331 @@
+//! A whole handoff rehearsed with real Nexus instances on a real
+//! database: what `baton demo` runs and the integration tests check.
+//!
+//! The rehearsal plays the operator and the planner: it imports each
+//! blueprint of a [`HandoffStory`] when the planner says the system is
+//! ready for it, and waits, by watching the records and the instances,
+//! for the Nexus instances to do their part.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use baton_datastore::DataStore;
+use baton_planner::{
+    BumpDecision, decide_generation_bump, expungeable_nexus_zones,
+};
+use baton_types::story::HandoffStory;
+use baton_types::{Blueprint, NexusRecord, NexusRecordState};
+use baton_uuid_kinds::OmicronZoneUuid;
+use slog::{Logger, info};
+
+use crate::{Nexus, NexusConfig, NexusState};
+
+/// How a rehearsal runs.
+#[derive(Clone, Debug)]
+pub struct RehearsalOptions {
+    /// The seed of the story's ids.
+    pub seed: u64,
+    /// Speed-up of every Nexus period (see [`NexusConfig::faster`]).
+    pub speed: u32,
+    /// How long any one stage may take before the rehearsal gives up.
+    pub stage_timeout: Duration,
+}
+
+impl Default for RehearsalOptions {
+    fn default() -> Self {
+        RehearsalOptions {
+            seed: 588,
+            speed: 10,
+            stage_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What one stage did, for printing.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// Short name.
+    pub name: &'static str,
+    /// What happened, in a sentence.
+    pub summary: String,
+    /// The records after it, sorted by id.
+    pub records: Vec<NexusRecord>,
+}
+
+/// The rehearsal's result.
+#[derive(Clone, Debug)]
+pub struct Rehearsal {
+    /// The story it told.
+    pub story: HandoffStory,
+    /// From the last old Nexus marked quiesced to the first new one ready.
+    pub handoff_time: Duration,
+    /// Whether the last old Nexus was quiesced before the first new one
+    /// became active (always, unless the protocol is broken).
+    pub quiesced_before_active: bool,
+    /// The records at the end.
+    pub records: Vec<NexusRecord>,
+}
+
+/// Why a rehearsal stopped.
+#[derive(Debug)]
+pub struct RehearsalError(pub String);
+
+impl std::fmt::Display for RehearsalError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for RehearsalError {}
+
+impl From<baton_datastore::Error> for RehearsalError {
+    fn from(e: baton_datastore::Error) -> Self {
+        RehearsalError(e.to_string())
+    }
+}
+
+/// Runs the whole handoff on the (empty, reachable) database at `url`,
+/// calling `on_stage` after each stage.
+pub async fn rehearse(
+    log: &Logger,
+    url: &str,
+    options: &RehearsalOptions,
+    mut on_stage: impl FnMut(&Stage),
+) -> Result<Rehearsal, RehearsalError> {
+    let story = HandoffStory::new(options.seed);
+    let ds = DataStore::new(log, url);
+    let timeout = options.stage_timeout;
+    let config = |id| NexusConfig::new(id).faster(options.speed);
+    let mut stage = async |name: &'static str, summary: String| {
+        let records = ds.records_list().await?;
+        on_stage(&Stage {
+            name,
+            summary,
+            records,
+        });
+        Ok::<_, RehearsalError>(())
+    };
+
+    let version = ds.migrate().await?;
+    ds.records_initialize(&story.old_nexus.iter().copied().collect())
+        .await?;
+    import(&ds, &story.steady).await?;
+    stage(
+        "rack setup",
+        format!(
+            "schema version {version}; blueprint {} is the target; the three \
+             generation-1 Nexus records are active",
+            story.steady.id()
+        ),
+    )
+    .await?;
+
+    let old: Vec<Nexus> = story
+        .old_nexus
+        .iter()
+        .map(|id| Nexus::start(log, url, config(*id)))
+        .collect();
+    for nexus in &old {
+        let state =
+            within(timeout, nexus.wait_for(|s| *s == NexusState::Running))
+                .await?;
+        expect_state(nexus, &state, &NexusState::Running)?;
+    }
+    stage(
+        "old generation running",
+        "three generation-1 Nexus instances run".into(),
+    )
+    .await?;
+
+    import(&ds, &story.new_generation_deployed).await?;
+    let new_ids = story.new_nexus.clone();
+    wait_records(
+        &ds,
+        timeout,
+        "not_yet records for the new zones",
+        |records| {
+            new_ids.iter().all(|id| {
+                state_of(records, *id) == Some(NexusRecordState::NotYet)
+            })
+        },
+    )
+    .await?;
+    stage(
+        "new generation deployed",
+        "three generation-2 zones added; the old Nexus instances wrote their \
+         not_yet records while executing"
+            .into(),
+    )
+    .await?;
+
+    let records = ds.records_list().await?;
+    match decide_generation_bump(&story.new_generation_deployed, &records, 3) {
+        BumpDecision::Bump { from, to } => {
+            import(&ds, &story.handoff_started).await?;
+            stage(
+                "generation bumped",
+                format!(
+                    "the planner bumped nexus_generation from {from} to {to}"
+                ),
+            )
+            .await?;
+        }
+        BumpDecision::Wait(waits) => {
+            return Err(RehearsalError(format!(
+                "the planner will not bump: {waits:?}"
+            )));
+        }
+    }
+
+    // The new instances start now, before the old ones are done: they
+    // must wait for the handoff, never write early.
+    let new: Vec<Nexus> = story
+        .new_nexus
+        .iter()
+        .map(|id| Nexus::start(log, url, config(*id)))
+        .collect();
+    let mut last_quiesced = Instant::now();
+    for nexus in &old {
+        let state =
+            within(timeout, nexus.wait_for(|s| *s == NexusState::Quiesced))
+                .await?;
+        expect_state(nexus, &state, &NexusState::Quiesced)?;
+        last_quiesced = Instant::now();
+    }
+    stage(
+        "old generation quiesced",
+        "each old Nexus drained its work, closed its pool and marked itself \
+         quiesced"
+            .into(),
+    )
+    .await?;
+
+    let mut first_ready = None;
+    let mut waits = Vec::new();
+    for nexus in &new {
+        waits.push(nexus.wait_for(|s| *s == NexusState::Running));
+    }
+    for wait in waits {
+        let state = within(timeout, wait).await?;
+        if state != NexusState::Running {
+            return Err(RehearsalError(format!(
+                "a new Nexus ended as {state:?}"
+            )));
+        }
+        first_ready.get_or_insert_with(Instant::now);
+    }
+    let first_ready = first_ready.expect("three new instances");
+    let quiesced_before_active = first_ready >= last_quiesced;
+    let handoff_time = first_ready.saturating_duration_since(last_quiesced);
+    stage(
+        "handoff",
+        format!(
+            "a new Nexus took over; every not_yet record became active at once \
+             ({} ms after the last old Nexus quiesced)",
+            handoff_time.as_millis()
+        ),
+    )
+    .await?;
+
+    let records = ds.records_list().await?;
+    let expungeable = expungeable_nexus_zones(&story.handoff_started, &records);
+    if expungeable.iter().copied().collect::<Vec<_>>() != story.old_nexus {
+        return Err(RehearsalError(format!(
+            "the planner would expunge {expungeable:?}, not the old generation"
+        )));
+    }
+    import(&ds, &story.old_expunged).await?;
+    let old_ids = story.old_nexus.clone();
+    wait_records(&ds, timeout, "the old records cleaned up", |records| {
+        old_ids.iter().all(|id| state_of(records, *id).is_none())
+    })
+    .await?;
+    stage(
+        "old zones expunged",
+        "the old Nexus zones were expunged and a new Nexus's execution deleted \
+         their records"
+            .into(),
+    )
+    .await?;
+
+    for nexus in new {
+        nexus.stop().await;
+    }
+    for nexus in old {
+        nexus.stop().await;
+    }
+    let records = ds.records_list().await?;
+    info!(log, "rehearsal done"; "handoff_ms" => handoff_time.as_millis() as u64);
+    Ok(Rehearsal {
+        story,
+        handoff_time,
+        quiesced_before_active,
+        records,
+    })
+}
+
+async fn import(
+    ds: &DataStore,
+    blueprint: &Blueprint,
+) -> Result<(), RehearsalError> {
+    ds.blueprint_insert(blueprint).await?;
+    ds.target_set(blueprint.id(), true).await?;
+    Ok(())
+}
+
+fn state_of(
+    records: &[NexusRecord],
+    id: OmicronZoneUuid,
+) -> Option<NexusRecordState> {
+    records.iter().find(|r| r.nexus_id == id).map(|r| r.state)
+}
+
+fn expect_state(
+    nexus: &Nexus,
+    got: &NexusState,
+    want: &NexusState,
+) -> Result<(), RehearsalError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(RehearsalError(format!(
+            "Nexus {} ended as {got:?}, expected {want:?}",
+            nexus.id()
+        )))
+    }
+}
+
+async fn within<T>(
+    timeout: Duration,
+    f: impl Future<Output = T>,
+) -> Result<T, RehearsalError> {
+    tokio::time::timeout(timeout, f).await.map_err(|_| {
+        RehearsalError(format!(
+            "a stage took longer than {}s",
+            timeout.as_secs()
+        ))
+    })
+}
+
+/// Polls the records until `done` holds (the Nexus instances act on their
+/// own schedule; there is nothing else to wait on).
+async fn wait_records(
+    ds: &DataStore,
+    timeout: Duration,
+    what: &str,
+    done: impl Fn(&[NexusRecord]) -> bool,
+) -> Result<(), RehearsalError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if done(&ds.records_list().await?) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(RehearsalError(format!(
+                "gave up after {}s waiting for {what}",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
