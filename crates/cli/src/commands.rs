@@ -1,26 +1,30 @@
-//! The subcommands and what each does.
+//! The command line: arguments, and which module runs each command.
 
-use std::io::Read;
-
-use baton_types::{Blueprint, ReadError, parse_blueprint};
-use baton_uuid_kinds::OmicronZoneUuid;
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use camino::Utf8PathBuf;
-use clap::{Parser, Subcommand};
-use serde::Serialize;
+use clap::{ArgAction, Args as ClapArgs, Parser, Subcommand};
 
-use crate::output;
+use crate::{database, demo, pure};
 
 /// Hand control of a database safely from one Nexus generation to the next.
 #[derive(Debug, Parser)]
 #[command(name = "baton", version, about)]
 pub(crate) struct Args {
+    /// PostgreSQL URL (a Unix socket works too:
+    /// postgresql://USER@%2Fpath%2Fto%2Fdir/DB). Default: the local
+    /// database started by `baton db start`, if it runs.
+    #[arg(long, global = true, env = "BATON_DATABASE_URL")]
+    pub database_url: Option<String>,
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
-    /// Read, check and store blueprints.
+pub(crate) enum Command {
+    /// Start, stop or migrate the local database.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Read, check, store and target blueprints.
     #[command(subcommand)]
     Blueprint(BlueprintCommand),
     /// Show the records an executing Nexus would write for a blueprint.
@@ -35,14 +39,133 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Execute the current target (or a stored blueprint) once.
+    Execute(ExecuteArgs),
+    /// Read and change the db_metadata_nexus records.
+    #[command(subcommand)]
+    Records(RecordsCommand),
+    /// Attempt the handoff as a new-generation Nexus.
+    Handoff {
+        /// The Nexus taking over.
+        #[arg(long)]
+        nexus_id: OmicronZoneUuid,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The start-up access decision for a Nexus.
+    Access {
+        /// The Nexus asking.
+        #[arg(long)]
+        nexus_id: OmicronZoneUuid,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rehearse a complete handoff on a throwaway PostgreSQL.
+    Demo,
 }
 
 #[derive(Debug, Subcommand)]
-enum BlueprintCommand {
+pub(crate) enum DbCommand {
+    /// Start the local PostgreSQL (idempotent), apply migrations, print
+    /// its URL.
+    Start {
+        /// Where it keeps its data.
+        #[arg(long)]
+        data_dir: Option<Utf8PathBuf>,
+    },
+    /// Stop the local PostgreSQL; the data stays.
+    Stop {
+        /// Where it keeps its data.
+        #[arg(long)]
+        data_dir: Option<Utf8PathBuf>,
+    },
+    /// Apply pending schema migrations (idempotent).
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BlueprintCommand {
     /// Parse and check a blueprint; list every problem.
     Validate {
         /// The blueprint file (`-` reads stdin).
         file: Utf8PathBuf,
+    },
+    /// Store a blueprint and print its id.
+    Import {
+        /// The blueprint file (`-` reads stdin).
+        file: Utf8PathBuf,
+        /// Also make it the current target.
+        #[arg(long)]
+        set_target: bool,
+        /// With --set-target: whether executors act on it.
+        #[arg(long, default_value_t = true, action = ArgAction::Set)]
+        enabled: bool,
+    },
+    /// The current target.
+    #[command(subcommand)]
+    Target(TargetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TargetCommand {
+    /// Make a stored blueprint the current target.
+    Set {
+        /// The blueprint.
+        id: BlueprintUuid,
+        /// Whether executors act on it.
+        #[arg(long, default_value_t = true, action = ArgAction::Set)]
+        enabled: bool,
+    },
+    /// Show the current target.
+    Show {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+#[group(id = "identity", required = true, multiple = false, args = ["nexus_id", "no_nexus_id"])]
+pub(crate) struct ExecuteArgs {
+    /// Execute as this Nexus.
+    #[arg(long)]
+    pub nexus_id: Option<OmicronZoneUuid>,
+    /// Execute without a Nexus identity (records are then not written).
+    #[arg(long)]
+    pub no_nexus_id: bool,
+    /// Execute this stored blueprint instead of the current target.
+    #[arg(long)]
+    pub blueprint_id: Option<BlueprintUuid>,
+    /// Print one JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RecordsCommand {
+    /// The db_metadata_nexus table.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rack setup: insert these Nexus ids as active (empty table only).
+    Init {
+        /// A Nexus id (repeat the flag for more).
+        #[arg(long = "nexus-id", required = true)]
+        nexus_ids: Vec<OmicronZoneUuid>,
+    },
+    /// Mark a Nexus quiesced (refused unless the target says it should
+    /// quiesce, or --force).
+    Quiesce {
+        /// The Nexus.
+        #[arg(long)]
+        nexus_id: OmicronZoneUuid,
+        /// Bypass the check (and the drain fence): dangerous.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -53,125 +176,43 @@ pub(crate) struct Failure {
     pub message: String,
 }
 
-/// The contract's exit statuses other than success. (Status 1, "the
-/// operation ran and failed", arrives with the database commands.)
-#[derive(Clone, Copy, Debug)]
+/// The contract's exit statuses other than success.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Status {
+    /// The operation ran and failed (or finished with a warning).
+    Failed = 1,
     /// Bad input or usage.
     BadInput = 2,
 }
 
 impl Failure {
-    fn bad_input(message: impl Into<String>) -> Failure {
+    pub(crate) fn bad_input(message: impl Into<String>) -> Failure {
         Failure {
             status: Status::BadInput,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn failed(message: impl Into<String>) -> Failure {
+        Failure {
+            status: Status::Failed,
             message: message.into(),
         }
     }
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Failure> {
+    let url = args.database_url;
     match args.command {
         Command::Blueprint(BlueprintCommand::Validate { file }) => {
-            validate(&file)
+            pure::validate(&file)
         }
         Command::Classify {
             blueprint,
             nexus_id,
             json,
-        } => classify(&blueprint, nexus_id, json),
+        } => pure::classify(&blueprint, nexus_id, json),
+        Command::Demo => demo::run(url),
+        other => database::run(url, other),
     }
-}
-
-/// Reads a blueprint file (or stdin for `-`), as bad input on any error.
-fn read_blueprint(path: &Utf8PathBuf) -> Result<Blueprint, Failure> {
-    let text = if path == "-" {
-        let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).map_err(|e| {
-            Failure::bad_input(format!(
-                "cannot read a blueprint from stdin: {e}"
-            ))
-        })?;
-        text
-    } else {
-        std::fs::read_to_string(path).map_err(|e| {
-            Failure::bad_input(format!(
-                "cannot read blueprint file {path}: {e}"
-            ))
-        })?
-    };
-    parse_blueprint(&text).map_err(|e| Failure::bad_input(describe(path, &e)))
-}
-
-/// One sentence per problem, so a reader sees every one.
-fn describe(path: &Utf8PathBuf, error: &ReadError) -> String {
-    match error {
-        ReadError::Malformed { .. } => format!("{path}: {error}."),
-        ReadError::Invalid(invalid) => {
-            let mut text = format!(
-                "{path}: blueprint {} is invalid ({} problem{}):",
-                invalid.blueprint_id,
-                invalid.problems.len(),
-                if invalid.problems.len() == 1 { "" } else { "s" },
-            );
-            for problem in &invalid.problems {
-                text.push_str(&format!("\n  - {problem}."));
-            }
-            text
-        }
-    }
-}
-
-fn validate(path: &Utf8PathBuf) -> Result<(), Failure> {
-    let bp = read_blueprint(path)?;
-    output::line(&format!(
-        "blueprint {} is valid: nexus_generation {}, {} sled(s), {} zone(s), \
-         {} in-service Nexus zone(s)",
-        bp.id(),
-        bp.nexus_generation(),
-        bp.sleds().len(),
-        bp.zones().count(),
-        bp.in_service_nexus_zones().count(),
-    ));
-    Ok(())
-}
-
-#[derive(Serialize)]
-struct ClassifyJson {
-    nexus_id: OmicronZoneUuid,
-    active_generation: u64,
-    active: Vec<OmicronZoneUuid>,
-    not_yet: Vec<OmicronZoneUuid>,
-}
-
-fn classify(
-    path: &Utf8PathBuf,
-    nexus_id: OmicronZoneUuid,
-    json: bool,
-) -> Result<(), Failure> {
-    let bp = read_blueprint(path)?;
-    let c = baton_planner::classify(&bp, nexus_id)
-        .map_err(|e| Failure::bad_input(format!("{e}.")))?;
-    if json {
-        output::json(&ClassifyJson {
-            nexus_id,
-            active_generation: c.active_generation.get(),
-            // BTreeSets iterate in ascending order, as the contract asks.
-            active: c.active.into_iter().collect(),
-            not_yet: c.not_yet.into_iter().collect(),
-        });
-        return Ok(());
-    }
-    output::line(&format!(
-        "blueprint {} as seen by Nexus {nexus_id}: active generation {}",
-        bp.id(),
-        c.active_generation
-    ));
-    output::line("RECORD    NEXUS ID");
-    for (state, ids) in [("active", &c.active), ("not_yet", &c.not_yet)] {
-        for id in ids {
-            output::line(&format!("{state:<9} {id}"));
-        }
-    }
-    Ok(())
 }

@@ -5,11 +5,17 @@
 //! success, 1 when the operation ran and failed, 2 for bad input or usage.
 
 mod commands;
+mod database;
+mod demo;
 mod output;
+mod pure;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use slog::{Drain, Logger, o};
+
+use commands::Failure;
 
 fn main() -> ExitCode {
     let args = match commands::Args::try_parse() {
@@ -28,4 +34,27 @@ fn main() -> ExitCode {
             ExitCode::from(failure.status as u8)
         }
     }
+}
+
+/// The async runtime for the database commands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}.")))
+}
+
+/// Logs to stderr, at the level in `BATON_LOG` (default: errors only, so
+/// that stdout and stderr stay what the contract says they are).
+pub(crate) fn logger() -> Logger {
+    let level = match std::env::var("BATON_LOG").as_deref() {
+        Ok("debug") => slog::Level::Debug,
+        Ok("info") => slog::Level::Info,
+        Ok("warning" | "warn") => slog::Level::Warning,
+        _ => slog::Level::Error,
+    };
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    Logger::root(drain.filter_level(level).fuse(), o!())
 }

@@ -6,10 +6,17 @@ use crate::binaries::is_root;
 use crate::throwaway::{init_data_dir, server_settings};
 use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
 
-/// The default data directory: `/var/lib/baton/db` as root (the server
-/// runs as `postgres`, which cannot enter root's home), otherwise
-/// `$XDG_DATA_HOME/baton/db` or `~/.local/share/baton/db`.
+/// The default data directory: `$BATON_DATA_DIR` if set; else
+/// `/var/lib/baton/db` as root (the server runs as `postgres`, which
+/// cannot enter root's home); else `$XDG_DATA_HOME/baton/db` or
+/// `~/.local/share/baton/db`.
 pub fn default_data_dir() -> Utf8PathBuf {
+    if let Some(dir) = std::env::var("BATON_DATA_DIR")
+        .ok()
+        .filter(|d| !d.is_empty())
+    {
+        return dir.into();
+    }
     if is_root() {
         return "/var/lib/baton/db".into();
     }

@@ -23,8 +23,6 @@ use crate::{Nexus, NexusConfig, NexusState};
 /// How a rehearsal runs.
 #[derive(Clone, Debug)]
 pub struct RehearsalOptions {
-    /// The seed of the story's ids.
-    pub seed: u64,
     /// Speed-up of every Nexus period (see [`NexusConfig::faster`]).
     pub speed: u32,
     /// How long any one stage may take before the rehearsal gives up.
@@ -34,7 +32,6 @@ pub struct RehearsalOptions {
 impl Default for RehearsalOptions {
     fn default() -> Self {
         RehearsalOptions {
-            seed: 588,
             speed: 10,
             stage_timeout: Duration::from_secs(30),
         }
@@ -55,8 +52,6 @@ pub struct Stage {
 /// The rehearsal's result.
 #[derive(Clone, Debug)]
 pub struct Rehearsal {
-    /// The story it told.
-    pub story: HandoffStory,
     /// From the last old Nexus marked quiesced to the first new one ready.
     pub handoff_time: Duration,
     /// Whether the last old Nexus was quiesced before the first new one
@@ -84,15 +79,15 @@ impl From<baton_datastore::Error> for RehearsalError {
     }
 }
 
-/// Runs the whole handoff on the (empty, reachable) database at `url`,
-/// calling `on_stage` after each stage.
+/// Runs the handoff `story` tells on the (empty, reachable) database at
+/// `url`, calling `on_stage` after each stage.
 pub async fn rehearse(
     log: &Logger,
     url: &str,
+    story: &HandoffStory,
     options: &RehearsalOptions,
     mut on_stage: impl FnMut(&Stage),
 ) -> Result<Rehearsal, RehearsalError> {
-    let story = HandoffStory::new(options.seed);
     let ds = DataStore::new(log, url);
     let timeout = options.stage_timeout;
     let config = |id| NexusConfig::new(id).faster(options.speed);
@@ -257,7 +252,6 @@ pub async fn rehearse(
     let records = ds.records_list().await?;
     info!(log, "rehearsal done"; "handoff_ms" => handoff_time.as_millis() as u64);
     Ok(Rehearsal {
-        story,
         handoff_time,
         quiesced_before_active,
         records,

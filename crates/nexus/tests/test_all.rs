@@ -7,6 +7,7 @@ use baton_dev_db::DevDb;
 use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
 use baton_nexus::{Nexus, NexusConfig, NexusState};
 use baton_types::NexusRecordState;
+use baton_types::story::HandoffStory;
 use baton_uuid_kinds::OmicronZoneUuid;
 use slog::{Logger, o};
 
@@ -95,16 +96,20 @@ async fn a_nexus_without_a_record_waits_instead_of_crashing() {
 #[tokio::test]
 async fn the_rehearsal_ends_with_the_new_generation_active() {
     let (db, _ds) = database().await;
+    let story = HandoffStory::new(1);
     let mut stages = Vec::new();
-    let report =
-        rehearse(&log(), &db.url(), &RehearsalOptions::default(), |s| {
-            stages.push(s.name)
-        })
-        .await
-        .unwrap();
+    let report = rehearse(
+        &log(),
+        &db.url(),
+        &story,
+        &RehearsalOptions::default(),
+        |s| stages.push(s.name),
+    )
+    .await
+    .unwrap();
     assert!(report.quiesced_before_active);
     let ids: Vec<_> = report.records.iter().map(|r| r.nexus_id).collect();
-    assert_eq!(ids, report.story.new_nexus);
+    assert_eq!(ids, story.new_nexus);
     assert!(
         report
             .records

@@ -50,7 +50,8 @@ impl NexusRecordState {
 
 impl fmt::Display for NexusRecordState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, so that table columns can set a width.
+        f.pad(self.as_str())
     }
 }
 

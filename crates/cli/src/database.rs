@@ -1,0 +1,337 @@
+//! The commands that use the database.
+
+use std::collections::BTreeSet;
+
+use baton_datastore::{DataStore, Error as DbError};
+use baton_dev_db::{PersistentDb, default_data_dir};
+use baton_executor::realize_blueprint;
+use baton_types::{Blueprint, NexusRecord};
+use baton_uuid_kinds::OmicronZoneUuid;
+use serde::Serialize;
+use slog::Logger;
+
+use crate::commands::{
+    BlueprintCommand, Command, DbCommand, ExecuteArgs, Failure, RecordsCommand,
+    TargetCommand,
+};
+use crate::{output, pure};
+
+/// Runs a database command on a fresh runtime.
+pub(crate) fn run(
+    url: Option<String>,
+    command: Command,
+) -> Result<(), Failure> {
+    let runtime = crate::runtime()?;
+    let log = crate::logger();
+    runtime.block_on(async move {
+        match command {
+            Command::Db(db) => db_command(&log, url, db).await,
+            command => {
+                let url = resolve_url(url)?;
+                let ds = DataStore::new(&log, &url);
+                dispatch(&log, &ds, command).await
+            }
+        }
+    })
+}
+
+/// The URL given, else the local database if it runs, else a sentence
+/// saying how to get one.
+fn resolve_url(url: Option<String>) -> Result<String, Failure> {
+    if let Some(url) = url {
+        return Ok(url);
+    }
+    let local = PersistentDb::new(default_data_dir());
+    if local.is_running().unwrap_or(false) {
+        return Ok(local.url());
+    }
+    Err(Failure::bad_input(format!(
+        "no database to use: pass --database-url URL (or set \
+         BATON_DATABASE_URL), or start the local one with `baton db start` \
+         (data directory {})",
+        local.dir()
+    )))
+}
+
+/// Unknown ids are bad input (2); everything else that the operation ran
+/// into is a failure (1).
+fn failure(e: DbError) -> Failure {
+    match e {
+        DbError::BlueprintNotFound(_) | DbError::NotRegistered(_) => {
+            Failure::bad_input(format!("{e}."))
+        }
+        e => Failure::failed(format!("{e}.")),
+    }
+}
+
+async fn db_command(
+    log: &Logger,
+    url: Option<String>,
+    command: DbCommand,
+) -> Result<(), Failure> {
+    let local = |dir: Option<camino::Utf8PathBuf>| {
+        PersistentDb::new(dir.unwrap_or_else(default_data_dir))
+    };
+    match command {
+        DbCommand::Start { data_dir } => {
+            let db = local(data_dir);
+            let url =
+                db.start().map_err(|e| Failure::failed(format!("{e}.")))?;
+            DataStore::new(log, &url).migrate().await.map_err(failure)?;
+            output::line(&url);
+        }
+        DbCommand::Stop { data_dir } => {
+            let db = local(data_dir);
+            let was_running =
+                db.stop().map_err(|e| Failure::failed(format!("{e}.")))?;
+            output::line(&if was_running {
+                format!("stopped the local PostgreSQL in {}", db.dir())
+            } else {
+                format!("no local PostgreSQL runs in {}", db.dir())
+            });
+        }
+        DbCommand::Migrate => {
+            let url = resolve_url(url)?;
+            let version =
+                DataStore::new(log, &url).migrate().await.map_err(failure)?;
+            output::line(&format!("schema version {version}"));
+        }
+    }
+    Ok(())
+}
+
+async fn dispatch(
+    log: &Logger,
+    ds: &DataStore,
+    command: Command,
+) -> Result<(), Failure> {
+    match command {
+        Command::Blueprint(BlueprintCommand::Import {
+            file,
+            set_target,
+            enabled,
+        }) => {
+            let bp = pure::read_blueprint(&file)?;
+            ds.blueprint_insert(&bp).await.map_err(failure)?;
+            if set_target {
+                ds.target_set(bp.id(), enabled).await.map_err(failure)?;
+            }
+            output::line(&bp.id().to_string());
+        }
+        Command::Blueprint(BlueprintCommand::Target(TargetCommand::Set {
+            id,
+            enabled,
+        })) => {
+            let target = ds.target_set(id, enabled).await.map_err(failure)?;
+            output::line(&format!(
+                "blueprint {} is the target (version {}, {})",
+                target.blueprint_id,
+                target.version,
+                if target.enabled {
+                    "enabled"
+                } else {
+                    "disabled"
+                }
+            ));
+        }
+        Command::Blueprint(BlueprintCommand::Target(TargetCommand::Show {
+            json,
+        })) => {
+            let target = ds
+                .target_current()
+                .await
+                .map_err(failure)?
+                .ok_or_else(|| failure(DbError::NoTarget))?;
+            if json {
+                output::json(&TargetJson {
+                    version: target.version,
+                    blueprint_id: target.blueprint_id.to_string(),
+                    enabled: target.enabled,
+                    time_made_target: target.time_made_target.to_rfc3339(),
+                });
+            } else {
+                output::line(&format!(
+                    "target: blueprint {} (version {}, {}, since {})",
+                    target.blueprint_id,
+                    target.version,
+                    if target.enabled {
+                        "enabled"
+                    } else {
+                        "disabled"
+                    },
+                    target.time_made_target.to_rfc3339()
+                ));
+            }
+        }
+        Command::Execute(args) => execute(log, ds, args).await?,
+        Command::Records(RecordsCommand::List { json }) => {
+            let records = ds.records_list().await.map_err(failure)?;
+            if json {
+                output::json(
+                    &records.iter().map(RecordJson::from).collect::<Vec<_>>(),
+                );
+            } else {
+                let target = ds.target_blueprint().await.ok().map(|(_, bp)| bp);
+                output::line(&output::records_table(&records, target.as_ref()));
+            }
+        }
+        Command::Records(RecordsCommand::Init { nexus_ids }) => {
+            let ids: BTreeSet<OmicronZoneUuid> =
+                nexus_ids.into_iter().collect();
+            ds.records_initialize(&ids).await.map_err(failure)?;
+            output::line(&format!(
+                "initialized {} active record(s)",
+                ids.len()
+            ));
+        }
+        Command::Records(RecordsCommand::Quiesce { nexus_id, force }) => {
+            if !force {
+                quiesce_allowed(ds, nexus_id).await?;
+            }
+            ds.record_mark_quiesced(nexus_id).await.map_err(failure)?;
+            output::line(&format!("Nexus {nexus_id} is quiesced"));
+        }
+        Command::Handoff { nexus_id, json } => {
+            let result = ds.attempt_handoff(nexus_id).await;
+            if json {
+                output::json(&HandoffJson {
+                    nexus_id: nexus_id.to_string(),
+                    handed_off: result.is_ok(),
+                    promoted: result.as_ref().ok().copied(),
+                    reason: result.as_ref().err().map(|e| e.to_string()),
+                });
+            }
+            let promoted = result.map_err(failure)?;
+            if !json {
+                output::line(&format!(
+                    "handoff done: {promoted} Nexus record(s) are now active"
+                ));
+            }
+        }
+        Command::Access { nexus_id, json } => {
+            let (decision, reason) =
+                ds.check_access(Some(nexus_id)).await.map_err(failure)?;
+            if json {
+                output::json(&AccessJson {
+                    nexus_id: nexus_id.to_string(),
+                    decision: decision.as_str(),
+                    reason,
+                });
+            } else {
+                output::line(&format!("{}: {reason}", decision.as_str()));
+            }
+        }
+        // `commands::run` sends these elsewhere before a database is
+        // opened.
+        Command::Db(_)
+        | Command::Classify { .. }
+        | Command::Demo
+        | Command::Blueprint(BlueprintCommand::Validate { .. }) => {
+            unreachable!("handled without a datastore")
+        }
+    }
+    Ok(())
+}
+
+/// The contract's guard on `records quiesce` without `--force`: the
+/// current target must show this Nexus's generation below the blueprint's.
+async fn quiesce_allowed(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Failure> {
+    let (_, bp) = ds.target_blueprint().await.map_err(|e| {
+        Failure::failed(format!(
+            "refused to mark Nexus {nexus_id} quiesced: {e}; use --force to \
+             bypass (dangerous: it skips the drain fence)."
+        ))
+    })?;
+    match baton_planner::is_quiescing(&bp, nexus_id) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(Failure::failed(format!(
+            "refused to mark Nexus {nexus_id} quiesced: its generation is not \
+             below the target blueprint {}'s nexus_generation {}; use --force \
+             to bypass (dangerous: it skips the drain fence).",
+            bp.id(),
+            bp.nexus_generation()
+        ))),
+        Err(e) => Err(Failure::failed(format!(
+            "refused to mark Nexus {nexus_id} quiesced: {e}; use --force to \
+             bypass (dangerous: it skips the drain fence)."
+        ))),
+    }
+}
+
+async fn execute(
+    log: &Logger,
+    ds: &DataStore,
+    args: ExecuteArgs,
+) -> Result<(), Failure> {
+    let bp: Blueprint = match args.blueprint_id {
+        Some(id) => ds.blueprint_read(id).await.map_err(failure)?,
+        None => ds.target_blueprint().await.map_err(failure)?.1,
+    };
+    let report = realize_blueprint(log, ds, &bp, args.nexus_id).await;
+    if args.json {
+        output::json(&report);
+    } else {
+        output::line(&format!("executed blueprint {}", report.blueprint_id));
+        for step in &report.steps {
+            output::line(&format!(
+                "  {:<8} {}: {}",
+                format!("{:?}", step.outcome).to_lowercase(),
+                step.name,
+                step.message.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if report.is_clean() {
+        Ok(())
+    } else {
+        Err(Failure::failed(
+            "execution finished with a step that did not succeed (see the \
+             report).",
+        ))
+    }
+}
+
+#[derive(Serialize)]
+struct TargetJson {
+    version: i64,
+    blueprint_id: String,
+    enabled: bool,
+    time_made_target: String,
+}
+
+#[derive(Serialize)]
+struct RecordJson {
+    nexus_id: String,
+    state: &'static str,
+    last_drained_blueprint_id: Option<String>,
+}
+
+impl From<&NexusRecord> for RecordJson {
+    fn from(r: &NexusRecord) -> Self {
+        RecordJson {
+            nexus_id: r.nexus_id.to_string(),
+            state: r.state.as_str(),
+            last_drained_blueprint_id: r
+                .last_drained_blueprint_id
+                .map(|id| id.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct HandoffJson {
+    nexus_id: String,
+    handed_off: bool,
+    promoted: Option<usize>,
+    reason: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AccessJson {
+    nexus_id: String,
+    decision: &'static str,
+    reason: String,
+}

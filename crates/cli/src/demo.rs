@@ -1,0 +1,81 @@
+//! `baton demo`: a whole handoff rehearsed on a throwaway PostgreSQL.
+
+use std::time::Instant;
+
+use baton_dev_db::DevDb;
+use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
+use baton_types::NexusRecordState;
+use baton_types::story::HandoffStory;
+
+use crate::commands::Failure;
+use crate::output;
+
+/// The seed of the demo's ids (RFD 588), so every run shows the same ids.
+const DEMO_SEED: u64 = 588;
+
+pub(crate) fn run(url: Option<String>) -> Result<(), Failure> {
+    let started = Instant::now();
+    let runtime = crate::runtime()?;
+    let log = crate::logger();
+    // Kept until the end: dropping it stops the server and removes it.
+    let mut server = None;
+    let url = match url {
+        Some(url) => url,
+        None => {
+            output::line("starting a throwaway PostgreSQL ...");
+            let db = DevDb::start(&log)
+                .map_err(|e| Failure::failed(format!("{e}.")))?;
+            output::line(&format!("  ready in {}", db.dir()));
+            let url = db.url();
+            server = Some(db);
+            url
+        }
+    };
+    let options = RehearsalOptions::default();
+    let story = HandoffStory::new(DEMO_SEED);
+    let mut stage_number = 0;
+    let report = runtime
+        .block_on(rehearse(&log, &url, &story, &options, |stage| {
+            stage_number += 1;
+            output::line(&format!(
+                "\n== {stage_number}. {}: {}",
+                stage.name, stage.summary
+            ));
+            // The last blueprint lists every zone, so every generation.
+            let all = &story.old_expunged;
+            output::line(&output::records_table(&stage.records, Some(all)));
+        }))
+        .map_err(|e| Failure::failed(format!("the rehearsal failed: {e}.")))?;
+    let all_new_active = report
+        .records
+        .iter()
+        .map(|r| (r.nexus_id, r.state))
+        .eq(story
+            .new_nexus
+            .iter()
+            .map(|id| (*id, NexusRecordState::Active)));
+    output::line(&format!(
+        "\nhandoff: the first new Nexus was ready {} ms after the last old \
+         one quiesced; the old generation quiesced before the new one became \
+         active: {}",
+        report.handoff_time.as_millis(),
+        if report.quiesced_before_active {
+            "yes"
+        } else {
+            "NO"
+        }
+    ));
+    drop(server);
+    output::line(&format!(
+        "demo done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    ));
+    if all_new_active && report.quiesced_before_active {
+        Ok(())
+    } else {
+        Err(Failure::failed(
+            "the rehearsal ended without every remaining record active at \
+             generation 2.",
+        ))
+    }
+}
