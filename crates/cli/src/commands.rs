@@ -127,7 +127,11 @@ pub(crate) enum TargetCommand {
 }
 
 #[derive(Debug, ClapArgs)]
-#[group(id = "identity", required = true, multiple = false, args = ["nexus_id", "no_nexus_id"])]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("identity")
+    .required(true)
+    .multiple(false)
+    .args(["nexus_id", "no_nexus_id"]))]
 pub(crate) struct ExecuteArgs {
     /// Execute as this Nexus.
     #[arg(long)]

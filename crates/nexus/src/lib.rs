@@ -14,6 +14,7 @@
 mod lifecycle;
 pub mod rehearsal;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_datastore::{DataStore, DataStoreConfig};
@@ -106,6 +107,7 @@ impl NexusConfig {
 /// A running Nexus instance.
 pub struct Nexus {
     id: OmicronZoneUuid,
+    history: Arc<Mutex<Vec<NexusState>>>,
     state: watch::Receiver<NexusState>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
@@ -120,11 +122,18 @@ impl Nexus {
         let (state_tx, state) = watch::channel(NexusState::Starting);
         let (stop, stop_rx) = watch::channel(false);
         let id = config.id;
+        let history = Arc::new(Mutex::new(vec![NexusState::Starting]));
         let task = tokio::spawn(lifecycle::run(
-            log, datastore, config, state_tx, stop_rx,
+            log,
+            datastore,
+            config,
+            state_tx,
+            history.clone(),
+            stop_rx,
         ));
         Nexus {
             id,
+            history,
             state,
             stop,
             task,
@@ -139,6 +148,12 @@ impl Nexus {
     /// Its state now.
     pub fn state(&self) -> NexusState {
         self.state.borrow().clone()
+    }
+
+    /// Every state it has been in, in order (a watch receiver may skip
+    /// states that pass quickly; this does not).
+    pub fn history(&self) -> Vec<NexusState> {
+        self.history.lock().expect("never poisoned").clone()
     }
 
     /// A receiver of its state changes.

@@ -1,7 +1,7 @@
 //! The lifecycle itself: start-up, running, quiescing.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_datastore::{AccessDecision, DataStore, Error as DbError};
@@ -21,6 +21,7 @@ enum End {
 }
 
 struct Life {
+    history: Arc<Mutex<Vec<NexusState>>>,
     log: Logger,
     ds: DataStore,
     config: NexusConfig,
@@ -32,9 +33,11 @@ pub(crate) async fn run(
     ds: DataStore,
     config: NexusConfig,
     state: watch::Sender<NexusState>,
+    history: Arc<Mutex<Vec<NexusState>>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let life = Life {
+        history,
         log,
         ds,
         config,
@@ -55,13 +58,17 @@ pub(crate) async fn run(
         Err(End::Failed(reason)) => NexusState::Failed(reason),
     };
     info!(life.log, "Nexus ended"; "state" => ?last);
-    life.state.send_replace(last);
+    life.set(last);
 }
 
 impl Life {
     fn set(&self, state: NexusState) {
         if *self.state.borrow() != state {
             info!(self.log, "state"; "state" => ?state);
+            self.history
+                .lock()
+                .expect("never poisoned")
+                .push(state.clone());
             self.state.send_replace(state);
         }
     }
@@ -133,6 +140,11 @@ impl Life {
     }
 
     async fn running(&self) -> Result<NexusState, End> {
+        // A Nexus restarted in the middle of a quiesce must go straight
+        // back to quiescing: look before taking any work.
+        if let Some(target) = self.quiescing_target().await {
+            return self.quiesce(JoinSet::new(), target).await;
+        }
         self.set(NexusState::Running);
         let accepting = Arc::new(AtomicBool::new(true));
         let mut work = JoinSet::new();
