@@ -63,6 +63,31 @@ impl DataStore {
         Ok(row.calls.unwrap_or(0))
     }
 
+    /// Executions since the last reset of statements whose text contains
+    /// `fragment` (to count, say, handoff attempts).
+    pub async fn statement_stats_calls_matching(
+        &self,
+        fragment: &str,
+    ) -> Result<i64, Error> {
+        let pattern = format!("%{fragment}%");
+        let row: Calls = self
+            .retrying("stats count matching", |conn| {
+                Box::pin(
+                    diesel::sql_query(
+                        "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
+                         WHERE dbid = (SELECT oid FROM pg_database
+                                       WHERE datname = current_database())
+                           AND query LIKE $1
+                           AND query NOT ILIKE '%pg_stat_statements%'",
+                    )
+                    .bind::<diesel::sql_types::Text, _>(pattern.clone())
+                    .get_result(conn),
+                )
+            })
+            .await?;
+        Ok(row.calls.unwrap_or(0))
+    }
+
     /// The record step written the transactional way, as the reference
     /// design does: BEGIN (SERIALIZABLE); read the target; compare in
     /// Rust; insert on conflict do nothing; COMMIT. The baseline for the

@@ -1,0 +1,157 @@
+//! A database, the story's blueprints, Nexus instances, and a monitor
+//! that checks invariant 1 (never two generations `active`) continuously.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use baton_datastore::DataStore;
+use baton_dev_db::DevDb;
+use baton_nexus::{Nexus, NexusConfig, NexusState};
+use baton_types::story::HandoffStory;
+use baton_types::{Blueprint, NexusRecordState};
+use baton_uuid_kinds::OmicronZoneUuid;
+use slog::{Logger, o};
+use tokio::task::JoinHandle;
+
+pub(crate) fn log() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+pub(crate) struct World {
+    pub(crate) db: DevDb,
+    pub(crate) ds: DataStore,
+    pub(crate) story: HandoffStory,
+}
+
+impl World {
+    /// A migrated database at rack setup: the old records active and the
+    /// steady blueprint the target.
+    pub(crate) async fn new() -> World {
+        let db = DevDb::builder()
+            .template_cache(env!("CARGO_TARGET_TMPDIR"))
+            .start(&log())
+            .unwrap();
+        let ds = DataStore::new(&log(), &db.url());
+        ds.migrate().await.unwrap();
+        let story = HandoffStory::new(42);
+        ds.records_initialize(&story.old_nexus.iter().copied().collect())
+            .await
+            .unwrap();
+        let world = World { db, ds, story };
+        world.target(&world.story.steady.clone()).await;
+        world
+    }
+
+    pub(crate) async fn target(&self, bp: &Blueprint) {
+        self.ds.blueprint_insert(bp).await.unwrap();
+        self.ds.target_set(bp.id(), true).await.unwrap();
+    }
+
+    pub(crate) fn start(&self, id: OmicronZoneUuid) -> Nexus {
+        self.start_with(NexusConfig::new(id).faster(20))
+    }
+
+    pub(crate) fn start_with(&self, config: NexusConfig) -> Nexus {
+        Nexus::start(&log(), &self.db.url(), config)
+    }
+
+    pub(crate) async fn state(
+        &self,
+        id: OmicronZoneUuid,
+    ) -> Option<NexusRecordState> {
+        let records = self.ds.records_by_ids(&[id].into()).await.unwrap();
+        records.first().map(|r| r.state)
+    }
+
+    /// Polls the records until `done` holds; bounded so a bug fails.
+    pub(crate) async fn until_records(
+        &self,
+        what: &str,
+        done: impl Fn(&BTreeMap<OmicronZoneUuid, NexusRecordState>) -> bool,
+    ) {
+        for _ in 0..3000 {
+            let records: BTreeMap<_, _> = self
+                .ds
+                .records_list()
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| (r.nexus_id, r.state))
+                .collect();
+            if done(&records) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("gave up waiting for {what}");
+    }
+
+    pub(crate) fn monitor(&self) -> Monitor {
+        Monitor::start_for(&self.db.url(), &self.story)
+    }
+}
+
+/// Waits (bounded) for a Nexus to reach `want`.
+pub(crate) async fn until(
+    nexus: &Nexus,
+    want: impl Fn(&NexusState) -> bool,
+) -> NexusState {
+    tokio::time::timeout(Duration::from_secs(60), nexus.wait_for(want))
+        .await
+        .expect("the state is reached in time")
+}
+
+/// Reads the records over and over on its own connection, counting
+/// moments when rows of two generations were `active` at once.
+pub(crate) struct Monitor {
+    stop: Arc<AtomicBool>,
+    task: JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Monitor {
+    pub(crate) fn start_for(url: &str, story: &HandoffStory) -> Monitor {
+        let ds = DataStore::new(&log(), url);
+        let generation: BTreeMap<OmicronZoneUuid, u64> = story
+            .old_expunged
+            .nexus_zones()
+            .map(|z| (z.zone_id, z.nexus_generation.get()))
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut checks = 0;
+            let mut violations = Vec::new();
+            while !stopping.load(Ordering::SeqCst) {
+                let Ok(records) = ds.records_list().await else {
+                    continue;
+                };
+                let active: BTreeSet<u64> = records
+                    .iter()
+                    .filter(|r| r.state == NexusRecordState::Active)
+                    .map(|r| generation.get(&r.nexus_id).copied().unwrap_or(0))
+                    .collect();
+                if active.len() > 1 {
+                    violations.push(format!("{records:?}"));
+                }
+                checks += 1;
+                tokio::task::yield_now().await;
+            }
+            (checks, violations)
+        });
+        Monitor { stop, task }
+    }
+
+    /// Stops it; asserts no violation and that it really looked.
+    pub(crate) async fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::SeqCst);
+        let (checks, violations) = self.task.await.unwrap();
+        assert!(
+            violations.is_empty(),
+            "two generations active: {violations:#?}"
+        );
+        assert!(checks > 10, "the monitor only looked {checks} times");
+        checks
+    }
+}

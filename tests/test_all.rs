@@ -1,0 +1,5 @@
+//! Cross-crate integration tests: real Nexus instances handing off on a
+//! real PostgreSQL.
+
+mod common;
+mod handoff;
