@@ -353,5 +353,8 @@ fn demo_runs_a_whole_handoff_on_the_given_database() {
     assert_eq!(records.len(), 3);
     assert!(records.iter().all(|(_, state)| state == "active"));
     // The demo's ids come from a seeded generator, so they are stable.
-    assert_contents("tests/output/records-after-demo.txt", &env.ok(&["records", "list"]));
+    assert_contents(
+        "tests/output/records-after-demo.txt",
+        &env.ok(&["records", "list"]),
+    );
 }
