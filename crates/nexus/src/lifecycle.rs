@@ -142,7 +142,7 @@ impl Life {
     async fn running(&self) -> Result<NexusState, End> {
         // A Nexus restarted in the middle of a quiesce must go straight
         // back to quiescing: look before taking any work.
-        if let Some(target) = self.quiescing_target().await {
+        if let Some(target) = self.execute_or_quiesce_target().await {
             return self.quiesce(JoinSet::new(), target).await;
         }
         self.set(NexusState::Running);
@@ -153,7 +153,7 @@ impl Life {
         loop {
             tokio::select! {
                 _ = execution.tick() => {
-                    if let Some(target) = self.quiescing_target().await {
+                    if let Some(target) = self.execute_or_quiesce_target().await {
                         accepting.store(false, Ordering::SeqCst);
                         return self.quiesce(work, target).await;
                     }
@@ -175,7 +175,7 @@ impl Life {
     /// Reads the target; if enabled, either executes it or, when this
     /// Nexus's generation is below the blueprint's, returns it to quiesce
     /// against.
-    async fn quiescing_target(&self) -> Option<Blueprint> {
+    async fn execute_or_quiesce_target(&self) -> Option<Blueprint> {
         let id = self.config.id;
         let target = match self.ds.target_current().await {
             Ok(Some(target)) if target.enabled => target,
