@@ -13,6 +13,7 @@ use diesel::sql_types::{BigInt, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use crate::statement::{Bind, statement};
 use crate::{DataStore, Error, SCHEMA_VERSION};
 
 /// What a Nexus should do at start-up.
@@ -157,7 +158,7 @@ impl DataStore {
         let row: FactsRow = self
             .retrying("access facts", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT (SELECT count(*) FROM db_metadata_nexus) AS records,
                             (SELECT state::TEXT FROM db_metadata_nexus
                              WHERE nexus_id = $1) AS own_state",

@@ -8,6 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use crate::statement::{Bind, statement};
 use crate::{DataStore, Error};
 
 /// One row of the target history.
@@ -146,7 +147,7 @@ impl DataStore {
         let row: InsertRow = self
             .retrying("blueprint insert", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "WITH inserted AS (
                             INSERT INTO blueprint (id, parent_blueprint_id,
                                 nexus_generation, time_created, creator,
@@ -186,11 +187,9 @@ impl DataStore {
         let rows: Vec<DocumentRow> = self
             .retrying("blueprint read", |conn| {
                 Box::pin(
-                    diesel::sql_query(
-                        "SELECT document FROM blueprint WHERE id = $1",
-                    )
-                    .bind::<Uuid, _>(raw)
-                    .load(conn),
+                    statement("SELECT document FROM blueprint WHERE id = $1")
+                        .bind::<Uuid, _>(raw)
+                        .load(conn),
                 )
             })
             .await?;
@@ -211,7 +210,7 @@ impl DataStore {
         let rows: Vec<SummaryRow> = self
             .retrying("blueprint list", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT id, parent_blueprint_id, nexus_generation,
                             time_created, comment
                          FROM blueprint ORDER BY time_created, id",
@@ -244,7 +243,7 @@ impl DataStore {
         let row: SetTargetRow = self
             .retrying("target set", |conn| {
                 Box::pin(
-                    diesel::sql_query(SET_TARGET)
+                    statement(SET_TARGET)
                         .bind::<Uuid, _>(raw)
                         .bind::<Bool, _>(enabled)
                         .get_result(conn),
@@ -281,7 +280,7 @@ impl DataStore {
         let rows: Vec<TargetRow> = self
             .retrying("target read", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT version, blueprint_id, enabled, time_made_target
                          FROM bp_target ORDER BY version DESC LIMIT 1",
                     )

@@ -18,6 +18,7 @@ mod error;
 mod fence;
 mod migrations;
 mod records;
+mod statement;
 pub mod testing;
 
 pub use access::{

@@ -10,6 +10,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
 use crate::datastore::TxError;
+use crate::statement::{Bind, statement};
 use crate::{DataStore, Error};
 
 /// Every migration: version, name, SQL. Append only.
@@ -40,7 +41,7 @@ impl DataStore {
         let exists: i64 = self
             .retrying("schema version", |conn| {
                 Box::pin(async move {
-                    let row: crate::records::Count = diesel::sql_query(
+                    let row: crate::records::Count = statement(
                         "SELECT count(*) AS n FROM information_schema.tables \
                          WHERE table_name = 'baton_schema_version' \
                          AND table_schema = current_schema()",
@@ -57,7 +58,7 @@ impl DataStore {
         let version = self
             .retrying("schema version", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT max(version) AS version FROM baton_schema_version",
                     )
                     .get_result::<Version>(conn),
@@ -85,7 +86,7 @@ impl DataStore {
             let applied = self
                 .transaction("migrate", move |conn| {
                     Box::pin(async move {
-                        let done: Version = diesel::sql_query(
+                        let done: Version = statement(
                             "SELECT max(version) AS version FROM baton_schema_version",
                         )
                         .get_result(conn)
@@ -94,7 +95,7 @@ impl DataStore {
                             return Ok::<_, TxError>(false);
                         }
                         conn.batch_execute(sql).await?;
-                        diesel::sql_query(
+                        statement(
                             "INSERT INTO baton_schema_version (version, name) \
                              VALUES ($1, $2)",
                         )

@@ -8,6 +8,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 
+use crate::statement::{Bind, statement};
 use crate::{DataStore, Error};
 
 /// The records one execution wants to exist (the planner's answer).
@@ -17,6 +18,23 @@ pub struct RecordsToEnsure {
     pub active: BTreeSet<OmicronZoneUuid>,
     /// To be inserted as `not_yet`.
     pub not_yet: BTreeSet<OmicronZoneUuid>,
+}
+
+impl RecordsToEnsure {
+    /// The wanted rows as parallel arrays of ids and state labels, the
+    /// form the record statements bind.
+    pub(crate) fn rows(&self) -> (Vec<uuid::Uuid>, Vec<String>) {
+        let active =
+            self.active.iter().map(|id| (id, NexusRecordState::Active));
+        let not_yet =
+            self.not_yet.iter().map(|id| (id, NexusRecordState::NotYet));
+        active
+            .chain(not_yet)
+            .map(|(id, state)| {
+                (id.into_untyped_uuid(), state.as_str().to_owned())
+            })
+            .unzip()
+    }
 }
 
 /// What the conditional record write did.
@@ -68,19 +86,15 @@ struct GuardedRow {
 /// The heart of the protocol, in one statement: insert the wanted rows
 /// only if `$1` is the current target, never touching an existing row,
 /// and report the target seen, so "target changed" (nothing written) is
-/// told apart from "every row already existed" (success).
+/// told apart from "every row already existed" (success). The rows come
+/// as two parallel arrays (ids, states): one scan, no union.
 pub(crate) const ENSURE_RECORDS: &str = "
 WITH target AS (
     SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
-), wanted AS (
-    SELECT id AS nexus_id, 'active'::db_metadata_nexus_state AS state
-        FROM unnest($2::UUID[]) AS a (id)
-    UNION ALL
-    SELECT id, 'not_yet'::db_metadata_nexus_state
-        FROM unnest($3::UUID[]) AS n (id)
 ), inserted AS (
     INSERT INTO db_metadata_nexus (nexus_id, state, last_drained_blueprint_id)
-    SELECT nexus_id, state, NULL FROM wanted
+    SELECT id, state::db_metadata_nexus_state, NULL
+    FROM unnest($2::UUID[], $3::TEXT[]) AS wanted (id, state)
     WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
     ON CONFLICT (nexus_id) DO NOTHING
     RETURNING nexus_id
@@ -144,7 +158,7 @@ impl DataStore {
         let existing: Count = self
             .retrying("records initialize", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "WITH existing AS (
                             SELECT count(*) AS n FROM db_metadata_nexus
                         ), inserted AS (
@@ -175,15 +189,14 @@ impl DataStore {
         records: &RecordsToEnsure,
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
-        let active = untyped(records.active.iter().copied());
-        let not_yet = untyped(records.not_yet.iter().copied());
+        let (ids, states) = records.rows();
         let row: GuardedRow = self
             .retrying("records ensure", |conn| {
                 Box::pin(
-                    diesel::sql_query(ENSURE_RECORDS)
+                    statement(ENSURE_RECORDS)
                         .bind::<Uuid, _>(bp)
-                        .bind::<Array<Uuid>, _>(active.clone())
-                        .bind::<Array<Uuid>, _>(not_yet.clone())
+                        .bind::<Array<Uuid>, _>(&ids)
+                        .bind::<Array<Text>, _>(&states)
                         .get_result(conn),
                 )
             })
@@ -222,13 +235,11 @@ impl DataStore {
         let rows: Vec<RecordRow> = self
             .retrying("records read", |conn| match &filter {
                 Filter::All => Box::pin(
-                    diesel::sql_query(format!(
-                        "{SELECT_RECORDS} ORDER BY nexus_id"
-                    ))
-                    .load(conn),
+                    statement(format!("{SELECT_RECORDS} ORDER BY nexus_id"))
+                        .load(conn),
                 ),
                 Filter::Ids(ids) => Box::pin(
-                    diesel::sql_query(format!(
+                    statement(format!(
                         "{SELECT_RECORDS} WHERE nexus_id = ANY ($1::UUID[]) \
                          ORDER BY nexus_id"
                     ))
@@ -236,7 +247,7 @@ impl DataStore {
                     .load(conn),
                 ),
                 Filter::States(states) => Box::pin(
-                    diesel::sql_query(format!(
+                    statement(format!(
                         "{SELECT_RECORDS} WHERE state::TEXT = ANY ($1::TEXT[]) \
                          ORDER BY nexus_id"
                     ))
@@ -262,7 +273,7 @@ impl DataStore {
         let n = self
             .retrying("record update last drained", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "UPDATE db_metadata_nexus
                          SET last_drained_blueprint_id = $2
                          WHERE nexus_id = $1 AND state = 'active'",
@@ -287,9 +298,7 @@ impl DataStore {
         let n = self
             .retrying("record mark quiesced", |conn| {
                 Box::pin(
-                    diesel::sql_query(MARK_QUIESCED)
-                        .bind::<Uuid, _>(raw)
-                        .execute(conn),
+                    statement(MARK_QUIESCED).bind::<Uuid, _>(raw).execute(conn),
                 )
             })
             .await?;
@@ -309,7 +318,7 @@ impl DataStore {
     ) -> Result<(), Error> {
         let mut claim = self.reserved_quiesce_claim().await?;
         let raw = nexus_id.into_untyped_uuid();
-        let n = diesel::sql_query(MARK_QUIESCED)
+        let n = statement(MARK_QUIESCED)
             .bind::<Uuid, _>(raw)
             .execute(&mut claim.conn)
             .await
@@ -330,7 +339,7 @@ impl DataStore {
         let raw = untyped(ids.iter().copied());
         self.retrying("records delete", |conn| {
             Box::pin(
-                diesel::sql_query(
+                statement(
                     "DELETE FROM db_metadata_nexus WHERE nexus_id = ANY ($1::UUID[])",
                 )
                 .bind::<Array<Uuid>, _>(raw.clone())
@@ -352,7 +361,7 @@ impl DataStore {
         let row: GuardedRow = self
             .retrying("records delete expunged", |conn| {
                 Box::pin(
-                    diesel::sql_query(DELETE_EXPUNGED)
+                    statement(DELETE_EXPUNGED)
                         .bind::<Uuid, _>(bp)
                         .bind::<Array<Uuid>, _>(raw.clone())
                         .get_result(conn),
@@ -374,9 +383,7 @@ impl DataStore {
         let row: HandoffRow = self
             .retrying("attempt handoff", |conn| {
                 Box::pin(
-                    diesel::sql_query(HANDOFF)
-                        .bind::<Uuid, _>(raw)
-                        .get_result(conn),
+                    statement(HANDOFF).bind::<Uuid, _>(raw).get_result(conn),
                 )
             })
             .await?;
