@@ -1,8 +1,9 @@
 //! Developer chores for the Baton workspace: `cargo xtask <command>`.
 //!
-//! Kept to a single small dependency so that it builds in seconds; the
-//! work is done by the cargo subcommands it runs.
+//! Kept to two small dependencies so that it builds in seconds; the work
+//! is done by the cargo subcommands it runs.
 
+mod bench;
 mod tidy;
 
 use std::process::{Command, ExitCode};
@@ -13,7 +14,10 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci       everything CI checks: fmt, clippy, tidy, then the tests
+  ci       everything CI checks: fmt, clippy, tidy, the tests, and one
+           smoke run of each benchmark
+  bench    run the criterion benchmarks and print one summary table
+           (--quick: fewer samples, about two minutes once built)
   fmt      format the workspace
   clippy   lint the workspace, warnings as errors
   tidy     check workspace conventions (dependencies, lints, names)
@@ -33,6 +37,7 @@ fn main() -> ExitCode {
 fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
+        Some("bench") => bench::run(&args[1..]),
         Some("fmt") => cargo(&["fmt", "--all"]),
         Some("clippy") => clippy(),
         Some("tidy") => tidy(),
@@ -49,7 +54,8 @@ fn ci() -> Result<()> {
     step("fmt --check", || cargo(&["fmt", "--all", "--check"]))?;
     step("clippy", clippy)?;
     step("tidy", tidy)?;
-    step("tests", test)
+    step("tests", test)?;
+    step("benchmark smoke run", bench::smoke)
 }
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
@@ -93,7 +99,7 @@ fn tidy() -> Result<()> {
     bail!("{} tidy problem(s)", problems.len())
 }
 
-fn cargo(args: &[&str]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)

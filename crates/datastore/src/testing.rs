@@ -7,12 +7,14 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use baton_uuid_kinds::{BlueprintUuid, GenericUuid};
+use baton_types::{NexusRecord, NexusRecordState};
+use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Nullable, Uuid};
+use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 use crate::datastore::TxError;
+use crate::statement::{Bind, statement};
 use crate::{DataStore, EnsureOutcome, Error, RecordsToEnsure};
 
 /// An async callback run between a transaction's read and its write.
@@ -23,6 +25,12 @@ pub type Hook =
 struct Calls {
     #[diesel(sql_type = Nullable<BigInt>)]
     calls: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct State {
+    #[diesel(sql_type = Text)]
+    state: String,
 }
 
 #[derive(QueryableByName)]
@@ -50,7 +58,7 @@ impl DataStore {
         let row: Calls = self
             .retrying("stats count", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
                          WHERE dbid = (SELECT oid FROM pg_database
                                        WHERE datname = current_database())
@@ -73,7 +81,7 @@ impl DataStore {
         let row: Calls = self
             .retrying("stats count matching", |conn| {
                 Box::pin(
-                    diesel::sql_query(
+                    statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
                          WHERE dbid = (SELECT oid FROM pg_database
                                        WHERE datname = current_database())
@@ -90,7 +98,8 @@ impl DataStore {
 
     /// The record step written the transactional way, as the reference
     /// design does: BEGIN (SERIALIZABLE); read the target; compare in
-    /// Rust; insert on conflict do nothing; COMMIT. The baseline for the
+    /// Rust; insert on conflict do nothing; COMMIT. Its insert is written
+    /// exactly as Baton's, so only the structure differs. The baseline for the
     /// benchmarks, and, with a `between` hook run after the read, a way
     /// for tests to interleave other work at the dangerous moment.
     pub async fn baseline_records_ensure(
@@ -100,21 +109,12 @@ impl DataStore {
         between: Option<Hook>,
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
-        let active: Vec<uuid::Uuid> = records
-            .active
-            .iter()
-            .map(|id| id.into_untyped_uuid())
-            .collect();
-        let not_yet: Vec<uuid::Uuid> = records
-            .not_yet
-            .iter()
-            .map(|id| id.into_untyped_uuid())
-            .collect();
+        let (ids, states) = records.rows();
         self.transaction("baseline records ensure", move |conn| {
-            let (active, not_yet, between) =
-                (active.clone(), not_yet.clone(), between.clone());
+            let (ids, states, between) =
+                (ids.clone(), states.clone(), between.clone());
             Box::pin(async move {
-                let target: Vec<Target> = diesel::sql_query(
+                let target: Vec<Target> = statement(
                     "SELECT blueprint_id FROM bp_target
                      ORDER BY version DESC LIMIT 1",
                 )
@@ -131,20 +131,116 @@ impl DataStore {
                 if let Some(hook) = between {
                     hook().await;
                 }
-                let inserted = diesel::sql_query(
+                let inserted = statement(
                     "INSERT INTO db_metadata_nexus (nexus_id, state)
-                     SELECT id, 'active'::db_metadata_nexus_state
-                         FROM unnest($1::UUID[]) AS a (id)
-                     UNION ALL
-                     SELECT id, 'not_yet'::db_metadata_nexus_state
-                         FROM unnest($2::UUID[]) AS n (id)
+                     SELECT id, state::db_metadata_nexus_state
+                     FROM unnest($1::UUID[], $2::TEXT[]) AS wanted (id, state)
                      ON CONFLICT (nexus_id) DO NOTHING",
                 )
-                .bind::<Array<Uuid>, _>(active)
-                .bind::<Array<Uuid>, _>(not_yet)
+                .bind::<Array<Uuid>, _>(ids)
+                .bind::<Array<Text>, _>(states)
                 .execute(conn)
                 .await?;
                 Ok(EnsureOutcome { inserted })
+            })
+        })
+        .await
+    }
+
+    /// The handoff written the transactional way: BEGIN (SERIALIZABLE);
+    /// count the rows that block it; read the caller's state; promote
+    /// every `not_yet` row; COMMIT. The baseline for the benchmarks; it
+    /// answers exactly as [`DataStore::attempt_handoff`] does.
+    pub async fn baseline_attempt_handoff(
+        &self,
+        nexus_id: OmicronZoneUuid,
+    ) -> Result<usize, Error> {
+        let raw = nexus_id.into_untyped_uuid();
+        self.transaction("baseline attempt handoff", move |conn| {
+            Box::pin(async move {
+                let blocking: crate::records::Count = statement(
+                    "SELECT count(*) AS n FROM db_metadata_nexus
+                     WHERE state NOT IN ('not_yet', 'quiesced')",
+                )
+                .get_result(conn)
+                .await?;
+                if blocking.n > 0 {
+                    return Err(TxError::Abort(Error::HandoffStillActive(
+                        blocking.n,
+                    )));
+                }
+                let mine: Vec<State> = statement(
+                    "SELECT state::TEXT AS state FROM db_metadata_nexus
+                     WHERE nexus_id = $1",
+                )
+                .bind::<Uuid, _>(raw)
+                .load(conn)
+                .await?;
+                let Some(mine) = mine.into_iter().next() else {
+                    return Err(TxError::Abort(Error::HandoffNotRegistered(
+                        nexus_id,
+                    )));
+                };
+                let state: NexusRecordState =
+                    mine.state.parse().map_err(|e| {
+                        TxError::Abort(Error::Schema(format!("{e}")))
+                    })?;
+                if state != NexusRecordState::NotYet {
+                    return Err(TxError::Abort(Error::HandoffWrongState {
+                        nexus_id,
+                        state,
+                    }));
+                }
+                let promoted = statement(
+                    "UPDATE db_metadata_nexus SET state = 'active'
+                     WHERE state = 'not_yet'",
+                )
+                .execute(conn)
+                .await?;
+                Ok(promoted)
+            })
+        })
+        .await
+    }
+
+    /// Replaces every record with `records`, in one transaction: for
+    /// tests and benchmarks that need a given state again and again.
+    pub async fn records_replace(
+        &self,
+        records: &[NexusRecord],
+    ) -> Result<(), Error> {
+        let ids: Vec<uuid::Uuid> = records
+            .iter()
+            .map(|r| r.nexus_id.into_untyped_uuid())
+            .collect();
+        let states: Vec<String> = records
+            .iter()
+            .map(|r| r.state.as_str().to_owned())
+            .collect();
+        let drained: Vec<Option<uuid::Uuid>> = records
+            .iter()
+            .map(|r| r.last_drained_blueprint_id.map(|b| b.into_untyped_uuid()))
+            .collect();
+        self.transaction("records replace", move |conn| {
+            let (ids, states, drained) =
+                (ids.clone(), states.clone(), drained.clone());
+            Box::pin(async move {
+                statement("DELETE FROM db_metadata_nexus")
+                    .execute(conn)
+                    .await?;
+                statement(
+                    "INSERT INTO db_metadata_nexus
+                         (nexus_id, state, last_drained_blueprint_id)
+                     SELECT id, state::db_metadata_nexus_state, drained
+                     FROM unnest($1::UUID[], $2::TEXT[], $3::UUID[])
+                         AS r (id, state, drained)",
+                )
+                .bind::<Array<Uuid>, _>(ids)
+                .bind::<Array<Text>, _>(states)
+                .bind::<Array<Nullable<Uuid>>, _>(drained)
+                .execute(conn)
+                .await?;
+                Ok(())
             })
         })
         .await

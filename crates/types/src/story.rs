@@ -179,3 +179,66 @@ impl HandoffStory {
         ]
     }
 }
+
+/// A large blueprint for measuring: `sleds` sleds of fifteen zones each,
+/// one Nexus zone on each of the first thirty sleds (at most), their
+/// generations alternating 1 and 2 so that classification has both
+/// `active` and `not_yet` zones to find.
+#[derive(Clone, Debug)]
+pub struct Fleet {
+    /// The blueprint (generation 1), with a rendered Omicron document.
+    pub blueprint: Blueprint,
+    /// A generation-1 Nexus to classify as.
+    pub executing: OmicronZoneUuid,
+    /// Zones in the blueprint.
+    pub zones: usize,
+}
+
+/// Nexus zones in a fleet: one per sled, up to this many.
+pub const FLEET_MAX_NEXUS: usize = 30;
+
+impl Fleet {
+    /// The fleet of `sleds` sleds for `seed`. `sleds` must be at least 1.
+    pub fn new(seed: u64, sleds: usize) -> Fleet {
+        let mut ids = Ids(seed);
+        let mut builder = BlueprintBuilder::new(ids.next(), Generation::FIRST)
+            .time_created(at(0))
+            .creator("baton-fleet")
+            .comment("fleet");
+        let mut executing = None;
+        let mut zones = 0;
+        for sled in 0..sleds {
+            let mut sled_zones =
+                vec![in_service(ids.next(), ZoneType::InternalNtp)];
+            for _ in 0..10 {
+                sled_zones.push(in_service(ids.next(), ZoneType::Crucible));
+            }
+            sled_zones.push(in_service(ids.next(), ZoneType::Oximeter));
+            sled_zones.push(in_service(ids.next(), ZoneType::CockroachDb));
+            sled_zones.push(in_service(ids.next(), ZoneType::CruciblePantry));
+            if sled < FLEET_MAX_NEXUS {
+                let id = ids.next();
+                let generation = 1 + (sled as u64 % 2);
+                if generation == 1 {
+                    executing.get_or_insert(id);
+                }
+                sled_zones.push(nexus(id, generation));
+            } else {
+                sled_zones.push(in_service(ids.next(), ZoneType::InternalDns));
+            }
+            zones += sled_zones.len();
+            builder = builder.sled(
+                ids.next(),
+                SledConfig {
+                    state: SledState::Active,
+                    zones: sled_zones,
+                },
+            );
+        }
+        Fleet {
+            blueprint: builder.build(),
+            executing: executing.expect("a fleet has at least one sled"),
+            zones,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The record step and the handoff against a local throwaway server:
+//! Baton's single statements side by side with the same operations written
+//! the transactional way, in the same run. Before measuring, it counts the
+//! statements the server receives for each operation (`pg_stat_statements`)
+//! and writes them to `target/tmp/baton-bench-statements.json` for
+//! `cargo xtask bench` to print beside the times.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use baton_datastore::{DataStore, DataStoreConfig, Error, RecordsToEnsure};
+use baton_dev_db::DevDb;
+use baton_types::story::HandoffStory;
+use baton_types::{NexusRecord, NexusRecordState};
+use baton_uuid_kinds::BlueprintUuid;
+use criterion::{BenchmarkId, Criterion};
+use slog::{Logger, o};
+use tokio::runtime::Runtime;
+
+/// Concurrent executors measured: one Nexus alone, and a busy rack.
+const EXECUTORS: [usize; 2] = [1, 8];
+
+struct Bench {
+    rt: Runtime,
+    _db: DevDb,
+    url: String,
+    story: HandoffStory,
+    /// What an old Nexus ensures while the new generation is deployed.
+    records: RecordsToEnsure,
+}
+
+fn log() -> Logger {
+    Logger::root(slog::Discard, o!())
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let db = DevDb::builder()
+            .template_cache(env!("CARGO_TARGET_TMPDIR"))
+            .start(&log())
+            .expect("a throwaway PostgreSQL starts");
+        let url = db.url();
+        let story = HandoffStory::new(588);
+        let records = RecordsToEnsure {
+            active: story.old_nexus.iter().copied().collect(),
+            not_yet: story.new_nexus.iter().copied().collect(),
+        };
+        let bench = Bench {
+            rt,
+            _db: db,
+            url,
+            story,
+            records,
+        };
+        bench.rt.block_on(async {
+            let ds = bench.datastore();
+            ds.migrate().await.expect("migrations apply");
+            for (_, bp) in bench.story.steps() {
+                ds.blueprint_insert(bp).await.expect("blueprint stored");
+            }
+            ds.target_set(bench.story.steady.id(), true)
+                .await
+                .expect("first target");
+            ds.target_set(bench.story.new_generation_deployed.id(), true)
+                .await
+                .expect("second target");
+        });
+        bench
+    }
+
+    fn datastore(&self) -> DataStore {
+        let config = DataStoreConfig {
+            pool_size: 1,
+            ..DataStoreConfig::default()
+        };
+        // The pool's reaper starts on the runtime.
+        let _runtime = self.rt.enter();
+        DataStore::with_config(&log(), &self.url, config)
+    }
+
+    fn target(&self) -> BlueprintUuid {
+        self.story.new_generation_deployed.id()
+    }
+
+    /// The records just before the handoff: old quiesced, new `not_yet`.
+    fn before_handoff(&self) -> Vec<NexusRecord> {
+        let row = |nexus_id, state| NexusRecord {
+            nexus_id,
+            state,
+            last_drained_blueprint_id: None,
+        };
+        let old = self.story.old_nexus.iter();
+        let new = self.story.new_nexus.iter();
+        old.map(|&id| row(id, NexusRecordState::Quiesced))
+            .chain(new.map(|&id| row(id, NexusRecordState::NotYet)))
+            .collect()
+    }
+
+    /// Statements the server receives for one run of `op`.
+    fn statements<F, Fut>(&self, ds: &DataStore, op: F) -> i64
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(), Error>>,
+    {
+        self.rt.block_on(async {
+            // Warm the connection first so its set-up is not counted.
+            ds.records_list().await.expect("records read");
+            ds.statement_stats_reset().await.expect("stats reset");
+            op().await.expect("the operation succeeds");
+            ds.statement_stats_count().await.expect("stats read")
+        })
+    }
+
+    fn count_statements(&self) -> BTreeMap<&'static str, i64> {
+        let ds = self.datastore();
+        let (bp, records, new) =
+            (self.target(), &self.records, self.story.new_nexus[0]);
+        let before = self.before_handoff();
+        let reset = || {
+            self.rt
+                .block_on(ds.records_replace(&before))
+                .expect("records reset")
+        };
+        let mut counts = BTreeMap::new();
+        counts.insert(
+            "record step (baton)",
+            self.statements(&ds, || async {
+                ds.records_ensure(bp, records).await.map(drop)
+            }),
+        );
+        counts.insert(
+            "record step (baseline)",
+            self.statements(&ds, || async {
+                ds.baseline_records_ensure(bp, records, None)
+                    .await
+                    .map(drop)
+            }),
+        );
+        reset();
+        counts.insert(
+            "handoff (baton)",
+            self.statements(&ds, || async {
+                ds.attempt_handoff(new).await.map(drop)
+            }),
+        );
+        reset();
+        counts.insert(
+            "handoff (baseline)",
+            self.statements(&ds, || async {
+                ds.baseline_attempt_handoff(new).await.map(drop)
+            }),
+        );
+        counts.insert(
+            "access check",
+            self.statements(&ds, || async {
+                ds.check_access(Some(new)).await.map(drop)
+            }),
+        );
+        counts.insert(
+            "cleanup of expunged records",
+            self.statements(&ds, || async {
+                let none = std::collections::BTreeSet::new();
+                ds.records_delete_expunged(bp, &none).await.map(drop)
+            }),
+        );
+        counts
+    }
+}
+
+/// Runs `iters` operations on each of `executors` datastores at once and
+/// returns the wall time divided by the executors' count of sequential
+/// operations: each executor's mean latency under that concurrency.
+fn concurrent<F, Fut>(
+    bench: &Bench,
+    stores: &[DataStore],
+    iters: u64,
+    op: F,
+) -> Duration
+where
+    F: Fn(DataStore) -> Fut,
+    Fut: Future<Output = Result<(), Error>> + Send + 'static,
+{
+    bench.rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for ds in stores {
+            let runs: Vec<Fut> = (0..iters).map(|_| op(ds.clone())).collect();
+            tasks.spawn(async move {
+                for run in runs {
+                    run.await.expect("the operation succeeds");
+                }
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.expect("no executor panicked");
+        }
+        start.elapsed()
+    })
+}
+
+fn record_step(c: &mut Criterion, bench: &Bench) {
+    let mut group = c.benchmark_group("record step");
+    for executors in EXECUTORS {
+        let stores: Vec<DataStore> =
+            (0..executors).map(|_| bench.datastore()).collect();
+        let (bp, records) = (bench.target(), bench.records.clone());
+        // The rows exist after the first run, as they do in a running
+        // rack, where every Nexus re-executes the target periodically.
+        group.bench_function(BenchmarkId::new("baton", executors), |b| {
+            b.iter_custom(|iters| {
+                concurrent(bench, &stores, iters, |ds| {
+                    let records = records.clone();
+                    async move { ds.records_ensure(bp, &records).await.map(drop) }
+                })
+            })
+        });
+        group.bench_function(BenchmarkId::new("baseline", executors), |b| {
+            b.iter_custom(|iters| {
+                concurrent(bench, &stores, iters, |ds| {
+                    let records = records.clone();
+                    async move {
+                        ds.baseline_records_ensure(bp, &records, None)
+                            .await
+                            .map(drop)
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+fn handoff(c: &mut Criterion, bench: &Bench) {
+    let ds = bench.datastore();
+    let before = bench.before_handoff();
+    let new = bench.story.new_nexus[0];
+    let mut group = c.benchmark_group("handoff");
+    // Each handoff needs the records put back first; only the handoff
+    // itself is timed.
+    let timed = |b: &mut criterion::Bencher, baseline: bool| {
+        b.iter_custom(|iters| {
+            bench.rt.block_on(async {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    ds.records_replace(&before).await.expect("records reset");
+                    let start = Instant::now();
+                    let promoted = if baseline {
+                        ds.baseline_attempt_handoff(new).await
+                    } else {
+                        ds.attempt_handoff(new).await
+                    };
+                    total += start.elapsed();
+                    assert_eq!(promoted.expect("the handoff succeeds"), 3);
+                }
+                total
+            })
+        })
+    };
+    group.bench_function("baton", |b| timed(b, false));
+    group.bench_function("baseline", |b| timed(b, true));
+    group.finish();
+}
+
+fn write_statement_counts(counts: &BTreeMap<&'static str, i64>) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("baton-bench-statements.json");
+    let text = serde_json::to_string_pretty(counts).expect("a map of counts");
+    std::fs::write(&path, text).expect("the counts are written");
+}
+
+fn database(c: &mut Criterion) {
+    let bench = Bench::new();
+    let counts = bench.count_statements();
+    for (op, n) in &counts {
+        println!("statements: {op}: {n}");
+    }
+    write_statement_counts(&counts);
+    record_step(c, &bench);
+    handoff(c, &bench);
+}
+
+criterion::criterion_group!(benches, database);
+criterion::criterion_main!(benches);
