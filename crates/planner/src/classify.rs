@@ -15,7 +15,8 @@ pub struct Classification {
     pub active_generation: Generation,
     /// In-service Nexus zones at the active generation.
     pub active: BTreeSet<OmicronZoneUuid>,
-    /// In-service Nexus zones at a newer generation.
+    /// In-service Nexus zones at the next generation (one above the
+    /// active one).
     pub not_yet: BTreeSet<OmicronZoneUuid>,
 }
 
@@ -73,19 +74,30 @@ fn own_generation(
 }
 
 /// Classifies every in-service Nexus zone for the executing `nexus_id`:
-/// its own generation is `active`, newer ones `not_yet`, older ones get no
-/// record; expunged zones and other kinds are ignored.
+/// its own generation is `active`, the next generation `not_yet`; older
+/// ones get no record, and so do generations more than one ahead (see
+/// below); expunged zones and other kinds are ignored.
+///
+/// Baton departs from the reference rule ("every newer generation is
+/// `not_yet`") here on purpose. The handoff promotes *every* `not_yet`
+/// row, and the rows carry no generation. If generation G+2 is deployed
+/// while G is still in control, G would write `not_yet` rows for both G+1
+/// and G+2, and the G+1 handoff would make both active at once. Baton's
+/// model-based test found that sequence (`tests/model`). A zone two or more
+/// generations ahead gets its record from the generation before it, once
+/// that one is in control.
 pub fn classify(
     blueprint: &Blueprint,
     nexus_id: OmicronZoneUuid,
 ) -> Result<Classification, ClassifyError> {
     let active_generation = own_generation(blueprint, nexus_id)?;
+    let next_generation = active_generation.next().ok();
     let mut active = BTreeSet::new();
     let mut not_yet = BTreeSet::new();
     for zone in blueprint.in_service_nexus_zones() {
         if zone.nexus_generation == active_generation {
             active.insert(zone.zone_id);
-        } else if zone.nexus_generation > active_generation {
+        } else if Some(zone.nexus_generation) == next_generation {
             not_yet.insert(zone.zone_id);
         }
     }

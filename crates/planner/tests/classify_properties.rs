@@ -129,13 +129,16 @@ fn generations_match_the_sets(
             prop_assert_eq!(zone.nexus_generation, c.active_generation);
         }
         if c.not_yet.contains(&zone.zone_id) {
-            prop_assert!(zone.nexus_generation > c.active_generation);
+            prop_assert_eq!(
+                zone.nexus_generation.get(),
+                c.active_generation.get() + 1
+            );
         }
     }
     Ok(())
 }
 
-fn unclassified_zones_are_older(
+fn unclassified_zones_are_older_or_further_ahead(
     f: Classifier,
     input: &Input,
 ) -> Result<(), TestCaseError> {
@@ -144,8 +147,10 @@ fn unclassified_zones_are_older(
         if !c.active.contains(&zone.zone_id)
             && !c.not_yet.contains(&zone.zone_id)
         {
+            let (g, a) =
+                (zone.nexus_generation.get(), c.active_generation.get());
             prop_assert!(
-                zone.nexus_generation < c.active_generation,
+                g < a || g > a + 1,
                 "{} at {} left out (active {})",
                 zone.zone_id,
                 zone.nexus_generation,
@@ -218,7 +223,7 @@ fn reference(
                 if g == mine {
                     active.push(zone.id.to_string());
                 }
-                if g > mine {
+                if g == mine + 1 {
                     not_yet.push(zone.id.to_string());
                 }
             }
@@ -269,17 +274,17 @@ fn classify_puts_the_executing_zone_in_active(
 }
 
 #[proptest(cases = CASES)]
-fn classify_active_is_own_generation_not_yet_is_newer(
+fn classify_active_is_own_generation_not_yet_is_the_next(
     #[strategy(input())] input: Input,
 ) {
     generations_match_the_sets(classify, &input)?;
 }
 
 #[proptest(cases = CASES)]
-fn classify_leaves_out_only_older_generations(
+fn classify_leaves_out_only_older_and_further_generations(
     #[strategy(input())] input: Input,
 ) {
-    unclassified_zones_are_older(classify, &input)?;
+    unclassified_zones_are_older_or_further_ahead(classify, &input)?;
 }
 
 #[proptest(cases = CASES)]
@@ -370,6 +375,21 @@ fn older_counts_as_not_yet(
     })
 }
 
+fn every_newer_generation_as_not_yet(
+    bp: &Blueprint,
+    id: OmicronZoneUuid,
+) -> Result<Classification, ClassifyError> {
+    // The reference system's rule, which lets one handoff promote two
+    // generations at once.
+    with(bp, id, |bp, c| {
+        for z in bp.in_service_nexus_zones() {
+            if z.nexus_generation > c.active_generation {
+                c.not_yet.insert(z.zone_id);
+            }
+        }
+    })
+}
+
 fn uses_blueprint_generation(
     bp: &Blueprint,
     id: OmicronZoneUuid,
@@ -447,8 +467,11 @@ fn each_property_catches_a_broken_classifier() {
     expect_caught("generations", input(), |i| {
         generations_match_the_sets(older_counts_as_not_yet, i)
     });
+    expect_caught("only the next generation", input(), |i| {
+        generations_match_the_sets(every_newer_generation_as_not_yet, i)
+    });
     expect_caught("older only", input(), |i| {
-        unclassified_zones_are_older(drops_not_yet, i)
+        unclassified_zones_are_older_or_further_ahead(drops_not_yet, i)
     });
     expect_caught("expunged", input(), |i| {
         expunged_and_other_zones_never_appear(counts_expunged, i)
@@ -466,6 +489,10 @@ fn each_property_catches_a_broken_classifier() {
         ),
         ("reference: overlapping", overlapping),
         ("reference: drops not_yet", drops_not_yet),
+        (
+            "reference: every newer generation",
+            every_newer_generation_as_not_yet,
+        ),
     ] {
         expect_caught(name, input(), |i| equals_the_reference(broken, i));
     }
