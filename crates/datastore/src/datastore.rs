@@ -56,6 +56,9 @@ pub struct DataStoreConfig {
     pub base_backoff: Duration,
     /// The isolation level (leave at `Serializable`).
     pub isolation: Isolation,
+    /// A deliberate bug, for the model test's teeth only.
+    #[cfg(feature = "mutants")]
+    pub mutant: crate::Mutant,
 }
 
 impl Default for DataStoreConfig {
@@ -66,6 +69,8 @@ impl Default for DataStoreConfig {
             max_attempts: 12,
             base_backoff: Duration::from_millis(2),
             isolation: Isolation::Serializable,
+            #[cfg(feature = "mutants")]
+            mutant: crate::Mutant::None,
         }
     }
 }
@@ -169,7 +174,7 @@ impl DataStore {
         DataStore {
             log: log.new(o!("component" => "datastore")),
             pool,
-            fence: Arc::new(Fence::new()),
+            fence: Arc::new(Fence::new(fence_waits_for_drain(&config))),
             config,
             url: Arc::from(url),
         }
@@ -319,10 +324,42 @@ impl DataStore {
         Ok(())
     }
 
+    /// The SQL of the record step (a mutant's, in the model test).
+    pub(crate) fn ensure_records_sql(
+        &self,
+        sql: &'static str,
+    ) -> std::borrow::Cow<'static, str> {
+        #[cfg(feature = "mutants")]
+        return self.config.mutant.ensure_records(sql);
+        #[cfg(not(feature = "mutants"))]
+        std::borrow::Cow::Borrowed(sql)
+    }
+
+    /// The SQL of the handoff (a mutant's, in the model test).
+    pub(crate) fn handoff_sql(
+        &self,
+        sql: &'static str,
+    ) -> std::borrow::Cow<'static, str> {
+        #[cfg(feature = "mutants")]
+        return self.config.mutant.handoff(sql);
+        #[cfg(not(feature = "mutants"))]
+        std::borrow::Cow::Borrowed(sql)
+    }
+
     /// The URL, password redacted.
     pub fn url_redacted(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+#[cfg(feature = "mutants")]
+fn fence_waits_for_drain(config: &DataStoreConfig) -> bool {
+    config.mutant.fence_waits_for_drain()
+}
+
+#[cfg(not(feature = "mutants"))]
+fn fence_waits_for_drain(_: &DataStoreConfig) -> bool {
+    true
 }
 
 /// A boxed future of a transaction body.

@@ -24,13 +24,16 @@ struct FenceState {
 pub(crate) struct Fence {
     state: watch::Sender<FenceState>,
     reserved_taken: AtomicBool,
+    /// Always true, except in the model test's deliberate bug.
+    waits_for_drain: bool,
 }
 
 impl Fence {
-    pub(crate) fn new() -> Fence {
+    pub(crate) fn new(waits_for_drain: bool) -> Fence {
         Fence {
             state: watch::Sender::new(FenceState::default()),
             reserved_taken: AtomicBool::new(false),
+            waits_for_drain,
         }
     }
 
@@ -82,7 +85,7 @@ impl Fence {
                 "the datastore is not quiesced",
             ));
         }
-        if state.outstanding != 0 {
+        if state.outstanding != 0 && self.waits_for_drain {
             return Err(Error::FenceNotDrained("claims are still outstanding"));
         }
         if self.reserved_taken.swap(true, Ordering::SeqCst) {

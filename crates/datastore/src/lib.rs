@@ -17,6 +17,8 @@ mod datastore;
 mod error;
 mod fence;
 mod migrations;
+#[cfg(feature = "mutants")]
+mod mutants;
 mod records;
 mod statement;
 pub mod testing;
@@ -31,4 +33,6 @@ pub use datastore::{
 pub use error::Error;
 pub use fence::{Claim, QuiescedClaim};
 pub use migrations::SCHEMA_VERSION;
+#[cfg(feature = "mutants")]
+pub use mutants::Mutant;
 pub use records::{EnsureOutcome, RecordsToEnsure};

@@ -190,10 +190,11 @@ impl DataStore {
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
         let (ids, states) = records.rows();
+        let sql = self.ensure_records_sql(ENSURE_RECORDS);
         let row: GuardedRow = self
             .retrying("records ensure", |conn| {
                 Box::pin(
-                    statement(ENSURE_RECORDS)
+                    statement(sql.clone())
                         .bind::<Uuid, _>(bp)
                         .bind::<Array<Uuid>, _>(&ids)
                         .bind::<Array<Text>, _>(&states)
@@ -380,10 +381,13 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<usize, Error> {
         let raw = nexus_id.into_untyped_uuid();
+        let sql = self.handoff_sql(HANDOFF);
         let row: HandoffRow = self
             .retrying("attempt handoff", |conn| {
                 Box::pin(
-                    statement(HANDOFF).bind::<Uuid, _>(raw).get_result(conn),
+                    statement(sql.clone())
+                        .bind::<Uuid, _>(raw)
+                        .get_result(conn),
                 )
             })
             .await?;

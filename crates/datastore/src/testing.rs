@@ -3,6 +3,7 @@
 //!
 //! Nothing here is used by the protocol itself.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -241,6 +242,74 @@ impl DataStore {
                 .execute(conn)
                 .await?;
                 Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Empties every table (records, targets, blueprints), keeping the
+    /// schema: a fresh system for the next model-test sequence.
+    pub async fn reset_all(&self) -> Result<(), Error> {
+        self.retrying("reset all", |conn| {
+            Box::pin(conn.batch_execute(
+                "TRUNCATE db_metadata_nexus, bp_target, blueprint",
+            ))
+        })
+        .await
+    }
+
+    /// Sessions of this database waiting for a lock right now: how a test
+    /// knows another transaction is blocked on one it holds open.
+    pub async fn lock_waiters(&self) -> Result<i64, Error> {
+        let row: Calls = self
+            .retrying("lock waiters", |conn| {
+                Box::pin(
+                    statement(
+                        "SELECT count(*)::INT8 AS calls FROM pg_stat_activity
+                         WHERE datname = current_database()
+                           AND wait_event_type = 'Lock'",
+                    )
+                    .get_result(conn),
+                )
+            })
+            .await?;
+        Ok(row.calls.unwrap_or(0))
+    }
+
+    /// An operator's tool that makes `blueprint_id` the target and deletes
+    /// these Nexus ids' records in one transaction, running `before_commit`
+    /// while both writes are still uncommitted: for racing an executor
+    /// against a target change and cleanup at the worst moment.
+    pub async fn target_set_and_delete_records(
+        &self,
+        blueprint_id: BlueprintUuid,
+        ids: &BTreeSet<OmicronZoneUuid>,
+        before_commit: Hook,
+    ) -> Result<usize, Error> {
+        let bp = blueprint_id.into_untyped_uuid();
+        let ids: Vec<uuid::Uuid> =
+            ids.iter().map(|id| id.into_untyped_uuid()).collect();
+        self.transaction("target set and delete records", move |conn| {
+            let (ids, hook) = (ids.clone(), before_commit.clone());
+            Box::pin(async move {
+                statement(
+                    "INSERT INTO bp_target
+                         (version, blueprint_id, enabled, time_made_target)
+                     SELECT COALESCE(max(version), 0) + 1, $1, TRUE, now()
+                     FROM bp_target",
+                )
+                .bind::<Uuid, _>(bp)
+                .execute(conn)
+                .await?;
+                let deleted = statement(
+                    "DELETE FROM db_metadata_nexus
+                     WHERE nexus_id = ANY ($1::UUID[])",
+                )
+                .bind::<Array<Uuid>, _>(ids)
+                .execute(conn)
+                .await?;
+                hook().await;
+                Ok(deleted)
             })
         })
         .await
