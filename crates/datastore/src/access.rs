@@ -10,10 +10,9 @@ use baton_types::NexusRecordState;
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Nullable, Text, Uuid};
-use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error, SCHEMA_VERSION};
 
 /// What a Nexus should do at start-up.
@@ -158,13 +157,13 @@ impl DataStore {
         let row: FactsRow = self
             .retrying("access facts", |conn| {
                 Box::pin(
-                    statement(
+                    load_one(statement(
                         "SELECT (SELECT count(*) FROM db_metadata_nexus) AS records,
                             (SELECT state::TEXT FROM db_metadata_nexus
                              WHERE nexus_id = $1) AS own_state",
                     )
                     .bind::<Nullable<Uuid>, _>(raw)
-                    .get_result(conn),
+                    , conn),
                 )
             })
             .await?;

@@ -8,7 +8,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
 /// One row of the target history.
@@ -146,7 +146,7 @@ impl DataStore {
         let document = bp.document().to_owned();
         let row: InsertRow = self
             .retrying("blueprint insert", |conn| {
-                Box::pin(
+                Box::pin(load_one(
                     statement(
                         "WITH inserted AS (
                             INSERT INTO blueprint (id, parent_blueprint_id,
@@ -166,9 +166,9 @@ impl DataStore {
                     .bind::<Timestamptz, _>(time)
                     .bind::<Text, _>(creator.clone())
                     .bind::<Text, _>(comment.clone())
-                    .bind::<Text, _>(document.clone())
-                    .get_result(conn),
-                )
+                    .bind::<Text, _>(document.clone()),
+                    conn,
+                ))
             })
             .await?;
         match (row.inserted, row.existing) {
@@ -242,12 +242,12 @@ impl DataStore {
         let raw = id.into_untyped_uuid();
         let row: SetTargetRow = self
             .retrying("target set", |conn| {
-                Box::pin(
+                Box::pin(load_one(
                     statement(SET_TARGET)
                         .bind::<Uuid, _>(raw)
-                        .bind::<Bool, _>(enabled)
-                        .get_result(conn),
-                )
+                        .bind::<Bool, _>(enabled),
+                    conn,
+                ))
             })
             .await?;
         if !row.found {

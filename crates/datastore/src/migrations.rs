@@ -10,7 +10,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
 use crate::datastore::TxError;
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
 /// Every migration: version, name, SQL. Append only.
@@ -41,12 +41,12 @@ impl DataStore {
         let exists: i64 = self
             .retrying("schema version", |conn| {
                 Box::pin(async move {
-                    let row: crate::records::Count = statement(
+                    let row: crate::records::Count = load_one(statement(
                         "SELECT count(*) AS n FROM information_schema.tables \
                          WHERE table_name = 'baton_schema_version' \
                          AND table_schema = current_schema()",
                     )
-                    .get_result(conn)
+                    , conn)
                     .await?;
                     Ok(row.n)
                 })
@@ -58,10 +58,10 @@ impl DataStore {
         let version = self
             .retrying("schema version", |conn| {
                 Box::pin(
-                    statement(
+                    load_one::<_, Version>(statement(
                         "SELECT max(version) AS version FROM baton_schema_version",
                     )
-                    .get_result::<Version>(conn),
+                    , conn),
                 )
             })
             .await?;
@@ -86,10 +86,10 @@ impl DataStore {
             let applied = self
                 .transaction("migrate", move |conn| {
                     Box::pin(async move {
-                        let done: Version = statement(
+                        let done: Version = load_one(statement(
                             "SELECT max(version) AS version FROM baton_schema_version",
                         )
-                        .get_result(conn)
+                        , conn)
                         .await?;
                         if done.version.unwrap_or(0) >= version {
                             return Ok::<_, TxError>(false);

@@ -8,7 +8,7 @@ use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
 /// The records one execution wants to exist (the planner's answer).
@@ -158,7 +158,7 @@ impl DataStore {
         let existing: Count = self
             .retrying("records initialize", |conn| {
                 Box::pin(
-                    statement(
+                    load_one(statement(
                         "WITH existing AS (
                             SELECT count(*) AS n FROM db_metadata_nexus
                         ), inserted AS (
@@ -171,7 +171,7 @@ impl DataStore {
                         SELECT (SELECT n FROM existing) AS n",
                     )
                     .bind::<Array<Uuid>, _>(raw.clone())
-                    .get_result(conn),
+                    , conn),
                 )
             })
             .await?;
@@ -193,13 +193,13 @@ impl DataStore {
         let sql = self.ensure_records_sql(ENSURE_RECORDS);
         let row: GuardedRow = self
             .retrying("records ensure", |conn| {
-                Box::pin(
+                Box::pin(load_one(
                     statement(sql.clone())
                         .bind::<Uuid, _>(bp)
-                        .bind::<Array<Uuid>, _>(&ids)
-                        .bind::<Array<Text>, _>(&states)
-                        .get_result(conn),
-                )
+                        .bind::<Array<Uuid>, _>(ids.clone())
+                        .bind::<Array<Text>, _>(states.clone()),
+                    conn,
+                ))
             })
             .await?;
         let inserted = guarded(blueprint_id, row)?;
@@ -361,12 +361,12 @@ impl DataStore {
         let raw = untyped(ids.iter().copied());
         let row: GuardedRow = self
             .retrying("records delete expunged", |conn| {
-                Box::pin(
+                Box::pin(load_one(
                     statement(DELETE_EXPUNGED)
                         .bind::<Uuid, _>(bp)
-                        .bind::<Array<Uuid>, _>(raw.clone())
-                        .get_result(conn),
-                )
+                        .bind::<Array<Uuid>, _>(raw.clone()),
+                    conn,
+                ))
             })
             .await?;
         guarded(blueprint_id, row)
@@ -384,11 +384,10 @@ impl DataStore {
         let sql = self.handoff_sql(HANDOFF);
         let row: HandoffRow = self
             .retrying("attempt handoff", |conn| {
-                Box::pin(
-                    statement(sql.clone())
-                        .bind::<Uuid, _>(raw)
-                        .get_result(conn),
-                )
+                Box::pin(load_one(
+                    statement(sql.clone()).bind::<Uuid, _>(raw),
+                    conn,
+                ))
             })
             .await?;
         if row.blocking > 0 {

@@ -98,3 +98,33 @@ impl Query for Statement {
 impl<Q, V, ST> Query for Bound<Q, V, ST> {
     type SqlType = Untyped;
 }
+
+/// Runs `query` and returns its one row, reading the server's response to
+/// the end.
+///
+/// diesel-async's `get_result` takes the first row and drops the rest of
+/// the response. For a single statement, the implicit transaction commits
+/// only at the end of that response, and a serialization failure there
+/// arrives *after* the row. `get_result` would then report success for a
+/// statement the server rolled back (the same problem as rust-postgres
+/// issue 1334 and diesel_async issue 250). Baton's stress test saw it
+/// happen: a blueprint reported stored that was not. `load` reads to the
+/// end, so the failure comes back as an error and the retry wrapper
+/// retries it. `clippy.toml` bans `get_result` and `first` in the
+/// workspace for the same reason.
+pub(crate) async fn load_one<'c, Q, U>(
+    query: Q,
+    conn: &'c mut diesel_async::AsyncPgConnection,
+) -> QueryResult<U>
+where
+    Q: diesel_async::methods::LoadQuery<'c, diesel_async::AsyncPgConnection, U>
+        + Send
+        + 'c,
+    U: Send + 'c,
+{
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<U> = query.load(conn).await?;
+    rows.into_iter()
+        .next()
+        .ok_or(diesel::result::Error::NotFound)
+}

@@ -15,7 +15,7 @@ use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 use crate::datastore::TxError;
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, EnsureOutcome, Error, RecordsToEnsure};
 
 /// An async callback run between a transaction's read and its write.
@@ -59,13 +59,13 @@ impl DataStore {
         let row: Calls = self
             .retrying("stats count", |conn| {
                 Box::pin(
-                    statement(
+                    load_one(statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
                          WHERE dbid = (SELECT oid FROM pg_database
                                        WHERE datname = current_database())
                            AND query NOT ILIKE '%pg_stat_statements%'",
                     )
-                    .get_result(conn),
+                    , conn),
                 )
             })
             .await?;
@@ -82,7 +82,7 @@ impl DataStore {
         let row: Calls = self
             .retrying("stats count matching", |conn| {
                 Box::pin(
-                    statement(
+                    load_one(statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
                          WHERE dbid = (SELECT oid FROM pg_database
                                        WHERE datname = current_database())
@@ -90,7 +90,7 @@ impl DataStore {
                            AND query NOT ILIKE '%pg_stat_statements%'",
                     )
                     .bind::<diesel::sql_types::Text, _>(pattern.clone())
-                    .get_result(conn),
+                    , conn),
                 )
             })
             .await?;
@@ -159,11 +159,13 @@ impl DataStore {
         let raw = nexus_id.into_untyped_uuid();
         self.transaction("baseline attempt handoff", move |conn| {
             Box::pin(async move {
-                let blocking: crate::records::Count = statement(
-                    "SELECT count(*) AS n FROM db_metadata_nexus
+                let blocking: crate::records::Count = load_one(
+                    statement(
+                        "SELECT count(*) AS n FROM db_metadata_nexus
                      WHERE state NOT IN ('not_yet', 'quiesced')",
+                    ),
+                    conn,
                 )
-                .get_result(conn)
                 .await?;
                 if blocking.n > 0 {
                     return Err(TxError::Abort(Error::HandoffStillActive(
@@ -263,14 +265,14 @@ impl DataStore {
     pub async fn lock_waiters(&self) -> Result<i64, Error> {
         let row: Calls = self
             .retrying("lock waiters", |conn| {
-                Box::pin(
+                Box::pin(load_one(
                     statement(
                         "SELECT count(*)::INT8 AS calls FROM pg_stat_activity
                          WHERE datname = current_database()
                            AND wait_event_type = 'Lock'",
-                    )
-                    .get_result(conn),
-                )
+                    ),
+                    conn,
+                ))
             })
             .await?;
         Ok(row.calls.unwrap_or(0))
@@ -313,5 +315,29 @@ impl DataStore {
             })
         })
         .await
+    }
+
+    /// Runs a statement whose first row is fine and whose second fails (a
+    /// division by zero), and reports what the caller sees: through
+    /// `load_one` (what every operation uses), or through diesel-async's
+    /// `get_result` when `as_get_result` is set, to show the error that
+    /// `get_result` loses.
+    pub async fn statement_failing_after_its_first_row(
+        &self,
+        as_get_result: bool,
+    ) -> Result<i64, Error> {
+        const SQL: &str = "SELECT (1 / (2 - n))::INT8 AS calls
+                           FROM generate_series(1, 2) AS n";
+        let row: Calls = self
+            .retrying("failing after the first row", |conn| {
+                if as_get_result {
+                    #[allow(clippy::disallowed_methods)] // on purpose
+                    Box::pin(statement(SQL).get_result(conn))
+                } else {
+                    Box::pin(load_one(statement(SQL), conn))
+                }
+            })
+            .await?;
+        Ok(row.calls.unwrap_or(0))
     }
 }

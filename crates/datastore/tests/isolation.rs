@@ -86,3 +86,21 @@ async fn read_committed_lets_the_zombie_row_through() {
     assert_eq!(result.unwrap(), 1);
     assert!(zombie);
 }
+
+/// A statement can fail after it has sent its first row; for a single
+/// statement that is exactly where a serialization failure at the
+/// implicit commit lands. Every operation reads the response to its end
+/// and sees the error; diesel-async's `get_result`, which stops at the
+/// first row, reports success for a statement the server failed.
+#[tokio::test]
+async fn an_error_after_the_first_row_is_never_lost() {
+    let t = TestDb::new().await;
+    let seen = t.ds.statement_failing_after_its_first_row(false).await;
+    assert!(
+        matches!(&seen, Err(Error::Database { message, .. }) if message.contains("division by zero")),
+        "{seen:?}"
+    );
+    // With the guard removed (get_result), the same failure reads as 1.
+    let lost = t.ds.statement_failing_after_its_first_row(true).await;
+    assert_eq!(lost.ok(), Some(1));
+}
