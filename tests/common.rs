@@ -155,3 +155,12 @@ impl Monitor {
         checks
     }
 }
+
+/// How much longer the long runs go: 1 in CI, more under `cargo xtask
+/// soak` (which sets `BATON_SOAK`).
+pub(crate) fn soak_factor() -> u64 {
+    std::env::var("BATON_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}

@@ -4,3 +4,4 @@
 mod common;
 mod handoff;
 mod model;
+mod stress;

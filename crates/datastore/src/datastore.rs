@@ -83,6 +83,8 @@ pub struct DataStore {
     fence: Arc<Fence>,
     config: DataStoreConfig,
     url: Arc<str>,
+    /// Serialization failures retried, over every clone of this store.
+    retries: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for DataStore {
@@ -177,6 +179,7 @@ impl DataStore {
             fence: Arc::new(Fence::new(fence_waits_for_drain(&config))),
             config,
             url: Arc::from(url),
+            retries: Arc::default(),
         }
     }
 
@@ -316,6 +319,8 @@ impl DataStore {
         }
         let ceiling = self.config.base_backoff * 2u32.pow((*attempt).min(8));
         let delay = ceiling.mul_f64(fastrand::f64());
+        self.retries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         info!(self.log, "serialization conflict; retrying";
             "op" => op, "attempt" => *attempt,
             "delay_us" => delay.as_micros() as u64);
@@ -344,6 +349,12 @@ impl DataStore {
         return self.config.mutant.handoff(sql);
         #[cfg(not(feature = "mutants"))]
         std::borrow::Cow::Borrowed(sql)
+    }
+
+    /// How many times an operation was retried after a serialization
+    /// failure, over the life of this datastore and its clones.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The URL, password redacted.
