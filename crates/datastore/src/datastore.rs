@@ -9,7 +9,8 @@ use std::time::Duration;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
 use diesel_async::pooled_connection::bb8::Pool;
 use diesel_async::pooled_connection::{
-    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    AsyncDieselConnectionManager, ManagerConfig, PoolableConnection,
+    RecyclingMethod,
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use slog::{Logger, info, o};
@@ -187,19 +188,34 @@ impl DataStore {
     /// [`Error::Quiesced`] once [`DataStore::quiesce`] was called.
     pub async fn claim(&self, op: &'static str) -> Result<Claim<'_>, Error> {
         self.fence.enter()?;
-        match self.pool.get().await {
-            Ok(conn) => Ok(Claim {
-                conn,
-                fence: &self.fence,
-            }),
-            Err(e) => {
-                self.fence.leave();
-                Err(Error::Connection {
-                    op,
-                    message: e.to_string(),
-                })
+        // A connection whose server backend died (killed, or the server
+        // restarted) can sit in the pool until it is next handed out;
+        // skip it for a fresh one. The check reads local state only.
+        for _ in 0..=self.config.pool_size {
+            match self.pool.get().await {
+                Ok(mut conn) => {
+                    if conn.is_broken() {
+                        continue;
+                    }
+                    return Ok(Claim {
+                        conn,
+                        fence: &self.fence,
+                    });
+                }
+                Err(e) => {
+                    self.fence.leave();
+                    return Err(Error::Connection {
+                        op,
+                        message: e.to_string(),
+                    });
+                }
             }
         }
+        self.fence.leave();
+        Err(Error::Connection {
+            op,
+            message: "every pooled connection was broken".to_owned(),
+        })
     }
 
     /// Closes the pool to new claims. Claims already out stay valid.
@@ -253,7 +269,7 @@ impl DataStore {
             let mut claim = self.claim(op).await?;
             match f(&mut claim.conn).await {
                 Ok(value) => return Ok(value),
-                Err(e) if is_serialization_failure(&e) => {
+                Err(e) if is_serialization_failure(&e) || is_unsent(&e) => {
                     drop(claim);
                     self.backoff(op, &mut attempt).await?;
                 }
@@ -296,6 +312,8 @@ impl DataStore {
             };
             match outcome {
                 Ok(value) => return Ok(value),
+                // Not on a lost connection: a transaction's COMMIT may
+                // have gone through before the connection went.
                 Err(TxError::Database(e)) if is_serialization_failure(&e) => {
                     drop(claim);
                     self.backoff(op, &mut attempt).await?;
@@ -400,11 +418,30 @@ pub(crate) fn is_serialization_failure(e: &DieselError) -> bool {
     )
 }
 
+/// The connection was found closed when the statement was sent: its
+/// backend died earlier (killed, or the server restarted). A single
+/// statement is retried as after a serialization failure; a transaction
+/// is not. (tokio-postgres reports a connection that dies
+/// *during* a statement the same way; then the statement may have run.
+/// Every Baton operation is safe to repeat: a repeat after an unseen
+/// success changes nothing or reports the state the caller then finds,
+/// such as a handoff's "wrong state: active", which the Nexus lifecycle
+/// answers by checking its access again.)
+pub(crate) fn is_unsent(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+    )
+}
+
 pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
     let transient = matches!(
         e,
-        DieselError::DatabaseError(DatabaseErrorKind::ClosedConnection, _)
-            | DieselError::BrokenTransactionManager
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | DieselError::BrokenTransactionManager
     ) || matches!(&e, DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
         if info.message().contains("terminat") || info.message().contains("connection"));
     Error::Database {

@@ -340,4 +340,44 @@ impl DataStore {
             .await?;
         Ok(row.calls.unwrap_or(0))
     }
+
+    /// Holds every record's row lock in an open transaction (a no-op
+    /// update) while `while_locked` runs, then commits: any operation that
+    /// writes a record waits meanwhile, mid-statement.
+    pub async fn hold_records_locked(
+        &self,
+        while_locked: Hook,
+    ) -> Result<(), Error> {
+        self.transaction("hold records locked", move |conn| {
+            let hook = while_locked.clone();
+            Box::pin(async move {
+                statement("UPDATE db_metadata_nexus SET state = state")
+                    .execute(conn)
+                    .await?;
+                hook().await;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Terminates the server backends of this database that are waiting
+    /// for a lock (`pg_terminate_backend`, PostgreSQL only); returns how
+    /// many.
+    pub async fn terminate_lock_waiters(&self) -> Result<i64, Error> {
+        let row: Calls = self
+            .retrying("terminate lock waiters", |conn| {
+                Box::pin(load_one(
+                    statement(
+                        "SELECT count(pg_terminate_backend(pid))::INT8 AS calls
+                         FROM pg_stat_activity
+                         WHERE datname = current_database()
+                           AND wait_event_type = 'Lock'",
+                    ),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(row.calls.unwrap_or(0))
+    }
 }
