@@ -2,6 +2,7 @@
 //! real PostgreSQL.
 
 mod common;
+mod faults;
 mod handoff;
 mod model;
 mod stress;
