@@ -103,6 +103,12 @@ pub(crate) enum BlueprintCommand {
         #[arg(long, default_value_t = true, action = ArgAction::Set)]
         enabled: bool,
     },
+    /// Every stored blueprint, oldest first.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
     /// The current target.
     #[command(subcommand)]
     Target(TargetCommand),

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use baton_datastore::{DataStore, Error as DbError};
 use baton_dev_db::{PersistentDb, default_data_dir};
-use baton_executor::realize_blueprint;
+use baton_executor::{StepOutcome, realize_blueprint};
 use baton_types::{Blueprint, NexusRecord};
 use baton_uuid_kinds::OmicronZoneUuid;
 use serde::Serialize;
@@ -117,6 +117,22 @@ async fn dispatch(
                 ds.target_set(bp.id(), enabled).await.map_err(failure)?;
             }
             output::line(&bp.id().to_string());
+        }
+        Command::Blueprint(BlueprintCommand::List { json }) => {
+            let stored = ds.blueprint_list().await.map_err(failure)?;
+            if json {
+                output::json(&stored);
+            } else {
+                for bp in &stored {
+                    let parent = bp
+                        .parent_blueprint_id
+                        .map_or("none".to_owned(), |p| p.to_string());
+                    output::line(&format!(
+                        "{}  parent {parent}  generation {}  {}",
+                        bp.id, bp.nexus_generation, bp.comment
+                    ));
+                }
+            }
         }
         Command::Blueprint(BlueprintCommand::Target(TargetCommand::Set {
             id,
@@ -287,10 +303,25 @@ async fn execute(
     if report.is_clean() {
         Ok(())
     } else {
-        Err(Failure::failed(
-            "execution finished with a step that did not succeed (see the \
-             report).",
-        ))
+        let failed: Vec<String> = report
+            .steps
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s.outcome,
+                    StepOutcome::Success | StepOutcome::Skipped
+                )
+            })
+            .map(|s| {
+                let message = s.message.as_deref().unwrap_or("no message");
+                format!("{}: {}", s.name, message.trim_end_matches('.'))
+            })
+            .collect();
+        Err(Failure::failed(format!(
+            "execution finished with {} step(s) that did not succeed: {}.",
+            failed.len(),
+            failed.join("; ")
+        )))
     }
 }
 

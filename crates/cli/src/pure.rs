@@ -16,14 +16,14 @@ pub(crate) fn read_blueprint(path: &Utf8PathBuf) -> Result<Blueprint, Failure> {
         let mut text = String::new();
         std::io::stdin().read_to_string(&mut text).map_err(|e| {
             Failure::bad_input(format!(
-                "cannot read a blueprint from stdin: {e}"
+                "cannot read a blueprint from stdin: {e}."
             ))
         })?;
         text
     } else {
         std::fs::read_to_string(path).map_err(|e| {
             Failure::bad_input(format!(
-                "cannot read blueprint file {path}: {e}"
+                "cannot read blueprint file {path}: {e}."
             ))
         })?
     };

@@ -1,4 +1,5 @@
 //! The `baton` binary, run for real, against the contract.
 
+mod bad_input;
 mod database_commands;
 mod pure_commands;

@@ -2,3 +2,4 @@
 
 mod bump_and_expunge;
 mod classify_properties;
+mod mutated_documents;

@@ -1,0 +1,405 @@
+//! The bad-input corpus: broken blueprints and wrong ids through the real
+//! binary. Each case exits 2 (or 1 where the contract says the operation
+//! ran and failed), says what is wrong in a sentence on stderr, prints
+//! nothing on stdout, never panics, and leaves the database exactly as it
+//! was: records, target and stored blueprints compared before and after.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use baton_dev_db::DevDb;
+use serde_json::Value;
+
+const OLD: &str = "e5121482-3929-4d22-a255-accb1a466884";
+const UNKNOWN: &str = "22222222-2222-4222-8222-222222222222";
+const STEADY: &str = "70eb9a0a-9626-4ae6-85e8-18fac0433cbd";
+const EXPUNGED_BP_ID: &str = "e4163207-d094-4996-82f0-ee99731c9452";
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../types/tests/fixtures")
+        .join(name)
+}
+
+fn steady() -> Value {
+    let text = std::fs::read_to_string(fixture("01-steady.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The first zone of the first sled, and the first Nexus zone.
+fn first_zone(doc: &mut Value) -> &mut Value {
+    let sled = doc["sleds"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .next()
+        .unwrap();
+    &mut sled["zones"][0]
+}
+
+fn first_nexus(doc: &mut Value) -> &mut Value {
+    doc["sleds"]
+        .as_object_mut()
+        .unwrap()
+        .values_mut()
+        .flat_map(|s| s["zones"].as_array_mut().unwrap().iter_mut())
+        .find(|z| z["zone_type"]["type"] == "nexus")
+        .unwrap()
+}
+
+/// Broken documents: (what is wrong, the text, a phrase stderr must hold).
+fn broken_documents() -> Vec<(&'static str, String, &'static str)> {
+    let edit = |f: &dyn Fn(&mut Value)| {
+        let mut doc = steady();
+        f(&mut doc);
+        serde_json::to_string_pretty(&doc).unwrap()
+    };
+    let text = std::fs::read_to_string(fixture("01-steady.json")).unwrap();
+    vec![
+        (
+            "truncated JSON",
+            text[..text.len() / 2].to_owned(),
+            "malformed",
+        ),
+        ("empty file", String::new(), "malformed"),
+        ("not JSON", "\u{1}\u{2}binary\u{0}".to_owned(), "malformed"),
+        (
+            "an array, not an object",
+            "[1, 2, 3]".to_owned(),
+            "malformed",
+        ),
+        (
+            "wrong type: generation as text",
+            edit(&|d| d["nexus_generation"] = "two".into()),
+            "malformed",
+        ),
+        (
+            "missing field: sleds",
+            edit(&|d| {
+                d.as_object_mut().unwrap().remove("sleds");
+            }),
+            "sleds",
+        ),
+        (
+            "missing field: id",
+            edit(&|d| {
+                d.as_object_mut().unwrap().remove("id");
+            }),
+            "id",
+        ),
+        (
+            "id not a UUID",
+            edit(&|d| d["id"] = "blueprint-1".into()),
+            "malformed",
+        ),
+        (
+            "zones as an object",
+            edit(&|d| {
+                let sled = d["sleds"]
+                    .as_object_mut()
+                    .unwrap()
+                    .values_mut()
+                    .next()
+                    .unwrap();
+                sled["zones"] = serde_json::json!({});
+            }),
+            "malformed",
+        ),
+        (
+            "unknown disposition",
+            edit(&|d| {
+                first_zone(d)["disposition"] =
+                    serde_json::json!({"kind": "vanished"})
+            }),
+            "malformed",
+        ),
+        (
+            "generation 0",
+            edit(&|d| d["nexus_generation"] = 0.into()),
+            "generation",
+        ),
+        (
+            "generation above i64::MAX",
+            edit(&|d| {
+                d["nexus_generation"] =
+                    serde_json::json!(9_223_372_036_854_775_808u64)
+            }),
+            "generation",
+        ),
+        (
+            "Nexus zone generation negative",
+            edit(&|d| {
+                first_nexus(d)["zone_type"]["nexus_generation"] = (-1).into()
+            }),
+            "malformed",
+        ),
+        (
+            "Nexus zone skipping ahead",
+            edit(&|d| {
+                first_nexus(d)["zone_type"]["nexus_generation"] = 3.into()
+            }),
+            "more than one above",
+        ),
+        (
+            "duplicate zone ids",
+            edit(&|d| {
+                let copy = first_zone(d).clone();
+                let sled = d["sleds"]
+                    .as_object_mut()
+                    .unwrap()
+                    .values_mut()
+                    .last()
+                    .unwrap();
+                sled["zones"].as_array_mut().unwrap().push(copy);
+            }),
+            "appears 2 times",
+        ),
+        (
+            "no Nexus at the blueprint's generation",
+            edit(&|d| d["nexus_generation"] = 2.into()),
+            "no in-service Nexus zone",
+        ),
+    ]
+}
+
+struct Env {
+    db: DevDb,
+    dir: tempfile::TempDir,
+}
+
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Env {
+    /// A database mid-story: the steady blueprint imported and the
+    /// target, the old records in place.
+    fn new() -> Env {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let db = DevDb::builder()
+            .template_cache(env!("CARGO_TARGET_TMPDIR"))
+            .start(&log)
+            .unwrap();
+        let env = Env {
+            db,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        env.must(&["db", "migrate"]);
+        env.must(&[
+            "blueprint",
+            "import",
+            fixture("01-steady.json").to_str().unwrap(),
+            "--set-target",
+        ]);
+        env.must(&[
+            "blueprint",
+            "import",
+            fixture("04-old-expunged.json").to_str().unwrap(),
+        ]);
+        env.must(&["execute", "--nexus-id", OLD]);
+        env
+    }
+
+    fn run(&self, args: &[&str]) -> Ran {
+        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .env("BATON_DATABASE_URL", self.db.url())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        Ran {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn must(&self, args: &[&str]) -> String {
+        let ran = self.run(args);
+        assert_eq!(ran.code, Some(0), "{args:?}: {}", ran.stderr);
+        ran.stdout
+    }
+
+    /// Everything the database holds that a command could change.
+    fn snapshot(&self) -> String {
+        [
+            self.must(&["records", "list", "--json"]),
+            self.must(&["blueprint", "target", "show", "--json"]),
+            self.must(&["blueprint", "list", "--json"]),
+        ]
+        .join("\n")
+    }
+
+    fn file(&self, name: &str, text: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_owned()
+    }
+
+    /// Runs a bad case: the exit code, a phrase on stderr, nothing on
+    /// stdout, no panic, and the database unchanged.
+    fn refuse(&self, what: &str, args: &[&str], code: i32, phrase: &str) {
+        let before = self.snapshot();
+        let ran = self.run(args);
+        assert_eq!(ran.code, Some(code), "{what}: {args:?}: {}", ran.stderr);
+        assert!(!ran.stderr.contains("panicked"), "{what}: {}", ran.stderr);
+        assert!(
+            ran.stderr.contains(phrase),
+            "{what}: stderr lacks {phrase:?}: {}",
+            ran.stderr
+        );
+        let said = ran.stderr.trim();
+        assert!(
+            said.len() > 20 && said.ends_with('.'),
+            "{what}: not plain sentences: {said:?}"
+        );
+        if code == 2 {
+            assert!(ran.stdout.is_empty(), "{what}: stdout {:?}", ran.stdout);
+        }
+        assert_eq!(self.snapshot(), before, "{what}: the database changed");
+    }
+}
+
+#[test]
+fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
+    let env = Env::new();
+    let mut cases = 0;
+    for (i, (what, text, phrase)) in broken_documents().into_iter().enumerate()
+    {
+        let file = env.file(&format!("bad-{i}.json"), &text);
+        env.refuse(
+            what,
+            &["blueprint", "import", &file, "--set-target"],
+            2,
+            phrase,
+        );
+        env.refuse(what, &["blueprint", "validate", &file], 2, phrase);
+        env.refuse(
+            what,
+            &["classify", "--blueprint", &file, "--nexus-id", OLD],
+            2,
+            phrase,
+        );
+        cases += 3;
+    }
+    let steady = fixture("01-steady.json");
+    let steady = steady.to_str().unwrap();
+    let expunged = fixture("04-old-expunged.json");
+    let expunged = expunged.to_str().unwrap();
+    let missing = env.dir.path().join("no-such-file.json");
+    let others: Vec<(&str, Vec<&str>, i32, &str)> = vec![
+        (
+            "a file that does not exist",
+            vec!["blueprint", "import", missing.to_str().unwrap()],
+            2,
+            "no-such-file.json",
+        ),
+        (
+            "executing Nexus absent",
+            vec!["classify", "--blueprint", steady, "--nexus-id", UNKNOWN],
+            2,
+            UNKNOWN,
+        ),
+        (
+            "executing Nexus expunged",
+            vec!["classify", "--blueprint", expunged, "--nexus-id", OLD],
+            2,
+            "expunged",
+        ),
+        (
+            "target set to an unknown id",
+            vec!["blueprint", "target", "set", UNKNOWN],
+            2,
+            UNKNOWN,
+        ),
+        (
+            "target set to a non-UUID",
+            vec!["blueprint", "target", "set", "latest"],
+            2,
+            "latest",
+        ),
+        (
+            "target set to a blueprint that is not a child",
+            vec!["blueprint", "target", "set", EXPUNGED_BP_ID],
+            1,
+            STEADY,
+        ),
+        (
+            "execute an unknown blueprint",
+            vec!["execute", "--no-nexus-id", "--blueprint-id", UNKNOWN],
+            2,
+            UNKNOWN,
+        ),
+        (
+            "execute as an unknown Nexus",
+            vec!["execute", "--nexus-id", UNKNOWN],
+            1,
+            UNKNOWN,
+        ),
+        (
+            "quiesce a record that does not exist",
+            vec!["records", "quiesce", "--nexus-id", UNKNOWN, "--force"],
+            2,
+            UNKNOWN,
+        ),
+        (
+            "quiesce an active Nexus without --force",
+            vec!["records", "quiesce", "--nexus-id", OLD],
+            1,
+            OLD,
+        ),
+        (
+            "records init with records present",
+            vec!["records", "init", "--nexus-id", UNKNOWN],
+            1,
+            "record",
+        ),
+        (
+            "records init with a non-UUID",
+            vec!["records", "init", "--nexus-id", "nexus-1"],
+            2,
+            "nexus-1",
+        ),
+        (
+            "handoff by an unknown Nexus",
+            vec!["handoff", "--nexus-id", UNKNOWN],
+            1,
+            "active",
+        ),
+        (
+            "access with a non-UUID",
+            vec!["access", "--nexus-id", "x"],
+            2,
+            "x",
+        ),
+        (
+            "an unknown flag",
+            vec!["records", "list", "--everything"],
+            2,
+            "--everything",
+        ),
+        (
+            "a bad boolean",
+            vec![
+                "blueprint",
+                "import",
+                steady,
+                "--set-target",
+                "--enabled",
+                "maybe",
+            ],
+            2,
+            "maybe",
+        ),
+    ];
+    for (what, args, code, phrase) in &others {
+        env.refuse(what, args, *code, phrase);
+        cases += 1;
+    }
+    eprintln!(
+        "bad-input corpus: {cases} cases refused, database unchanged after each"
+    );
+    assert!(cases >= 60, "only {cases} cases");
+}
