@@ -18,10 +18,12 @@ mod system;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use baton_datastore::{AccessDecision, DataStoreConfig, Isolation, Mutant};
 use baton_dev_db::DevDb;
 use baton_types::NexusRecordState;
+use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestError, TestRunner};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest};
 
@@ -29,6 +31,10 @@ use reference::{Model, Reference, Step, Which, generation_of};
 use system::{Context, System, zone_of};
 
 use crate::common::log;
+
+/// Steps applied and invariant checks made, for the run's figures.
+static STEPS: AtomicU64 = AtomicU64::new(0);
+static CHECKS: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     /// The server and settings the current test's sequences run on
@@ -52,11 +58,13 @@ impl StateMachineTest for Protocol {
 
     fn apply(mut system: System, model: &Model, step: Step) -> System {
         system.apply(model, &step);
+        STEPS.fetch_add(1, Ordering::Relaxed);
         system
     }
 
     fn check_invariants(system: &System, model: &Model) {
         check_invariants(system, model);
+        CHECKS.fetch_add(1, Ordering::Relaxed);
     }
 
     fn teardown(system: System, _: Model) {
@@ -244,17 +252,19 @@ fn replay(steps: &[Step]) -> Option<String> {
     })
 }
 
-use proptest::strategy::{Strategy, ValueTree};
-
 #[test]
 fn the_protocol_holds_over_random_sequences() {
+    let sequences = SEQUENCES * crate::common::soak_factor() as u32;
     let explored =
         with_context(config(Mutant::None, Isolation::Serializable), || {
-            explore(SEQUENCES)
+            explore(sequences)
         });
     match explored {
         Ok(n) => eprintln!(
-            "model test: {n} sequences of up to {MAX_STEPS} steps passed"
+            "model test: {n} sequences of up to {MAX_STEPS} steps passed: \
+             {} steps, the six invariants and the records checked {} times",
+            STEPS.load(Ordering::Relaxed),
+            CHECKS.load(Ordering::Relaxed)
         ),
         Err((reason, steps)) => {
             panic!("the real system broke the protocol: {reason}\n{steps:#?}")

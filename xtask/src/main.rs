@@ -21,7 +21,10 @@ commands:
   fmt      format the workspace
   clippy   lint the workspace, warnings as errors
   tidy     check workspace conventions (dependencies, lints, names)
-  test     run the tests (cargo nextest, ci profile)";
+  test     run the tests (cargo nextest, ci profile)
+  soak [N] the long runs, N times longer than in CI (default 10): the
+           model test, the stress test, the fault tests and the
+           mutated-document proptest, with their figures printed";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -42,6 +45,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("clippy") => clippy(),
         Some("tidy") => tidy(),
         Some("test") => test(),
+        Some("soak") => soak(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
@@ -84,6 +88,35 @@ fn test() -> Result<()> {
         "--profile",
         "ci",
     ])
+}
+
+fn soak(factor: Option<&str>) -> Result<()> {
+    let factor = factor.unwrap_or("10");
+    if factor.parse::<u32>().map_or(true, |n| n == 0) {
+        bail!(
+            "soak: the factor must be a whole number above 0, not {factor:?}"
+        );
+    }
+    let status =
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "nextest",
+                "run",
+                "--workspace",
+                "--locked",
+                "--profile",
+                "soak",
+                "-E",
+                "test(/^model::|^stress::|^faults::|mutated_documents/)",
+            ])
+            .env("BATON_SOAK", factor)
+            .current_dir(tidy::workspace_root())
+            .status()
+            .context("cannot run cargo nextest")?;
+    if !status.success() {
+        bail!("the soak run failed ({status})");
+    }
+    Ok(())
 }
 
 fn tidy() -> Result<()> {

@@ -201,10 +201,16 @@ fn feed(bytes: &[u8]) {
     let _ = expungeable_nexus_zones(&bp, &records);
 }
 
-/// Cases in CI; the acceptance asks for at least 10,000.
-const CASES: u32 = 10_000;
+/// Cases in CI (the acceptance asks for at least 10,000); `cargo xtask
+/// soak` multiplies them by `BATON_SOAK`.
+fn cases() -> u32 {
+    let soak = std::env::var("BATON_SOAK")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    10_000 * soak.unwrap_or(1)
+}
 
-#[proptest(cases = CASES)]
+#[proptest(cases = cases())]
 fn no_mutated_document_makes_anything_panic(
     #[strategy(blueprint(3, 6))] original: baton_types::Blueprint,
     #[strategy(proptest::collection::vec(mutation(), 1..4))] mutations: Vec<
