@@ -61,8 +61,11 @@ impl Tally {
 struct Shared {
     url: String,
     phase: AtomicU8,
-    /// Movers hold still while the old generation agrees on a drained
-    /// target (quiesce step 3 needs the target to stop moving).
+    /// Movers hold still from the bump until the old records are cleaned
+    /// up: quiesce step 3 needs the target to stop moving long enough for
+    /// the old generation to agree on it, and a cleanup succeeds only on
+    /// the current target. A target that changes every millisecond, as
+    /// the movers make it, would starve both; a real one changes rarely.
     hold: AtomicBool,
     stop: AtomicBool,
     /// Every blueprint made so far, for stale executors to pick from.
@@ -148,6 +151,9 @@ async fn controller(shared: Arc<Shared>, world_story: HandoffStory) -> u64 {
             shared.hold.store(true, Ordering::SeqCst);
         }
         while !shared.set_child(&ds, Some(content), "controller").await {
+            if !shared.running() {
+                return ds.retries();
+            }
             tokio::task::yield_now().await;
         }
         shared.phase.store(phase, Ordering::SeqCst);
@@ -174,12 +180,13 @@ async fn controller(shared: Arc<Shared>, world_story: HandoffStory) -> u64 {
                 Ok(_) => {}
                 Err(e) => shared.tally.unexpected("controller", e),
             }
+            if !shared.running() {
+                return ds.retries();
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        if phase == BUMPED {
-            shared.hold.store(false, Ordering::SeqCst);
-        }
     }
+    shared.hold.store(false, Ordering::SeqCst);
     shared.phase.store(CLEANED, Ordering::SeqCst);
     ds.retries()
 }
