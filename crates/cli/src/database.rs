@@ -112,6 +112,9 @@ async fn dispatch(
             enabled,
         }) => {
             let bp = pure::read_blueprint(&file)?;
+            if set_target {
+                check_follows_target(ds, &bp).await?;
+            }
             ds.blueprint_insert(&bp).await.map_err(failure)?;
             if set_target {
                 ds.target_set(bp.id(), enabled).await.map_err(failure)?;
@@ -138,6 +141,12 @@ async fn dispatch(
             id,
             enabled,
         })) => {
+            match ds.blueprint_read(id).await {
+                Ok(bp) => check_follows_target(ds, &bp).await?,
+                // An unknown id: the datastore says so below.
+                Err(DbError::BlueprintNotFound(_)) => {}
+                Err(e) => return Err(failure(e)),
+            }
             let target = ds.target_set(id, enabled).await.map_err(failure)?;
             output::line(&format!(
                 "blueprint {} is the target (version {}, {})",
@@ -323,6 +332,27 @@ async fn execute(
             failed.join("; ")
         )))
     }
+}
+
+/// Refuses, as bad input and before anything is written, a child of the
+/// current target that breaks from it: an expunged zone back in service, a
+/// relabelled Nexus generation, a generation moved by more than one. (A
+/// blueprint that is not a child of the target is the datastore's to
+/// refuse.)
+async fn check_follows_target(
+    ds: &DataStore,
+    bp: &Blueprint,
+) -> Result<(), Failure> {
+    let current = match ds.target_blueprint().await {
+        Ok((_, current)) => current,
+        Err(DbError::NoTarget) => return Ok(()),
+        Err(e) => return Err(failure(e)),
+    };
+    if bp.parent_blueprint_id() != Some(current.id()) {
+        return Ok(());
+    }
+    bp.check_follows(&current)
+        .map_err(|e| Failure::bad_input(format!("{e}")))
 }
 
 #[derive(Serialize)]

@@ -162,6 +162,18 @@ fn broken_documents() -> Vec<(&'static str, String, &'static str)> {
     ]
 }
 
+/// A child of the steady blueprint that relabels a Nexus zone's
+/// generation: valid alone, but it may not follow its parent.
+const RELABELLED: &str = "33333333-3333-4333-8333-333333333333";
+
+fn relabelled_child() -> String {
+    let mut doc = steady();
+    doc["parent_blueprint_id"] = STEADY.into();
+    doc["id"] = RELABELLED.into();
+    first_nexus(&mut doc)["zone_type"]["nexus_generation"] = 2.into();
+    serde_json::to_string_pretty(&doc).unwrap()
+}
+
 struct Env {
     db: DevDb,
     dir: tempfile::TempDir,
@@ -199,6 +211,8 @@ impl Env {
             fixture("04-old-expunged.json").to_str().unwrap(),
         ]);
         env.must(&["execute", "--nexus-id", OLD]);
+        let child = env.file("relabelled.json", &relabelled_child());
+        env.must(&["blueprint", "import", &child]);
         env
     }
 
@@ -289,6 +303,7 @@ fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
     let expunged = fixture("04-old-expunged.json");
     let expunged = expunged.to_str().unwrap();
     let missing = env.dir.path().join("no-such-file.json");
+    let relabelled = env.file("relabelled-again.json", &relabelled_child());
     let others: Vec<(&str, Vec<&str>, i32, &str)> = vec![
         (
             "a file that does not exist",
@@ -325,6 +340,18 @@ fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
             vec!["blueprint", "target", "set", EXPUNGED_BP_ID],
             1,
             STEADY,
+        ),
+        (
+            "target set to a child that relabels a generation",
+            vec!["blueprint", "target", "set", RELABELLED],
+            2,
+            "changed generation",
+        ),
+        (
+            "import as target a child that relabels a generation",
+            vec!["blueprint", "import", &relabelled, "--set-target"],
+            2,
+            "changed generation",
         ),
         (
             "execute an unknown blueprint",

@@ -16,6 +16,7 @@ pub mod story;
 /// Proptest strategies, for the property tests of crates that take
 /// blueprints (proptest is light, so this is always built).
 pub mod strategies;
+mod succession;
 mod validate;
 
 pub use blueprint::{
@@ -25,4 +26,5 @@ pub use blueprint::{
 pub use generation::{Generation, GenerationError};
 pub use parse::{ReadError, parse_blueprint};
 pub use records::{NexusRecord, NexusRecordState, UnknownState};
+pub use succession::{SuccessionError, SuccessionProblem};
 pub use validate::{ValidationError, ValidationProblem};

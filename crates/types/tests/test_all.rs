@@ -2,4 +2,5 @@
 
 mod fixtures;
 mod roundtrip;
+mod succession;
 mod validation;
