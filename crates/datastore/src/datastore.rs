@@ -253,6 +253,11 @@ impl DataStore {
         Ok(QuiescedClaim { conn })
     }
 
+    /// Gives the reserved quiesce claim back after the mark failed.
+    pub(crate) fn return_reserved_quiesce_claim(&self) {
+        self.fence.return_reserved();
+    }
+
     /// Runs `f` (one statement: its own implicit SERIALIZABLE
     /// transaction) on a claimed connection, retrying the whole of it on
     /// serialization failure with jittered exponential backoff.
@@ -324,7 +329,7 @@ impl DataStore {
         }
     }
 
-    async fn backoff(
+    pub(crate) async fn backoff(
         &self,
         op: &'static str,
         attempt: &mut u32,

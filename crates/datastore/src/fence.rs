@@ -95,6 +95,14 @@ impl Fence {
     }
 }
 
+impl Fence {
+    /// Gives the reserved claim back after a failed use, so that marking
+    /// oneself `quiesced` can be tried again.
+    pub(crate) fn return_reserved(&self) {
+        self.reserved_taken.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A connection handed out under the fence; released on drop.
 pub struct Claim<'a> {
     pub(crate) conn: PooledConnection<'a, AsyncPgConnection>,

@@ -318,18 +318,13 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<(), Error> {
         let mut claim = self.reserved_quiesce_claim().await?;
-        let raw = nexus_id.into_untyped_uuid();
-        let n = statement(MARK_QUIESCED)
-            .bind::<Uuid, _>(raw)
-            .execute(&mut claim.conn)
-            .await
-            .map_err(|e| {
-                crate::datastore::database_error("mark self quiesced", e)
-            })?;
-        if n == 0 {
-            return Err(Error::NotRegistered(nexus_id));
+        let marked = mark_on(self, &mut claim, nexus_id).await;
+        if marked.is_err() {
+            // Not marked: the claim may be used again.
+            drop(claim);
+            self.return_reserved_quiesce_claim();
         }
-        Ok(())
+        marked
     }
 
     /// Deletes these Nexus ids' rows; missing rows are fine.
@@ -403,6 +398,40 @@ impl DataStore {
         }
         Ok(row.promoted as usize)
     }
+}
+
+/// Marks `nexus_id` quiesced on the reserved claim. It is the only
+/// connection left, so a serialization failure (a handoff or a peer's
+/// quiesce touching the same rows) is retried on it, not on a fresh one.
+async fn mark_on(
+    ds: &DataStore,
+    claim: &mut crate::fence::QuiescedClaim<'_>,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Error> {
+    let raw = nexus_id.into_untyped_uuid();
+    let mut attempt = 1;
+    let n = loop {
+        let run = statement(MARK_QUIESCED)
+            .bind::<Uuid, _>(raw)
+            .execute(&mut claim.conn)
+            .await;
+        match run {
+            Ok(n) => break n,
+            Err(e) if crate::datastore::is_serialization_failure(&e) => {
+                ds.backoff("mark self quiesced", &mut attempt).await?;
+            }
+            Err(e) => {
+                return Err(crate::datastore::database_error(
+                    "mark self quiesced",
+                    e,
+                ));
+            }
+        }
+    };
+    if n == 0 {
+        return Err(Error::NotRegistered(nexus_id));
+    }
+    Ok(())
 }
 
 /// The quiesce statement, shared by both quiesce paths.

@@ -5,8 +5,12 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use baton_datastore::Error;
+use baton_datastore::testing::Hook;
 use baton_types::NexusRecordState;
+use tokio::sync::Notify;
 
 use crate::common::{TestDb, zone};
 
@@ -69,5 +73,46 @@ async fn marking_self_quiesced_uses_the_reserved_claim_only_when_drained() {
     assert!(matches!(err, Error::FenceNotDrained(_)), "only once: {err}");
     let other = t.another(Default::default());
     let rows = other.records_list().await.unwrap();
+    assert_eq!(rows[0].state, NexusRecordState::Quiesced);
+}
+
+/// Marking oneself `quiesced` can meet a serialization failure: here the
+/// row is updated by a concurrent transaction that commits while the mark
+/// waits for it. The mark is retried on the reserved claim (the only
+/// connection left) and succeeds; it used to end the quiesce with an
+/// error, which the lifecycle benchmark caught as a Nexus ending Failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marking_self_quiesced_retries_a_serialization_failure() {
+    let t = TestDb::new().await;
+    t.ds.records_initialize(&[zone(1)].into()).await.unwrap();
+    let nexus = t.another(Default::default());
+    nexus.quiesce();
+    let watcher = t.another(Default::default());
+    let locked = Arc::new(Notify::new());
+    let signal = locked.clone();
+    let hook: Hook = Arc::new(move || {
+        let (watcher, signal) = (watcher.clone(), signal.clone());
+        Box::pin(async move {
+            signal.notify_one();
+            // Commit only once the mark waits on the held row lock.
+            for _ in 0..2_000 {
+                if watcher.lock_waiters().await.unwrap() > 0 {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("the mark never waited on the held lock");
+        })
+    });
+    let holder = t.ds.clone();
+    let held =
+        tokio::spawn(async move { holder.hold_records_locked(hook).await });
+    // The mark starts once the holder has the row locked.
+    locked.notified().await;
+    let marked = nexus.record_mark_self_quiesced(zone(1)).await;
+    held.await.unwrap().unwrap();
+    marked.unwrap();
+    assert!(nexus.retries() >= 1, "the mark never met a conflict");
+    let rows = t.ds.records_list().await.unwrap();
     assert_eq!(rows[0].state, NexusRecordState::Quiesced);
 }

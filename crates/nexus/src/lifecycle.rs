@@ -242,11 +242,16 @@ impl Life {
         self.ds.wait_for_drain().await;
         // 5. Only now, through the reserved claim, say `quiesced`.
         self.set(NexusState::Quiescing(5));
-        self.ds
-            .record_mark_self_quiesced(id)
-            .await
-            .map_err(|e| End::Failed(e.to_string()))?;
-        Ok(NexusState::Quiesced)
+        loop {
+            match self.ds.record_mark_self_quiesced(id).await {
+                Ok(()) => return Ok(NexusState::Quiesced),
+                Err(e) if e.is_transient() => {
+                    warn!(self.log, "cannot mark quiesced yet"; "error" => %e);
+                    self.pause().await;
+                }
+                Err(e) => return Err(End::Failed(e.to_string())),
+            }
+        }
     }
 
     async fn record_drained(&self, blueprint_id: BlueprintUuid) {
