@@ -94,6 +94,21 @@ pub(crate) struct Model {
     pub(crate) chain: Vec<BlueprintModel>,
     pub(crate) records: BTreeMap<Zone, NexusRecordState>,
     pub(crate) processes: BTreeMap<Zone, Process>,
+    /// Where the last real lifecycle run should have settled.
+    pub(crate) lifecycle: Option<Settled>,
+}
+
+/// Where a real Nexus lifecycle settles, as the model predicts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settled {
+    /// Running: it executed the target.
+    Running,
+    /// Its record is `not_yet` and the handoff is blocked.
+    WaitingForHandoff,
+    /// It has no record while others do.
+    WaitingForRecord,
+    /// Its record is `quiesced`.
+    Refused,
 }
 
 /// Which blueprint an execution runs.
@@ -139,6 +154,11 @@ pub(crate) enum Step {
     Kill(Zone),
     /// A Nexus attempts the handoff.
     Handoff(Zone),
+    /// A real Nexus lifecycle (`baton_nexus::Nexus`) runs for the zone
+    /// until it settles where the model says (running, having executed the
+    /// target; waiting for the handoff or for its record; refused), and is
+    /// then stopped.
+    RunLifecycle(Zone),
     /// `executor` executes the target while, in one transaction held open
     /// across the execution, an operator's tool expunges `expunged`, makes
     /// that the target, and deletes its record. The execution becomes
@@ -265,6 +285,7 @@ impl ReferenceStateMachine for Reference {
             chain: vec![first],
             records: (0..PER_GENERATION).map(|z| (z, Active)).collect(),
             processes: BTreeMap::new(),
+            lifecycle: None,
         })
         .boxed()
     }
@@ -291,6 +312,7 @@ impl ReferenceStateMachine for Reference {
             3 => zones.clone().prop_map(Step::Quiesce),
             1 => zones.clone().prop_map(Step::Kill),
             3 => zones.clone().prop_map(Step::Handoff),
+            2 => zones.clone().prop_map(Step::RunLifecycle),
             1 => (zones.clone(), zones).prop_map(|(executor, expunged)| {
                 Step::ExecuteDuringCleanup { executor, expunged }
             }),
@@ -328,6 +350,13 @@ impl ReferenceStateMachine for Reference {
             Step::Kill(z) => state.process(z).alive,
             Step::Handoff(z) => {
                 target.in_service(z) && !state.process(z).fence_closed
+            }
+            // Not below the blueprint's generation: the lifecycle would
+            // quiesce, which the model drives step by step instead.
+            Step::RunLifecycle(z) => {
+                target.in_service(z)
+                    && !state.process(z).alive
+                    && generation_of(z) >= target.nexus_generation
             }
             Step::ExecuteDuringCleanup { executor, expunged } => {
                 executor != expunged
@@ -379,6 +408,22 @@ impl ReferenceStateMachine for Reference {
                 let p = state.process_mut(z);
                 p.alive = !refused;
                 p.running = ready;
+            }
+            Step::RunLifecycle(z) => {
+                let settled = match state.records.get(&z).copied() {
+                    None if state.records.is_empty() => Settled::Running,
+                    None => Settled::WaitingForRecord,
+                    Some(Active) => Settled::Running,
+                    Some(NotYet) if state.handoff(z) => Settled::Running,
+                    Some(NotYet) => Settled::WaitingForHandoff,
+                    Some(Quiesced) => Settled::Refused,
+                };
+                if settled == Settled::Running {
+                    state.execute_target(Some(z));
+                }
+                state.lifecycle = Some(settled);
+                // It is stopped at the end: no process stays behind.
+                state.processes.remove(&z);
             }
             Step::BeginWork(z) => state.process_mut(z).working = true,
             Step::EndWork(z) => state.process_mut(z).working = false,

@@ -18,7 +18,9 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use super::reference::{BlueprintModel, Model, Step, Which, Zone};
+use baton_nexus::{Nexus, NexusConfig, NexusState};
+
+use super::reference::{BlueprintModel, Model, Settled, Step, Which, Zone};
 
 const ZONE_BASE: u128 = 0x2000;
 
@@ -316,6 +318,7 @@ impl System {
             Step::ExecuteDuringCleanup { executor, expunged } => {
                 self.execute_during_cleanup(model, executor, expunged)
             }
+            Step::RunLifecycle(zone) => self.run_lifecycle(model, zone),
         }
     }
 
@@ -372,6 +375,46 @@ impl System {
                 Err(e) => panic!("marking zone {zone} quiesced failed: {e}"),
             }
         });
+    }
+
+    /// See [`Step::RunLifecycle`].
+    fn run_lifecycle(&mut self, model: &Model, zone: Zone) {
+        let settled = model.lifecycle.expect("the model predicted it");
+        let want = match settled {
+            Settled::Running => NexusState::Running,
+            Settled::WaitingForHandoff => NexusState::WaitingForHandoff,
+            Settled::WaitingForRecord => NexusState::WaitingForRecord,
+            Settled::Refused => NexusState::Refused(String::new()),
+        };
+        let config = NexusConfig {
+            datastore: self.ctx.config.clone(),
+            ..NexusConfig::new(zone_id(zone)).faster(100)
+        };
+        let _runtime = self.ctx.rt.enter();
+        let nexus = Nexus::start(&self.ctx.log, &self.ctx.url, config);
+        let reached = self.block_on(async {
+            let same = |s: &NexusState| {
+                std::mem::discriminant(s) == std::mem::discriminant(&want)
+            };
+            let reached = tokio::time::timeout(
+                Duration::from_secs(30),
+                nexus.wait_for(same),
+            )
+            .await;
+            let history = nexus.history();
+            nexus.stop().await;
+            (reached, history)
+        });
+        match reached {
+            (Ok(state), history) => assert!(
+                std::mem::discriminant(&state) == std::mem::discriminant(&want),
+                "zone {zone}'s lifecycle settled in {state:?}, the model \
+                 expected {want:?}: {history:?}"
+            ),
+            (Err(_), history) => panic!(
+                "zone {zone}'s lifecycle never reached {want:?}: {history:?}"
+            ),
+        }
     }
 
     /// See [`Step::ExecuteDuringCleanup`].
