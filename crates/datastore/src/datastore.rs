@@ -344,7 +344,7 @@ impl DataStore {
         let delay = ceiling.mul_f64(fastrand::f64());
         self.retries
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        info!(self.log, "serialization conflict; retrying";
+        info!(self.log, "retrying after a serialization failure or a lost connection";
             "op" => op, "attempt" => *attempt,
             "delay_us" => delay.as_micros() as u64);
         *attempt += 1;
