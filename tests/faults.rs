@@ -43,13 +43,11 @@ async fn states(ds: &DataStore) -> BTreeMap<OmicronZoneUuid, NexusRecordState> {
 
 /// Waits (bounded) until some backend waits on a lock.
 async fn until_someone_waits(ds: &DataStore) {
-    for _ in 0..2_000 {
-        if ds.lock_waiters().await.unwrap() > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the operation never waited on the held lock");
+    let waited = ds.until_lock_waiter(Duration::from_secs(10)).await;
+    assert!(
+        waited.unwrap(),
+        "the operation never waited on the held lock"
+    );
 }
 
 /// Runs `op` while the records are locked, interrupts it with `fault`

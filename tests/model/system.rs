@@ -440,13 +440,8 @@ impl System {
                     writes_done.notify_one();
                     // Commit once the executor waits on our locks (or,
                     // if it never does, after a bound).
-                    for _ in 0..500 {
-                        if watcher.lock_waiters().await.unwrap_or(0) > 0 {
-                            return;
-                        }
-                        tokio::task::yield_now().await;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
+                    let bound = Duration::from_secs(1);
+                    let _ = watcher.until_lock_waiter(bound).await;
                 })
             })
         };

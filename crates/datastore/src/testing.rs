@@ -278,6 +278,23 @@ impl DataStore {
         Ok(row.calls.unwrap_or(0))
     }
 
+    /// Waits until some session of this database waits for a lock, for at
+    /// most `bound`; returns whether one did. Tests that hold a lock open
+    /// use it to know the operation under test is now blocked on it.
+    pub async fn until_lock_waiter(
+        &self,
+        bound: std::time::Duration,
+    ) -> Result<bool, Error> {
+        let deadline = tokio::time::Instant::now() + bound;
+        while tokio::time::Instant::now() < deadline {
+            if self.lock_waiters().await? > 0 {
+                return Ok(true);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        Ok(false)
+    }
+
     /// An operator's tool that makes `blueprint_id` the target and deletes
     /// these Nexus ids' records in one transaction, running `before_commit`
     /// while both writes are still uncommitted: for racing an executor

@@ -95,13 +95,11 @@ async fn marking_self_quiesced_retries_a_serialization_failure() {
         Box::pin(async move {
             signal.notify_one();
             // Commit only once the mark waits on the held row lock.
-            for _ in 0..2_000 {
-                if watcher.lock_waiters().await.unwrap() > 0 {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            panic!("the mark never waited on the held lock");
+            let waited = watcher.until_lock_waiter(Duration::from_secs(10));
+            assert!(
+                waited.await.unwrap(),
+                "the mark never waited on the held lock"
+            );
         })
     });
     let holder = t.ds.clone();
