@@ -101,7 +101,8 @@ pub(crate) struct Model {
 /// Where a real Nexus lifecycle settles, as the model predicts it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Settled {
-    /// Running: it executed the target.
+    /// Let in: it may use the database (a lifecycle run then executes
+    /// the target).
     Running,
     /// Its record is `not_yet` and the handoff is blocked.
     WaitingForHandoff,
@@ -261,6 +262,19 @@ impl Model {
         true
     }
 
+    /// The lifecycle's start-up for `zone`: the access check, and the
+    /// handoff when it says so; where it settles.
+    fn start_up(&mut self, zone: Zone) -> Settled {
+        match self.records.get(&zone).copied() {
+            None if self.records.is_empty() => Settled::Running,
+            None => Settled::WaitingForRecord,
+            Some(Active) => Settled::Running,
+            Some(NotYet) if self.handoff(zone) => Settled::Running,
+            Some(NotYet) => Settled::WaitingForHandoff,
+            Some(Quiesced) => Settled::Refused,
+        }
+    }
+
     fn expunge(&mut self, zone: Zone) {
         let next = self.target().with_expunged(zone);
         self.push(next);
@@ -398,26 +412,13 @@ impl ReferenceStateMachine for Reference {
                 }
             }
             Step::Start(z) => {
-                let ready = match state.records.get(&z).copied() {
-                    None => state.records.is_empty(),
-                    Some(Active) => true,
-                    Some(NotYet) => state.handoff(z),
-                    Some(Quiesced) => false,
-                };
-                let refused = state.records.get(&z) == Some(&Quiesced);
+                let settled = state.start_up(z);
                 let p = state.process_mut(z);
-                p.alive = !refused;
-                p.running = ready;
+                p.alive = settled != Settled::Refused;
+                p.running = settled == Settled::Running;
             }
             Step::RunLifecycle(z) => {
-                let settled = match state.records.get(&z).copied() {
-                    None if state.records.is_empty() => Settled::Running,
-                    None => Settled::WaitingForRecord,
-                    Some(Active) => Settled::Running,
-                    Some(NotYet) if state.handoff(z) => Settled::Running,
-                    Some(NotYet) => Settled::WaitingForHandoff,
-                    Some(Quiesced) => Settled::Refused,
-                };
+                let settled = state.start_up(z);
                 if settled == Settled::Running {
                     state.execute_target(Some(z));
                 }
