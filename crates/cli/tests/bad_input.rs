@@ -4,27 +4,14 @@
 //! nothing on stdout, never panics, and leaves the database exactly as it
 //! was: records, target and stored blueprints compared before and after.
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
-use baton_dev_db::DevDb;
 use serde_json::Value;
+
+use crate::common::{Env, fixture, steady};
 
 const OLD: &str = "e5121482-3929-4d22-a255-accb1a466884";
 const UNKNOWN: &str = "22222222-2222-4222-8222-222222222222";
 const STEADY: &str = "70eb9a0a-9626-4ae6-85e8-18fac0433cbd";
 const EXPUNGED_BP_ID: &str = "e4163207-d094-4996-82f0-ee99731c9452";
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../types/tests/fixtures")
-        .join(name)
-}
-
-fn steady() -> Value {
-    let text = std::fs::read_to_string(fixture("01-steady.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
-}
 
 /// The first zone of the first sled, and the first Nexus zone.
 fn first_zone(doc: &mut Value) -> &mut Value {
@@ -174,74 +161,44 @@ fn relabelled_child() -> String {
     serde_json::to_string_pretty(&doc).unwrap()
 }
 
-struct Env {
-    db: DevDb,
+/// A database mid-story, and a directory for the broken documents.
+struct Corpus {
+    env: Env,
     dir: tempfile::TempDir,
 }
 
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Env {
-    /// A database mid-story: the steady blueprint imported and the
-    /// target, the old records in place.
-    fn new() -> Env {
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let db = DevDb::builder()
-            .template_cache(env!("CARGO_TARGET_TMPDIR"))
-            .start(&log)
-            .unwrap();
-        let env = Env {
-            db,
+impl Corpus {
+    /// The steady blueprint imported and the target, the old records in
+    /// place, and a stored child that may not follow it.
+    fn new() -> Corpus {
+        let corpus = Corpus {
+            env: Env::new(),
             dir: tempfile::tempdir().unwrap(),
         };
-        env.must(&["db", "migrate"]);
-        env.must(&[
+        let env = &corpus.env;
+        env.ok(&[
             "blueprint",
             "import",
             fixture("01-steady.json").to_str().unwrap(),
             "--set-target",
         ]);
-        env.must(&[
+        env.ok(&[
             "blueprint",
             "import",
             fixture("04-old-expunged.json").to_str().unwrap(),
         ]);
-        env.must(&["execute", "--nexus-id", OLD]);
-        let child = env.file("relabelled.json", &relabelled_child());
-        env.must(&["blueprint", "import", &child]);
-        env
-    }
-
-    fn run(&self, args: &[&str]) -> Ran {
-        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(args)
-            .env("BATON_DATABASE_URL", self.db.url())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        Ran {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
-
-    fn must(&self, args: &[&str]) -> String {
-        let ran = self.run(args);
-        assert_eq!(ran.code, Some(0), "{args:?}: {}", ran.stderr);
-        ran.stdout
+        env.ok(&["execute", "--nexus-id", OLD]);
+        let child = corpus.file("relabelled.json", &relabelled_child());
+        env.ok(&["blueprint", "import", &child]);
+        corpus
     }
 
     /// Everything the database holds that a command could change.
     fn snapshot(&self) -> String {
         [
-            self.must(&["records", "list", "--json"]),
-            self.must(&["blueprint", "target", "show", "--json"]),
-            self.must(&["blueprint", "list", "--json"]),
+            self.env.ok(&["records", "list", "--json"]),
+            self.env.ok(&["blueprint", "target", "show", "--json"]),
+            self.env.ok(&["blueprint", "list", "--json"]),
         ]
         .join("\n")
     }
@@ -256,21 +213,22 @@ impl Env {
     /// stdout, no panic, and the database unchanged.
     fn refuse(&self, what: &str, args: &[&str], code: i32, phrase: &str) {
         let before = self.snapshot();
-        let ran = self.run(args);
-        assert_eq!(ran.code, Some(code), "{what}: {args:?}: {}", ran.stderr);
-        assert!(!ran.stderr.contains("panicked"), "{what}: {}", ran.stderr);
+        let out = self.env.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{what}: {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{what}: {stderr}");
         assert!(
-            ran.stderr.contains(phrase),
-            "{what}: stderr lacks {phrase:?}: {}",
-            ran.stderr
+            stderr.contains(phrase),
+            "{what}: stderr lacks {phrase:?}: {stderr}"
         );
-        let said = ran.stderr.trim();
+        let said = stderr.trim();
         assert!(
             said.len() > 20 && said.ends_with('.'),
             "{what}: not plain sentences: {said:?}"
         );
         if code == 2 {
-            assert!(ran.stdout.is_empty(), "{what}: stdout {:?}", ran.stdout);
+            assert!(stdout.is_empty(), "{what}: stdout {stdout:?}");
         }
         assert_eq!(self.snapshot(), before, "{what}: the database changed");
     }
@@ -278,7 +236,7 @@ impl Env {
 
 #[test]
 fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
-    let env = Env::new();
+    let env = Corpus::new();
     let mut cases = 0;
     for (i, (what, text, phrase)) in broken_documents().into_iter().enumerate()
     {

@@ -1,11 +1,12 @@
 //! The database commands through the real binary, against a real server.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 
-use baton_dev_db::DevDb;
 use expectorate::assert_contents;
-use serde_json::{Value, json};
+use serde_json::json;
+
+use crate::common::{self, Env};
 
 const OLD: [&str; 3] = [
     "e5121482-3929-4d22-a255-accb1a466884",
@@ -24,78 +25,19 @@ const BP: [&str; 4] = [
     "e4163207-d094-4996-82f0-ee99731c9452",
 ];
 
+/// The story's `n`th fixture (0 to 3).
 fn fixture(n: usize) -> PathBuf {
-    let name = [
-        "01-steady.json",
-        "02-new-generation-deployed.json",
-        "03-handoff-started.json",
-        "04-old-expunged.json",
-    ][n];
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../types/tests/fixtures")
-        .join(name)
-}
-
-/// A throwaway server and the binary pointed at it.
-struct Env {
-    db: DevDb,
+    common::fixture(
+        [
+            "01-steady.json",
+            "02-new-generation-deployed.json",
+            "03-handoff-started.json",
+            "04-old-expunged.json",
+        ][n],
+    )
 }
 
 impl Env {
-    fn new() -> Env {
-        let log = slog::Logger::root(slog::Discard, slog::o!());
-        let db = DevDb::builder()
-            .template_cache(env!("CARGO_TARGET_TMPDIR"))
-            .start(&log)
-            .unwrap();
-        let env = Env { db };
-        env.ok(&["db", "migrate"]);
-        env
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(args)
-            .env("BATON_DATABASE_URL", self.db.url())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        out
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(0), "{args:?}: {out:?}");
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    /// The records as (id, state) pairs, sorted by id.
-    fn records(&self) -> Vec<(String, String)> {
-        self.json(&["records", "list", "--json"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r["nexus_id"].as_str().unwrap().to_owned(),
-                    r["state"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-
     fn import(&self, n: usize) {
         let id = self.ok(&[
             "blueprint",

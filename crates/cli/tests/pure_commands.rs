@@ -1,14 +1,11 @@
 //! `baton classify` and `baton blueprint validate`, through the binary.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use expectorate::assert_contents;
-use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../types/tests/fixtures")
-}
+use crate::common::{fixtures, steady};
+use serde_json::{Value, json};
 
 fn baton(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -129,11 +126,6 @@ fn validate_accepts_every_fixture() {
         assert_eq!(out.status.code(), Some(0), "{name}: {out:?}");
         assert!(text(&out.stdout).contains("is valid"));
     }
-}
-
-fn steady() -> Value {
-    let path = fixtures().join("01-steady.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 fn edit_zones(doc: &mut Value, mut f: impl FnMut(usize, &mut Value)) {
