@@ -49,6 +49,20 @@ impl World {
         self.ds.target_set(bp.id(), true).await.unwrap();
     }
 
+    /// Makes the new generation's deployment the target and waits until
+    /// the running old generation has written its `not_yet` records.
+    pub(crate) async fn deploy_new_generation(&self) {
+        let story = &self.story;
+        self.target(&story.new_generation_deployed).await;
+        self.until_records("not_yet records", |r| {
+            story
+                .new_nexus
+                .iter()
+                .all(|id| r.get(id) == Some(&NexusRecordState::NotYet))
+        })
+        .await;
+    }
+
     pub(crate) fn start(&self, id: OmicronZoneUuid) -> Nexus {
         self.start_with(NexusConfig::new(id).faster(20))
     }

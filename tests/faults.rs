@@ -291,12 +291,7 @@ async fn real_instances_finish_the_handoff_after_a_server_restart() {
     for nexus in &old {
         until(nexus, |s| *s == NexusState::Running).await;
     }
-    world.target(&story.new_generation_deployed).await;
-    world
-        .until_records("not_yet records", |r| {
-            story.new_nexus.iter().all(|id| r.get(id) == Some(&NotYet))
-        })
-        .await;
+    world.deploy_new_generation().await;
     let new: Vec<Nexus> =
         story.new_nexus.iter().map(|id| world.start(*id)).collect();
     for nexus in &new {

@@ -55,12 +55,7 @@ async fn an_old_nexus_killed_mid_quiesce_comes_back_quiescing() {
     for nexus in &old {
         until(nexus, |s| *s == NexusState::Running).await;
     }
-    world.target(&story.new_generation_deployed).await;
-    world
-        .until_records("not_yet records", |r| {
-            story.new_nexus.iter().all(|id| r.get(id) == Some(&NotYet))
-        })
-        .await;
+    world.deploy_new_generation().await;
     world.target(&story.handoff_started).await;
 
     let victim = old.remove(0);
