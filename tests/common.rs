@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use baton_datastore::DataStore;
 use baton_dev_db::DevDb;
-use baton_nexus::{Nexus, NexusConfig, NexusState};
+use baton_nexus::{Nexus, NexusConfig, NexusState, Periods};
 use baton_types::story::HandoffStory;
 use baton_types::{Blueprint, NexusRecordState};
 use baton_uuid_kinds::OmicronZoneUuid;
@@ -64,11 +64,13 @@ impl World {
     }
 
     pub(crate) fn start(&self, id: OmicronZoneUuid) -> Nexus {
-        self.start_with(NexusConfig::new(id).faster(20))
+        Nexus::start(&log(), self.config(id))
     }
 
-    pub(crate) fn start_with(&self, config: NexusConfig) -> Nexus {
-        Nexus::start(&log(), &self.db.url(), config)
+    /// A Nexus's settings here: every period at most 20 ms.
+    pub(crate) fn config(&self, id: OmicronZoneUuid) -> NexusConfig {
+        NexusConfig::new(id, self.db.url())
+            .with_periods(Periods::default().capped(Duration::from_millis(20)))
     }
 
     pub(crate) async fn state(

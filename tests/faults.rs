@@ -298,7 +298,7 @@ async fn real_instances_finish_the_handoff_after_a_server_restart() {
         until(nexus, |s| *s == NexusState::WaitingForHandoff).await;
     }
     world.target(&story.handoff_started).await;
-    until(&old[0], |s| matches!(s, NexusState::Quiescing(_))).await;
+    until(&old[0], |s| matches!(s, NexusState::Quiescing { .. })).await;
     world.db.stop_server().unwrap();
     world.db.restart().unwrap();
     for nexus in &old {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use baton_nexus::NexusState;
 use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
-use baton_nexus::{NexusConfig, NexusState};
 use baton_types::NexusRecordState;
 
 use crate::common::{World, log, until};
@@ -40,34 +40,29 @@ async fn an_old_nexus_killed_mid_quiesce_comes_back_quiescing() {
     let world = World::new().await;
     let monitor = world.monitor();
     let story = world.story.clone();
-    // Long-running work keeps the old instances in quiesce step 2 for a
-    // while, so the kill lands mid-quiesce.
-    let slow = |id| {
-        let mut config = NexusConfig::new(id).faster(20);
-        config.work_duration = Duration::from_secs(2);
-        config
-    };
-    let mut old: Vec<_> = story
-        .old_nexus
-        .iter()
-        .map(|id| world.start_with(slow(*id)))
-        .collect();
+    let mut old: Vec<_> =
+        story.old_nexus.iter().map(|id| world.start(*id)).collect();
+    // A job in flight on each keeps the old instances in quiesce step 2
+    // until it ends, so the kill lands mid-quiesce.
+    let mut jobs = Vec::new();
     for nexus in &old {
         until(nexus, |s| *s == NexusState::Running).await;
+        jobs.push(nexus.work_guard("a long job").unwrap());
     }
     world.deploy_new_generation().await;
     world.target(&story.handoff_started).await;
 
     let victim = old.remove(0);
     let id = victim.id();
-    until(&victim, |s| matches!(s, NexusState::Quiescing(_))).await;
+    until(&victim, |s| matches!(s, NexusState::Quiescing { .. })).await;
     let at_kill = victim.kill().await;
     assert!(
-        matches!(at_kill, NexusState::Quiescing(step) if step < 5),
+        matches!(at_kill, NexusState::Quiescing { step } if step < 5),
         "{at_kill:?}"
     );
     assert_eq!(world.state(id).await, Some(Active), "killed before step 5");
 
+    drop(jobs);
     let restarted = world.start(id);
     assert_eq!(
         until(&restarted, |s| *s == NexusState::Quiesced).await,
@@ -78,7 +73,10 @@ async fn an_old_nexus_killed_mid_quiesce_comes_back_quiescing() {
         !history.contains(&NexusState::Running),
         "the restarted Nexus ran as a writer: {history:?}"
     );
-    assert!(history.contains(&NexusState::Quiescing(5)), "{history:?}");
+    assert!(
+        history.contains(&NexusState::Quiescing { step: 5 }),
+        "{history:?}"
+    );
     for nexus in &old {
         assert_eq!(
             until(nexus, |s| *s == NexusState::Quiesced).await,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use baton_datastore::{DataStore, Error};
 use baton_executor::realize_blueprint;
-use baton_nexus::{Nexus, NexusConfig, NexusState};
+use baton_nexus::{Nexus, NexusState};
 use baton_types::story::HandoffStory;
 use baton_types::{Blueprint, BlueprintBuilder, NexusRecordState};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
@@ -359,7 +359,7 @@ async fn twenty_actors_race_one_handoff_without_a_violation() {
         .old_nexus
         .iter()
         .chain(&story.new_nexus)
-        .map(|&id| world.start_with(NexusConfig::new(id).faster(50)))
+        .map(|&id| world.start(id))
         .collect();
     let mut actors = JoinSet::new();
     let mut count = nexus.len();

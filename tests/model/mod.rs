@@ -20,7 +20,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use baton_datastore::{AccessDecision, DataStoreConfig, Isolation, Mutant};
+#[cfg(feature = "mutants")]
+use baton_datastore::Mutant;
+use baton_datastore::{AccessDecision, DataStoreConfig};
+
+/// Without the `mutants` feature there is only the real datastore.
+#[cfg(not(feature = "mutants"))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mutant {
+    None,
+}
 use baton_dev_db::DevDb;
 use baton_types::NexusRecordState;
 use proptest::strategy::{Strategy, ValueTree};
@@ -190,11 +199,13 @@ fn with_context<T>(config: DataStoreConfig, f: impl FnOnce() -> T) -> T {
     out
 }
 
-fn config(mutant: Mutant, isolation: Isolation) -> DataStoreConfig {
+fn config(mutant: Mutant) -> DataStoreConfig {
+    #[cfg(not(feature = "mutants"))]
+    let Mutant::None = mutant;
     DataStoreConfig {
         pool_size: 2,
+        #[cfg(feature = "mutants")]
         mutant,
-        isolation,
         ..DataStoreConfig::default()
     }
 }
@@ -208,6 +219,7 @@ enum Seed {
     Fresh,
     /// The same sequences every run, so that a check which must fail
     /// (a mutant being caught) cannot pass by luck of the draw.
+    #[cfg_attr(not(feature = "mutants"), allow(dead_code))]
     Fixed,
 }
 
@@ -277,9 +289,7 @@ fn replay(steps: &[Step]) -> Option<String> {
 fn the_protocol_holds_over_random_sequences() {
     let sequences = SEQUENCES * crate::common::soak_factor() as u32;
     let explored =
-        with_context(config(Mutant::None, Isolation::Serializable), || {
-            explore(sequences, Seed::Fresh)
-        });
+        with_context(config(Mutant::None), || explore(sequences, Seed::Fresh));
     match explored {
         Ok(n) => eprintln!(
             "model test: {n} sequences of up to {MAX_STEPS} steps passed: \
@@ -293,6 +303,7 @@ fn the_protocol_holds_over_random_sequences() {
     }
 }
 
+#[cfg(feature = "mutants")]
 /// The four mutants and their shrunk failing sequences, as
 /// `the_model_test_finds_and_shrinks_each_mutant` printed them (its seed
 /// is fixed), kept as regression cases. Two more cases for the first
@@ -302,7 +313,7 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
     vec![
         (
             "current-target check removed",
-            config(Mutant::NoTargetCheck, Isolation::Serializable),
+            config(Mutant::NoTargetCheck),
             vec![
                 Deploy,
                 Expunge(0),
@@ -317,7 +328,7 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
             // overlap is timing; the kept case is the one that does not
             // depend on timing (the statement waits on a held lock).
             "READ COMMITTED",
-            config(Mutant::None, Isolation::ReadCommittedForTests),
+            config(Mutant::ReadCommitted),
             vec![
                 Start(1),
                 ExecuteDuringCleanup {
@@ -328,7 +339,7 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
         ),
         (
             "quiesced before drain",
-            config(Mutant::QuiescedBeforeDrain, Isolation::Serializable),
+            config(Mutant::QuiescedBeforeDrain),
             vec![
                 Deploy,
                 Start(1),
@@ -342,7 +353,7 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
         ),
         (
             "handoff ignores active rows",
-            config(Mutant::HandoffIgnoresActive, Isolation::Serializable),
+            config(Mutant::HandoffIgnoresActive),
             vec![Deploy, RunLifecycle(0), Handoff(3)],
         ),
     ]
@@ -350,6 +361,7 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
 
 /// Another shrunk sequence for the first mutant, from a fresh-seed run: a
 /// stale blueprint executed after the expunged record was cleaned up.
+#[cfg(feature = "mutants")]
 fn stale_blueprint_after_cleanup() -> Vec<Step> {
     use Step::*;
     vec![
@@ -388,24 +400,22 @@ fn two_generations_promoted_at_once() -> Vec<Step> {
 #[test]
 fn a_second_deploy_mid_handoff_never_activates_two_generations() {
     let steps = two_generations_promoted_at_once();
-    let failure =
-        with_context(config(Mutant::None, Isolation::Serializable), || {
-            replay(&steps)
-        });
+    let failure = with_context(config(Mutant::None), || replay(&steps));
     assert_eq!(failure, None);
 }
 
+#[cfg(feature = "mutants")]
 #[test]
 fn each_mutant_fails_its_regression_sequence_and_the_real_system_passes_it() {
     let mut cases = mutants();
     cases.push((
         "current-target check removed (stale blueprint)",
-        config(Mutant::NoTargetCheck, Isolation::Serializable),
+        config(Mutant::NoTargetCheck),
         stale_blueprint_after_cleanup(),
     ));
     cases.push((
         "current-target check removed (racing the cleanup)",
-        config(Mutant::NoTargetCheck, Isolation::Serializable),
+        config(Mutant::NoTargetCheck),
         vec![
             Step::Start(1),
             Step::ExecuteDuringCleanup {
@@ -420,10 +430,7 @@ fn each_mutant_fails_its_regression_sequence_and_the_real_system_passes_it() {
             panic!("mutant {name:?} was not caught by {steps:?}")
         });
         eprintln!("mutant {name:?} caught: {reason}");
-        let real =
-            with_context(config(Mutant::None, Isolation::Serializable), || {
-                replay(&steps)
-            });
+        let real = with_context(config(Mutant::None), || replay(&steps));
         assert_eq!(
             real, None,
             "the real system failed the {name:?} regression sequence"
@@ -434,6 +441,7 @@ fn each_mutant_fails_its_regression_sequence_and_the_real_system_passes_it() {
 /// The teeth: the same exploration against each mutant must fail, and
 /// proptest shrinks the failure to a short sequence (printed, and kept in
 /// [`mutants`] as the regression case).
+#[cfg(feature = "mutants")]
 #[test]
 fn the_model_test_finds_and_shrinks_each_mutant() {
     for (name, mutant, kept) in mutants() {

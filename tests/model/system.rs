@@ -18,7 +18,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 
-use baton_nexus::{Nexus, NexusConfig, NexusState};
+use baton_nexus::{Nexus, NexusConfig, NexusState, Periods};
 
 use super::reference::{BlueprintModel, Model, Settled, Step, Which, Zone};
 
@@ -384,14 +384,15 @@ impl System {
             Settled::Running => NexusState::Running,
             Settled::WaitingForHandoff => NexusState::WaitingForHandoff,
             Settled::WaitingForRecord => NexusState::WaitingForRecord,
-            Settled::Refused => NexusState::Refused(String::new()),
+            Settled::Refused => NexusState::Refused {
+                reason: String::new(),
+            },
         };
-        let config = NexusConfig {
-            datastore: self.ctx.config.clone(),
-            ..NexusConfig::new(zone_id(zone)).faster(100)
-        };
+        let mut config = NexusConfig::new(zone_id(zone), self.ctx.url.clone())
+            .with_periods(Periods::default().capped(Duration::from_millis(10)));
+        config.datastore = self.ctx.config.clone();
         let _runtime = self.ctx.rt.enter();
-        let nexus = Nexus::start(&self.ctx.log, &self.ctx.url, config);
+        let nexus = Nexus::start(&self.ctx.log, config);
         let reached = self.block_on(async {
             let same = |s: &NexusState| {
                 std::mem::discriminant(s) == std::mem::discriminant(&want)

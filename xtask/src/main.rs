@@ -21,10 +21,13 @@ commands:
   fmt      format the workspace
   clippy   lint the workspace, warnings as errors
   tidy     check workspace conventions (dependencies, lints, names)
-  test     run the tests (cargo nextest, ci profile)
+  test     run the tests (cargo nextest, ci profile), the doc-tests,
+           and the mutant tests (a separate build with the test-only
+           `mutants` features)
   soak [N] the long runs, N times longer than in CI (default 10): the
-           model test, the stress test, the fault tests and the
-           mutated-document proptest, with their figures printed";
+           model test, the stress test, the fault tests, the ledger
+           handoff across processes and the mutated-document proptest,
+           with their figures printed";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -67,6 +70,21 @@ fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     f().with_context(|| format!("step {name:?} failed"))
 }
 
+/// The packages with a test-only `mutants` feature: deliberate bugs the
+/// tests must catch. Always built in an invocation of their own, so that
+/// feature unification never puts a mutant into another build (the
+/// `baton` binary the CLI tests run, say).
+const MUTANTS: &str =
+    "baton-datastore/mutants,baton-tests/mutants,baton-ledger/mutants";
+const MUTANT_PACKAGES: [&str; 6] = [
+    "-p",
+    "baton-datastore",
+    "-p",
+    "baton-tests",
+    "-p",
+    "baton-ledger",
+];
+
 fn clippy() -> Result<()> {
     cargo(&[
         "clippy",
@@ -76,7 +94,11 @@ fn clippy() -> Result<()> {
         "--",
         "-D",
         "warnings",
-    ])
+    ])?;
+    let mut args = vec!["clippy", "--all-targets", "--locked"];
+    args.extend(MUTANT_PACKAGES);
+    args.extend(["--features", MUTANTS, "--", "-D", "warnings"]);
+    cargo(&args)
 }
 
 fn test() -> Result<()> {
@@ -87,7 +109,18 @@ fn test() -> Result<()> {
         "--locked",
         "--profile",
         "ci",
-    ])
+    ])?;
+    // nextest does not run doc-tests.
+    cargo(&["test", "--workspace", "--doc", "--locked"])?;
+    let mut args = vec!["nextest", "run", "--locked", "--profile", "ci"];
+    args.extend(MUTANT_PACKAGES);
+    args.extend([
+        "--features",
+        MUTANTS,
+        "-E",
+        "test(mutant) | test(read_committed)",
+    ]);
+    cargo(&args)
 }
 
 fn soak(factor: Option<&str>) -> Result<()> {
@@ -97,22 +130,23 @@ fn soak(factor: Option<&str>) -> Result<()> {
             "soak: the factor must be a whole number above 0, not {factor:?}"
         );
     }
-    let status =
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args([
-                "nextest",
-                "run",
-                "--workspace",
-                "--locked",
-                "--profile",
-                "soak",
-                "-E",
-                "test(/^model::|^stress::|^faults::|mutated_documents/)",
-            ])
-            .env("BATON_SOAK", factor)
-            .current_dir(tidy::workspace_root())
-            .status()
-            .context("cannot run cargo nextest")?;
+    let status = Command::new(
+        std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
+    )
+    .args([
+        "nextest",
+        "run",
+        "--workspace",
+        "--locked",
+        "--profile",
+        "soak",
+        "-E",
+        "test(/^model::|^stress::|^faults::|^handoff::|mutated_documents/)",
+    ])
+    .env("BATON_SOAK", factor)
+    .current_dir(tidy::workspace_root())
+    .status()
+    .context("cannot run cargo nextest")?;
     if !status.success() {
         bail!("the soak run failed ({status})");
     }

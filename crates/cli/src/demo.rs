@@ -65,12 +65,24 @@ pub(crate) fn run(url: Option<String>) -> Result<(), Failure> {
             "NO"
         }
     ));
+    let gap = report.first_new_write - report.last_old_write;
+    output::line(&format!(
+        "service: {} rows written through Baton's fenced pools; last \
+         generation-1 write at {}, first generation-2 write at {}: the \
+         service could not write for {} ms (the drain, the handoff and the \
+         migration)",
+        report.writes,
+        report.last_old_write.format("%H:%M:%S%.3f"),
+        report.first_new_write.format("%H:%M:%S%.3f"),
+        gap.num_milliseconds()
+    ));
     drop(server);
     output::line(&format!(
         "demo done in {:.1} s",
         started.elapsed().as_secs_f64()
     ));
-    if all_new_active && report.quiesced_before_active {
+    let ordered = report.last_old_write < report.first_new_write;
+    if all_new_active && report.quiesced_before_active && ordered {
         Ok(())
     } else {
         Err(Failure::failed(

@@ -274,7 +274,7 @@ fn db_start_gives_a_local_database_the_other_commands_find() {
     let migrated = baton(&["db", "migrate"]);
     assert_eq!(
         String::from_utf8(migrated.stdout).unwrap().trim(),
-        "schema version 1"
+        "schema version 2"
     );
     let stopped = baton(&["db", "stop"]);
     assert_eq!(stopped.status.code(), Some(0));

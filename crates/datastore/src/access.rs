@@ -13,7 +13,9 @@ use diesel::sql_types::{BigInt, Nullable, Text, Uuid};
 use serde::Serialize;
 
 use crate::statement::{Bind, load_one, statement};
-use crate::{DataStore, Error, SCHEMA_VERSION};
+use crate::{
+    BATON_COMPONENT, DataStore, Error, SCHEMA_VERSION, SchemaComponent,
+};
 
 /// What a Nexus should do at start-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -55,8 +57,29 @@ pub enum SchemaComparison {
     Newer,
 }
 
+/// One component's schema: applied in the database, wanted by the build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SchemaFact {
+    /// The component (`baton` for Baton's own tables).
+    pub component: String,
+    /// The version applied in the database (0: none).
+    pub applied: i64,
+    /// The version this build wants.
+    pub wanted: i64,
+}
+
+impl SchemaFact {
+    fn comparison(&self) -> SchemaComparison {
+        match self.applied.cmp(&self.wanted) {
+            Ordering::Less => SchemaComparison::Older,
+            Ordering::Equal => SchemaComparison::UpToDate,
+            Ordering::Greater => SchemaComparison::Newer,
+        }
+    }
+}
+
 /// What the access decision is made from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessFacts {
     /// The caller's identity; `None` for a tool without one.
     pub nexus_id: Option<OmicronZoneUuid>,
@@ -64,8 +87,39 @@ pub struct AccessFacts {
     pub records: i64,
     /// The caller's record state, if it has a row.
     pub own_state: Option<NexusRecordState>,
-    /// The schema compared with what the caller wants.
+    /// The schema compared with what the caller wants: newer if any
+    /// component is newer, else older if any is older.
     pub schema: SchemaComparison,
+    /// Each component's versions, for the reason.
+    pub schemas: Vec<SchemaFact>,
+}
+
+fn combined(schemas: &[SchemaFact]) -> SchemaComparison {
+    let each = || schemas.iter().map(SchemaFact::comparison);
+    if each().any(|c| c == SchemaComparison::Newer) {
+        SchemaComparison::Newer
+    } else if each().any(|c| c == SchemaComparison::Older) {
+        SchemaComparison::Older
+    } else {
+        SchemaComparison::UpToDate
+    }
+}
+
+/// The components that differ, in words: "ledger at 1, wanted 2".
+fn differing(facts: &AccessFacts) -> String {
+    let parts: Vec<String> = facts
+        .schemas
+        .iter()
+        .filter(|s| s.applied != s.wanted)
+        .map(|s| {
+            format!("{} at {}, wanted {}", s.component, s.applied, s.wanted)
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join("; "))
+    }
 }
 
 /// The protocol's decision table, with the reason in words.
@@ -75,14 +129,20 @@ pub fn decide_access(facts: &AccessFacts) -> (AccessDecision, String) {
     if facts.schema == Newer {
         return (
             Refuse,
-            "the database schema is newer than this Nexus understands".into(),
+            format!(
+                "the database schema is newer than this Nexus understands{}",
+                differing(facts)
+            ),
         );
     }
     let schema_ok = |why: &str| match facts.schema {
         UpToDate => (Ready, format!("{why}, and the schema is up to date")),
         _ => (
             UpdateSchema,
-            format!("{why}, but the schema is older than wanted"),
+            format!(
+                "{why}, but the schema is older than wanted{}",
+                differing(facts)
+            ),
         ),
     };
     let Some(nexus_id) = facts.nexus_id else {
@@ -123,27 +183,54 @@ struct FactsRow {
 
 impl DataStore {
     /// Reads the facts and decides, for `nexus_id` (or for a tool without
-    /// an identity), against this build's schema version.
+    /// an identity), against this build's version of Baton's tables only
+    /// (what the `baton` CLI checks).
     pub async fn check_access(
         &self,
         nexus_id: Option<OmicronZoneUuid>,
     ) -> Result<(AccessDecision, String), Error> {
-        let facts = self.access_facts(nexus_id, SCHEMA_VERSION).await?;
+        self.check_access_with(nexus_id, &[]).await
+    }
+
+    /// Reads the facts and decides, against this build's version of
+    /// Baton's tables and of each service component.
+    pub async fn check_access_with(
+        &self,
+        nexus_id: Option<OmicronZoneUuid>,
+        components: &[SchemaComponent],
+    ) -> Result<(AccessDecision, String), Error> {
+        let mut wanted = vec![(BATON_COMPONENT.to_owned(), SCHEMA_VERSION)];
+        wanted.extend(
+            components
+                .iter()
+                .map(|c| (c.name().to_owned(), c.wanted_version())),
+        );
+        let facts = self.access_facts(nexus_id, &wanted).await?;
         Ok(decide_access(&facts))
     }
 
-    /// The facts, against a wanted schema version.
+    /// The facts, against the wanted version of each component (Baton's
+    /// own is named [`BATON_COMPONENT`]).
     pub async fn access_facts(
         &self,
         nexus_id: Option<OmicronZoneUuid>,
-        wanted_schema: i64,
+        wanted: &[(String, i64)],
     ) -> Result<AccessFacts, Error> {
         let version = self.schema_version().await?;
-        let schema = match version.cmp(&wanted_schema) {
-            Ordering::Less => SchemaComparison::Older,
-            Ordering::Equal => SchemaComparison::UpToDate,
-            Ordering::Greater => SchemaComparison::Newer,
-        };
+        let mut schemas = Vec::with_capacity(wanted.len());
+        for (component, wanted) in wanted {
+            let applied = if component == BATON_COMPONENT {
+                version
+            } else {
+                self.component_version(component).await?
+            };
+            schemas.push(SchemaFact {
+                component: component.clone(),
+                applied,
+                wanted: *wanted,
+            });
+        }
+        let schema = combined(&schemas);
         if version == 0 {
             // No schema at all: there is no record table to read.
             return Ok(AccessFacts {
@@ -151,6 +238,7 @@ impl DataStore {
                 records: 0,
                 own_state: None,
                 schema,
+                schemas,
             });
         }
         let raw = nexus_id.map(GenericUuid::into_untyped_uuid);
@@ -177,6 +265,7 @@ impl DataStore {
             records: row.records,
             own_state,
             schema,
+            schemas,
         })
     }
 }

@@ -266,6 +266,7 @@ impl DataStore {
                 current: BlueprintUuid::from_untyped_uuid(current),
             }),
             _ => Err(Error::Database {
+                sqlstate: None,
                 op: "target set",
                 message: "no row appended and no current target".to_owned(),
                 transient: false,

@@ -16,35 +16,15 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use slog::{Logger, info, o};
 
 use crate::Error;
-use crate::fence::{Claim, Fence, QuiescedClaim};
+use crate::fence::{Claim, Fence, OldestClaim, QuiescedClaim};
 
 /// A boxed future borrowing a connection, for the retry wrapper.
 pub(crate) type ConnFuture<'c, T> =
     Pin<Box<dyn Future<Output = Result<T, DieselError>> + Send + 'c>>;
 
-/// The isolation level every connection runs at.
-///
-/// Anything but `Serializable` exists only so that tests can show what
-/// goes wrong without it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Isolation {
-    /// The only level the protocol is safe at (and CockroachDB's default).
-    #[default]
-    Serializable,
-    /// For tests that prove SERIALIZABLE is needed. Never use otherwise.
-    ReadCommittedForTests,
-}
-
-impl Isolation {
-    fn sql(self) -> &'static str {
-        match self {
-            Isolation::Serializable => "SERIALIZABLE",
-            Isolation::ReadCommittedForTests => "READ COMMITTED",
-        }
-    }
-}
-
-/// How a datastore connects and retries.
+/// How a datastore connects and retries. Build it from
+/// `DataStoreConfig::default()` with `..` so that new fields take their
+/// defaults.
 #[derive(Clone, Debug)]
 pub struct DataStoreConfig {
     /// Connections in the pool, at most.
@@ -55,8 +35,9 @@ pub struct DataStoreConfig {
     pub max_attempts: u32,
     /// The first retry's backoff ceiling; doubles per attempt.
     pub base_backoff: Duration,
-    /// The isolation level (leave at `Serializable`).
-    pub isolation: Isolation,
+    /// Sent as `application_name` on every connection, so an operator
+    /// can see which process holds a backend (a Nexus sends its id).
+    pub application_name: Option<String>,
     /// A deliberate bug, for the model test's teeth only.
     #[cfg(feature = "mutants")]
     pub mutant: crate::Mutant,
@@ -69,7 +50,7 @@ impl Default for DataStoreConfig {
             connect_timeout: Duration::from_secs(10),
             max_attempts: 12,
             base_backoff: Duration::from_millis(2),
-            isolation: Isolation::Serializable,
+            application_name: None,
             #[cfg(feature = "mutants")]
             mutant: crate::Mutant::None,
         }
@@ -77,13 +58,17 @@ impl Default for DataStoreConfig {
 }
 
 /// Access to Baton's database for one process (one Nexus, or the CLI).
+///
+/// Cloning is cheap and shares the pool and its drain fence.
 #[derive(Clone)]
 pub struct DataStore {
     pub(crate) log: Logger,
     pool: Pool<AsyncPgConnection>,
     fence: Arc<Fence>,
-    config: DataStoreConfig,
+    config: Arc<DataStoreConfig>,
     url: Arc<str>,
+    /// What every new connection runs first.
+    setup: Arc<str>,
     /// Serialization failures retried, over every clone of this store.
     retries: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -132,6 +117,11 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// A SQL string literal (single quotes doubled).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 impl DataStore {
     /// A datastore for `url` with default settings. Connects lazily: the
     /// first operation opens the first connection.
@@ -145,27 +135,35 @@ impl DataStore {
         url: &str,
         config: DataStoreConfig,
     ) -> DataStore {
-        let isolation = config.isolation;
+        let mut setup = format!(
+            "SET default_transaction_isolation TO '{}';",
+            isolation(&config)
+        );
+        if let Some(name) = &config.application_name {
+            setup.push_str(&format!(
+                "SET application_name TO {};",
+                literal(name)
+            ));
+        }
+        let setup: Arc<str> = Arc::from(setup);
+        let on_connect = setup.clone();
         let mut manager_config = ManagerConfig::default();
         // Every connection runs every transaction, single statements
-        // included, at the chosen level, whatever the server's default.
+        // included, at SERIALIZABLE, whatever the server's default.
         manager_config.custom_setup = Box::new(move |url| {
             let url = url.to_owned();
+            let setup = on_connect.clone();
             Box::pin(async move {
                 let mut conn = AsyncPgConnection::establish(&url).await?;
-                conn.batch_execute(&format!(
-                    "SET default_transaction_isolation TO '{}'",
-                    isolation.sql().to_lowercase()
-                ))
-                .await
-                .map_err(|e| {
+                conn.batch_execute(&setup).await.map_err(|e| {
                     diesel::ConnectionError::BadConnection(e.to_string())
                 })?;
                 Ok(conn)
             })
         });
         // No extra check query on checkout: an operation is one statement,
-        // and a broken connection is caught by bb8's `has_broken`.
+        // and a broken connection is caught by bb8's `has_broken` (which
+        // also discards a connection returned inside a transaction).
         manager_config.recycling_method = RecyclingMethod::Fast;
         let manager =
             AsyncDieselConnectionManager::new_with_config(url, manager_config);
@@ -178,32 +176,71 @@ impl DataStore {
             log: log.new(o!("component" => "datastore")),
             pool,
             fence: Arc::new(Fence::new(fence_waits_for_drain(&config))),
-            config,
+            config: Arc::new(config),
             url: Arc::from(url),
+            setup,
             retries: Arc::default(),
         }
     }
 
+    /// A connection of its own, outside the pool and the fence, set up
+    /// like a pooled one; closed when dropped. For the rare work that
+    /// must hold a session-level lock (migrations): dropping it midway
+    /// closes the connection, so the lock can never outlive its holder
+    /// the way it could on a connection returned to the pool.
+    pub(crate) async fn dedicated(
+        &self,
+        op: &'static str,
+    ) -> Result<AsyncPgConnection, Error> {
+        let refused = |e: &dyn std::fmt::Display| Error::Connection {
+            op,
+            message: e.to_string(),
+        };
+        let mut conn = tokio::time::timeout(
+            self.config.connect_timeout,
+            AsyncPgConnection::establish(&self.url),
+        )
+        .await
+        .map_err(|_| refused(&"timed out connecting"))?
+        .map_err(|e| refused(&e))?;
+        conn.batch_execute(&self.setup)
+            .await
+            .map_err(|e| database_error(op, e))?;
+        Ok(conn)
+    }
+
     /// A connection, counted by the drain fence until dropped. Fails with
     /// [`Error::Quiesced`] once [`DataStore::quiesce`] was called.
-    pub async fn claim(&self, op: &'static str) -> Result<Claim<'_>, Error> {
-        self.fence.enter()?;
+    ///
+    /// `op` names what the claim is for; it shows in logs and in what a
+    /// drain reports it waits on.
+    pub async fn claim(&self, op: &'static str) -> Result<Claim, Error> {
+        let ticket = self.fence.enter(op)?;
+        // Counted from here: if this future is dropped while waiting for
+        // a connection, the guard gives the ticket back.
+        let entered = Entered {
+            fence: &self.fence,
+            ticket: Some(ticket),
+        };
         // A connection whose server backend died (killed, or the server
         // restarted) can sit in the pool until it is next handed out;
         // skip it for a fresh one. The check reads local state only.
         for _ in 0..=self.config.pool_size {
-            match self.pool.get().await {
+            match self.pool.get_owned().await {
                 Ok(mut conn) => {
                     if conn.is_broken() {
                         continue;
                     }
                     return Ok(Claim {
                         conn,
-                        fence: &self.fence,
+                        fence: self.fence.clone(),
+                        ticket: entered.keep(),
+                        op,
+                        since: std::time::Instant::now(),
+                        store: self.clone(),
                     });
                 }
                 Err(e) => {
-                    self.fence.leave();
                     return Err(Error::Connection {
                         op,
                         message: e.to_string(),
@@ -211,7 +248,6 @@ impl DataStore {
                 }
             }
         }
-        self.fence.leave();
         Err(Error::Connection {
             op,
             message: "every pooled connection was broken".to_owned(),
@@ -235,6 +271,11 @@ impl DataStore {
         self.fence.outstanding()
     }
 
+    /// The oldest claim still out, if any: what a drain waits on.
+    pub fn oldest_claim(&self) -> Option<OldestClaim> {
+        self.fence.oldest()
+    }
+
     /// Resolves when every outstanding claim has been released.
     pub async fn wait_for_drain(&self) {
         self.fence.drained().await
@@ -242,15 +283,20 @@ impl DataStore {
 
     /// The single connection allowed after quiescing, once drained, to
     /// write one's own `quiesced` record.
-    pub async fn reserved_quiesce_claim(
+    pub(crate) async fn reserved_quiesce_claim(
         &self,
-    ) -> Result<QuiescedClaim<'_>, Error> {
+    ) -> Result<QuiescedClaim, Error> {
         self.fence.take_reserved()?;
-        let conn = self.pool.get().await.map_err(|e| Error::Connection {
-            op: "reserved quiesce claim",
-            message: e.to_string(),
-        })?;
-        Ok(QuiescedClaim { conn })
+        match self.pool.get_owned().await {
+            Ok(conn) => Ok(QuiescedClaim { conn }),
+            Err(e) => {
+                self.fence.return_reserved();
+                Err(Error::Connection {
+                    op: "reserved quiesce claim",
+                    message: e.to_string(),
+                })
+            }
+        }
     }
 
     /// Gives the reserved quiesce claim back after the mark failed.
@@ -267,64 +313,153 @@ impl DataStore {
         f: F,
     ) -> Result<T, Error>
     where
+        T: 'static,
         F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
     {
-        let mut attempt = 1;
-        loop {
-            let mut claim = self.claim(op).await?;
-            match f(&mut claim.conn).await {
-                Ok(value) => return Ok(value),
-                Err(e) if is_serialization_failure(&e) || is_unsent(&e) => {
-                    drop(claim);
-                    self.backoff(op, &mut attempt).await?;
-                }
-                Err(e) => return Err(database_error(op, e)),
-            }
-        }
+        self.retry_loop(op, Conn::Fresh, &Statement(f))
+            .await
+            .map_err(Error::from)
     }
 
-    /// Runs `f` inside an explicit SERIALIZABLE transaction (BEGIN ...
-    /// COMMIT), retrying the whole transaction on serialization failure.
-    /// The only place in Baton that opens a transaction.
-    pub async fn transaction<T, F>(
+    /// Runs `f` (one statement) on `conn`, the caller's own connection,
+    /// retrying it there on serialization failure.
+    pub(crate) async fn retry_on<T, F>(
         &self,
         op: &'static str,
+        conn: &mut AsyncPgConnection,
         f: F,
     ) -> Result<T, Error>
     where
-        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T>,
+        T: 'static,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
     {
-        let begin =
-            format!("BEGIN ISOLATION LEVEL {}", self.config.isolation.sql());
-        let mut attempt = 1;
+        self.retry_loop(op, Conn::Held(conn), &Statement(f))
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Runs `f` inside one SERIALIZABLE transaction on a connection of
+    /// its own, retrying the whole transaction (a fresh connection each
+    /// time) on serialization failure, with jittered exponential backoff
+    /// and a bounded number of attempts.
+    ///
+    /// `f` returns [`TxError::Abort`] with an error of the caller's own
+    /// to roll back and stop ([`TransactionError::Aborted`]); a database
+    /// error (`?` on a diesel result) rolls back and is retried if it is
+    /// a serialization failure, else returned as
+    /// [`TransactionError::Datastore`]. The transaction is opened through
+    /// the connection's transaction manager, so if this future is
+    /// dropped midway the connection is discarded, never handed to the
+    /// next caller with the transaction open.
+    ///
+    /// ```no_run
+    /// # async fn f(ds: baton_datastore::DataStore) {
+    /// use baton_datastore::diesel::sql_types::BigInt;
+    /// use baton_datastore::diesel_async::RunQueryDsl;
+    /// use baton_datastore::{TransactionError, TxError};
+    ///
+    /// #[derive(Debug)]
+    /// struct Overdrawn;
+    ///
+    /// let moved: Result<usize, TransactionError<Overdrawn>> = ds
+    ///     .transaction("transfer", |conn| {
+    ///         Box::pin(async move {
+    ///             let n = baton_datastore::diesel::sql_query(
+    ///                 "UPDATE account SET balance = balance - $1 \
+    ///                  WHERE id = 1 AND balance >= $1",
+    ///             )
+    ///             .bind::<BigInt, _>(10)
+    ///             .execute(conn)
+    ///             .await?;
+    ///             if n == 0 {
+    ///                 return Err(TxError::Abort(Overdrawn));
+    ///             }
+    ///             Ok(n)
+    ///         })
+    ///     })
+    ///     .await;
+    /// # }
+    /// ```
+    pub async fn transaction<T, E, F>(
+        &self,
+        op: &'static str,
+        f: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        T: Send,
+        E: Send,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
+            + Send
+            + Sync,
+    {
+        let isolation = isolation(&self.config);
+        self.retry_loop(op, Conn::Fresh, &Transaction(f, isolation))
+            .await
+    }
+
+    /// [`DataStore::transaction`] on a connection of the caller's own,
+    /// retried there.
+    pub(crate) async fn transaction_on<T, E, F>(
+        &self,
+        op: &'static str,
+        conn: &mut AsyncPgConnection,
+        f: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        T: Send,
+        E: Send,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
+            + Send
+            + Sync,
+    {
+        let isolation = isolation(&self.config);
+        self.retry_loop(op, Conn::Held(conn), &Transaction(f, isolation))
+            .await
+    }
+
+    /// The one retry loop: runs `attempt` on a connection (a fresh claim
+    /// per attempt, or the caller's own) until it succeeds, fails for a
+    /// reason other than a serialization failure, or runs out of
+    /// attempts.
+    pub(crate) async fn retry_loop<T, E, A>(
+        &self,
+        op: &'static str,
+        mut conn: Conn<'_>,
+        attempt: &A,
+    ) -> Result<T, TransactionError<E>>
+    where
+        A: Attempt<T, E>,
+    {
+        let kind = attempt.kind();
+        let mut tries = 1;
         loop {
-            let mut claim = self.claim(op).await?;
-            let conn = &mut claim.conn;
-            conn.batch_execute(&begin)
-                .await
-                .map_err(|e| database_error(op, e))?;
-            let outcome = match f(conn).await {
-                Ok(value) => match conn.batch_execute("COMMIT").await {
-                    Ok(()) => Ok(value),
-                    Err(e) => Err(TxError::Database(e)),
-                },
-                Err(e) => {
-                    // A failed COMMIT already ended the transaction; a
-                    // failed statement left it open and aborted.
-                    let _ = conn.batch_execute("ROLLBACK").await;
-                    Err(e)
-                }
+            let mut fresh = None;
+            let connection: &mut AsyncPgConnection = match &mut conn {
+                Conn::Held(held) => held,
+                Conn::Fresh => &mut fresh.insert(self.claim(op).await?).conn,
             };
+            let outcome = attempt.run(connection).await;
+            let was_fresh = fresh.take().is_some();
             match outcome {
                 Ok(value) => return Ok(value),
-                // Not on a lost connection: a transaction's COMMIT may
-                // have gone through before the connection went.
-                Err(TxError::Database(e)) if is_serialization_failure(&e) => {
-                    drop(claim);
-                    self.backoff(op, &mut attempt).await?;
+                // A dead connection of one's own stays dead: only a fresh
+                // claim is worth retrying after an unsent statement.
+                Err(TxError::Database(e))
+                    if is_serialization_failure(&e)
+                        || (kind == Kind::Statement
+                            && was_fresh
+                            && is_unsent(&e)) =>
+                {
+                    self.backoff(op, &mut tries).await?;
                 }
-                Err(TxError::Database(e)) => return Err(database_error(op, e)),
-                Err(TxError::Abort(e)) => return Err(e),
+                Err(TxError::Database(e)) => {
+                    return Err(TransactionError::Datastore(database_error(
+                        op, e,
+                    )));
+                }
+                Err(TxError::Abort(e)) => {
+                    return Err(TransactionError::Aborted(e));
+                }
             }
         }
     }
@@ -396,23 +531,189 @@ fn fence_waits_for_drain(_: &DataStoreConfig) -> bool {
     true
 }
 
-/// A boxed future of a transaction body.
-pub type TxFuture<'c, T> =
-    Pin<Box<dyn Future<Output = Result<T, TxError>> + Send + 'c>>;
+/// A boxed future of a transaction body, borrowing the connection.
+pub type TxFuture<'c, T, E = Error> =
+    Pin<Box<dyn Future<Output = Result<T, TxError<E>>> + Send + 'c>>;
 
-/// How a transaction body fails: a database error (retried if it is a
-/// serialization failure) or a decision to abort with a datastore error.
+/// How a transaction body stops early: a database error (`?` on a diesel
+/// result; retried if it is a serialization failure) or the caller's own
+/// decision to roll back.
 #[derive(Debug)]
-pub enum TxError {
+pub enum TxError<E = Error> {
     /// From the database.
     Database(DieselError),
-    /// The body chose to stop; returned as is, never retried.
-    Abort(Error),
+    /// The body chose to roll back; returned as is, never retried.
+    Abort(E),
 }
 
-impl From<DieselError> for TxError {
+impl<E> From<DieselError> for TxError<E> {
     fn from(e: DieselError) -> Self {
         TxError::Database(e)
+    }
+}
+
+/// How a transaction failed: the caller's own abort, or the datastore's
+/// error (connection, database, or too much contention).
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError<E> {
+    /// The body returned [`TxError::Abort`]; everything was rolled back.
+    #[error("the transaction was aborted: {0:?}")]
+    Aborted(E),
+    /// The datastore failed the transaction; everything was rolled back
+    /// (or, on a lost connection during `COMMIT`, may have committed).
+    #[error(transparent)]
+    Datastore(#[from] Error),
+}
+
+impl From<TransactionError<Error>> for Error {
+    fn from(e: TransactionError<Error>) -> Self {
+        match e {
+            TransactionError::Aborted(e) | TransactionError::Datastore(e) => e,
+        }
+    }
+}
+
+/// Where the retry loop gets its connection.
+pub(crate) enum Conn<'a> {
+    /// A fresh claim for each attempt.
+    Fresh,
+    /// The caller's connection, for every attempt.
+    Held(&'a mut AsyncPgConnection),
+}
+
+/// What one attempt is, which decides what may be retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// One statement: also retried when it was never sent, since a dead
+    /// pooled connection is only found out by using it.
+    Statement,
+    /// A transaction: not retried on a lost connection, since its COMMIT
+    /// may have gone through before the connection went.
+    Transaction,
+}
+
+/// A fence ticket taken by [`DataStore::claim`], given back if the claim
+/// is not handed out (an error, or the future dropped mid-wait).
+struct Entered<'a> {
+    fence: &'a Fence,
+    ticket: Option<u64>,
+}
+
+impl Entered<'_> {
+    fn keep(mut self) -> u64 {
+        self.ticket.take().expect("kept once")
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.fence.leave(ticket);
+        }
+    }
+}
+
+fn isolation(config: &DataStoreConfig) -> &'static str {
+    #[cfg(feature = "mutants")]
+    if config.mutant == crate::Mutant::ReadCommitted {
+        return "read committed";
+    }
+    let _ = config;
+    "serializable"
+}
+
+/// One attempt of an operation, on a connection the retry loop lends.
+pub(crate) trait Attempt<T, E> {
+    /// Whether this is a single statement or a transaction.
+    fn kind(&self) -> Kind;
+    /// Runs the attempt once.
+    fn run<'c>(&'c self, conn: &'c mut AsyncPgConnection)
+    -> TxFuture<'c, T, E>;
+}
+
+/// One statement (its own implicit transaction).
+pub(crate) struct Statement<F>(pub(crate) F);
+
+impl<T, F> Attempt<T, Error> for Statement<F>
+where
+    T: 'static,
+    F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
+{
+    fn kind(&self) -> Kind {
+        Kind::Statement
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+    ) -> TxFuture<'c, T, Error> {
+        let run = (self.0)(conn);
+        Box::pin(async move { run.await.map_err(TxError::Database) })
+    }
+}
+
+/// A body inside BEGIN ... COMMIT, opened by the connection's own
+/// transaction manager, which marks the connection broken (so the pool
+/// discards it) if the attempt is dropped midway.
+pub(crate) struct Transaction<F>(F, &'static str);
+
+impl<T, E, F> Attempt<T, E> for Transaction<F>
+where
+    T: Send,
+    E: Send,
+    F: for<'r> Fn(&'r mut AsyncPgConnection) -> TxFuture<'r, T, E>
+        + Send
+        + Sync,
+{
+    fn kind(&self) -> Kind {
+        Kind::Transaction
+    }
+
+    fn run<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+    ) -> TxFuture<'c, T, E> {
+        let f = &self.0;
+        let serializable = self.1 == "serializable";
+        Box::pin(async move {
+            // The one place Baton opens a transaction (see clippy.toml).
+            #[allow(clippy::disallowed_methods)]
+            let builder = conn.build_transaction();
+            let mut builder = if serializable {
+                builder.serializable()
+            } else {
+                builder.read_committed()
+            };
+            builder.run(async |conn| f(conn).await).await
+        })
+    }
+}
+
+impl Claim {
+    /// Runs `f` inside one SERIALIZABLE transaction on this claim's
+    /// connection, retrying it here on serialization failure; otherwise
+    /// as [`DataStore::transaction`].
+    pub async fn transaction<T, E, F>(
+        &mut self,
+        op: &'static str,
+        f: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        T: Send,
+        E: Send,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
+            + Send
+            + Sync,
+    {
+        let store = self.store.clone();
+        let isolation = isolation(&store.config);
+        store
+            .retry_loop(
+                op,
+                Conn::Held(&mut self.conn),
+                &Transaction(f, isolation),
+            )
+            .await
     }
 }
 
@@ -451,9 +752,30 @@ pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
         if info.message().contains("terminat") || info.message().contains("connection"));
     Error::Database {
         op,
+        sqlstate: sqlstate(&e),
         message: e.to_string(),
         transient,
     }
+}
+
+/// The SQLSTATE of a database error, where the driver keeps it: diesel
+/// reports a kind, not the code, and diesel-async maps these codes to
+/// kinds; any other server error is `Unknown` and its code is lost.
+fn sqlstate(e: &DieselError) -> Option<&'static str> {
+    let DieselError::DatabaseError(kind, _) = e else {
+        return None;
+    };
+    Some(match kind {
+        DatabaseErrorKind::UniqueViolation => "23505",
+        DatabaseErrorKind::ForeignKeyViolation => "23503",
+        DatabaseErrorKind::RestrictViolation => "23001",
+        DatabaseErrorKind::ExclusionViolation => "23P01",
+        DatabaseErrorKind::SerializationFailure => "40001",
+        DatabaseErrorKind::ReadOnlyTransaction => "25006",
+        DatabaseErrorKind::NotNullViolation => "23502",
+        DatabaseErrorKind::CheckViolation => "23514",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

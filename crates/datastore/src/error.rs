@@ -5,6 +5,7 @@ use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 
 /// What went wrong in a datastore operation.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// This datastore's pool was closed to new claims (the Nexus is
     /// quiescing). Permanent for this datastore.
@@ -25,6 +26,9 @@ pub enum Error {
         op: &'static str,
         /// The server's message.
         message: String,
+        /// The SQLSTATE, where the driver keeps it (see
+        /// [`Error::sqlstate`]).
+        sqlstate: Option<&'static str>,
         /// True for failures a retry may cure (a dropped connection).
         transient: bool,
     },
@@ -121,6 +125,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// A database error from a statement of one's own, with its SQLSTATE
+    /// kept where the driver reports one, and whether a retry may help.
+    pub fn from_diesel(op: &'static str, e: diesel::result::Error) -> Error {
+        crate::datastore::database_error(op, e)
+    }
+
+    /// The SQLSTATE of a database error: kept for the codes the driver
+    /// maps (unique, foreign-key, not-null and check violations,
+    /// serialization failure, read-only transaction); `None` otherwise.
+    pub fn sqlstate(&self) -> Option<&'static str> {
+        match self {
+            Error::Database { sqlstate, .. } => *sqlstate,
+            Error::TooMuchContention { .. } => Some("40001"),
+            _ => None,
+        }
+    }
+
     /// True when trying the same call again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {

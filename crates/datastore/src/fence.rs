@@ -5,7 +5,10 @@
 //! waits for the count of outstanding claims to reach zero, and only then
 //! writes `quiesced`, through a claim reserved for exactly that.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
@@ -13,49 +16,67 @@ use tokio::sync::watch;
 
 use crate::Error;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FenceState {
     closed: bool,
-    outstanding: usize,
+    /// Every claim out now: its number, the operation that took it, and
+    /// when.
+    out: BTreeMap<u64, (&'static str, Instant)>,
 }
 
 /// Counts claims and refuses new ones once closed.
 #[derive(Debug)]
 pub(crate) struct Fence {
     state: watch::Sender<FenceState>,
+    next: AtomicU64,
     reserved_taken: AtomicBool,
     /// Always true, except in the model test's deliberate bug.
     waits_for_drain: bool,
+}
+
+/// The oldest claim still out: what a drain is waiting on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OldestClaim {
+    /// The operation that took it.
+    pub op: &'static str,
+    /// How long it has been out.
+    pub age: Duration,
 }
 
 impl Fence {
     pub(crate) fn new(waits_for_drain: bool) -> Fence {
         Fence {
             state: watch::Sender::new(FenceState::default()),
+            next: AtomicU64::new(0),
             reserved_taken: AtomicBool::new(false),
             waits_for_drain,
         }
     }
 
-    /// Counts a new claim, or refuses if closed.
-    pub(crate) fn enter(&self) -> Result<(), Error> {
+    /// Counts a new claim, or refuses if closed. Returns its ticket.
+    pub(crate) fn enter(&self, op: &'static str) -> Result<u64, Error> {
+        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
         let mut refused = false;
-        self.state.send_modify(|s| {
+        self.state.send_if_modified(|s| {
             if s.closed {
                 refused = true;
+                false
             } else {
-                s.outstanding += 1;
+                s.out.insert(ticket, (op, Instant::now()));
+                true
             }
         });
         if refused {
             Err(Error::Quiesced)
         } else {
-            Ok(())
+            Ok(ticket)
         }
     }
 
-    pub(crate) fn leave(&self) {
-        self.state.send_modify(|s| s.outstanding -= 1);
+    pub(crate) fn leave(&self, ticket: u64) {
+        self.state.send_modify(|s| {
+            s.out.remove(&ticket);
+        });
     }
 
     pub(crate) fn close(&self) {
@@ -67,25 +88,40 @@ impl Fence {
     }
 
     pub(crate) fn outstanding(&self) -> usize {
-        self.state.borrow().outstanding
+        self.state.borrow().out.len()
+    }
+
+    pub(crate) fn oldest(&self) -> Option<OldestClaim> {
+        let state = self.state.borrow();
+        state
+            .out
+            .values()
+            .min_by_key(|(_, since)| *since)
+            .map(|(op, since)| OldestClaim {
+                op,
+                age: since.elapsed(),
+            })
     }
 
     /// Resolves once every claim handed out has been released.
     pub(crate) async fn drained(&self) {
         let mut rx = self.state.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|s| s.outstanding == 0).await;
+        let _ = rx.wait_for(|s| s.out.is_empty()).await;
     }
 
     /// The one claim allowed after closing: only once drained, only once.
     pub(crate) fn take_reserved(&self) -> Result<(), Error> {
-        let state = *self.state.borrow();
-        if !state.closed {
+        let (closed, outstanding) = {
+            let state = self.state.borrow();
+            (state.closed, state.out.len())
+        };
+        if !closed {
             return Err(Error::FenceNotDrained(
                 "the datastore is not quiesced",
             ));
         }
-        if state.outstanding != 0 && self.waits_for_drain {
+        if outstanding != 0 && self.waits_for_drain {
             return Err(Error::FenceNotDrained("claims are still outstanding"));
         }
         if self.reserved_taken.swap(true, Ordering::SeqCst) {
@@ -93,9 +129,7 @@ impl Fence {
         }
         Ok(())
     }
-}
 
-impl Fence {
     /// Gives the reserved claim back after a failed use, so that marking
     /// oneself `quiesced` can be tried again.
     pub(crate) fn return_reserved(&self) {
@@ -103,19 +137,64 @@ impl Fence {
     }
 }
 
-/// A connection handed out under the fence; released on drop.
-pub struct Claim<'a> {
-    pub(crate) conn: PooledConnection<'a, AsyncPgConnection>,
-    pub(crate) fence: &'a Fence,
+/// A database connection handed out under the drain fence; released (and
+/// counted back) when dropped.
+///
+/// It is owned (`'static`, `Send`), so it can move into a spawned task
+/// and be held across several statements. While any claim is out, a
+/// quiescing Nexus does not mark itself `quiesced`.
+///
+/// Run statements on [`Claim::connection`] (each is its own SERIALIZABLE
+/// transaction) or a multi-statement transaction with
+/// [`Claim::transaction`]. A connection dropped in the middle of a
+/// transaction is discarded, never handed out again.
+pub struct Claim {
+    pub(crate) conn: PooledConnection<'static, AsyncPgConnection>,
+    pub(crate) fence: Arc<Fence>,
+    pub(crate) ticket: u64,
+    pub(crate) op: &'static str,
+    pub(crate) since: Instant,
+    pub(crate) store: crate::DataStore,
 }
 
-impl Drop for Claim<'_> {
+impl Claim {
+    /// The connection, for statements of one's own. Each statement runs
+    /// as its own SERIALIZABLE transaction; for several statements in
+    /// one transaction use [`Claim::transaction`], never a hand-sent
+    /// `BEGIN` (a transaction the connection's transaction manager does
+    /// not see could be handed to the next caller if the future were
+    /// dropped).
+    pub fn connection(&mut self) -> &mut AsyncPgConnection {
+        &mut self.conn
+    }
+
+    /// The operation named when the claim was taken.
+    pub fn op(&self) -> &'static str {
+        self.op
+    }
+
+    /// How long the claim has been held.
+    pub fn age(&self) -> Duration {
+        self.since.elapsed()
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("op", &self.op)
+            .field("age", &self.since.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Claim {
     fn drop(&mut self) {
-        self.fence.leave();
+        self.fence.leave(self.ticket);
     }
 }
 
 /// The connection reserved for writing one's own `quiesced` record.
-pub struct QuiescedClaim<'a> {
-    pub(crate) conn: PooledConnection<'a, AsyncPgConnection>,
+pub(crate) struct QuiescedClaim {
+    pub(crate) conn: PooledConnection<'static, AsyncPgConnection>,
 }

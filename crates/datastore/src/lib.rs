@@ -19,20 +19,31 @@ mod fence;
 mod migrations;
 #[cfg(feature = "mutants")]
 mod mutants;
+mod operator;
 mod records;
 mod statement;
 pub mod testing;
 
 pub use access::{
-    AccessDecision, AccessFacts, SchemaComparison, decide_access,
+    AccessDecision, AccessFacts, SchemaComparison, SchemaFact, decide_access,
 };
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use datastore::{
-    DataStore, DataStoreConfig, Isolation, TxError, TxFuture, redact_url,
+    DataStore, DataStoreConfig, TransactionError, TxError, TxFuture, redact_url,
 };
 pub use error::Error;
-pub use fence::{Claim, QuiescedClaim};
-pub use migrations::SCHEMA_VERSION;
+pub use fence::{Claim, OldestClaim};
+
+/// The diesel this crate is built with, for statements of one's own on a
+/// [`Claim`] (no need to pin a matching version).
+pub use diesel;
+/// The diesel-async this crate is built with (`RunQueryDsl` and the
+/// connection type `AsyncPgConnection`).
+pub use diesel_async;
+pub use migrations::{
+    BATON_COMPONENT, Migration, SCHEMA_VERSION, SchemaComponent,
+};
 #[cfg(feature = "mutants")]
 pub use mutants::Mutant;
+pub use operator::Backend;
 pub use records::{EnsureOutcome, RecordsToEnsure};

@@ -1,11 +1,29 @@
-//! Embedded schema migrations, applied in order, each in one transaction.
+//! Schema migrations, one numbered list per component: Baton's own
+//! tables, and the tables of each service that embeds Baton.
 //!
-//! Baton keeps its own numbered list (as Omicron does) rather than
-//! diesel_migrations: the applied version is what the access check
+//! Baton keeps its own numbered lists (as Omicron does) rather than
+//! diesel_migrations: the applied versions are what the access check
 //! compares against, and the runner must work over diesel-async.
+//!
+//! Migrations are safe from many processes at once: a migrating process
+//! takes one session-level advisory lock on a connection of its own,
+//! then applies each pending migration in its own transaction, after
+//! re-reading the applied version. The lock is taken *before* the
+//! transaction: a SERIALIZABLE transaction's snapshot is taken by its
+//! first statement, so a lock taken inside it would still see the
+//! version as it was before the lock holder committed, and redo its
+//! work ("relation already exists"; the ledger test found this). The
+//! connection is outside the pool and closed when done or dropped, so
+//! the lock cannot leak. Without any lock, two processes creating the
+//! same table at once fail on PostgreSQL's catalog (a duplicate
+//! `pg_type` row) even at SERIALIZABLE. (CockroachDB accepts the
+//! advisory-lock call but does not lock; there the version row's primary
+//! key makes the loser fail, and a retry finds the migration applied.)
+//! Nothing is written, and no lock taken, when nothing is pending, so a
+//! read-only database at the latest version migrates as a no-op.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable};
+use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
@@ -13,12 +31,119 @@ use crate::datastore::TxError;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
-/// Every migration: version, name, SQL. Append only.
-const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "handoff", include_str!("migrations/0001-handoff.sql"))];
+/// One schema migration: its version, a short name, and its SQL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Migration {
+    version: i64,
+    name: String,
+    sql: String,
+}
 
-/// The schema version this build of Baton wants.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+impl Migration {
+    /// A migration to `version` (1, 2, ...), applied by running `sql`
+    /// (one or more statements) in one transaction.
+    pub fn new(
+        version: i64,
+        name: impl Into<String>,
+        sql: impl Into<String>,
+    ) -> Migration {
+        Migration {
+            version,
+            name: name.into(),
+            sql: sql.into(),
+        }
+    }
+
+    /// Its version.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A service's schema: its component name and its migrations in order.
+///
+/// ```
+/// use baton_datastore::{Migration, SchemaComponent};
+///
+/// let schema = SchemaComponent::new(
+///     "ledger",
+///     vec![
+///         Migration::new(1, "entries", "CREATE TABLE entry (id INT8)"),
+///         Migration::new(2, "note", "ALTER TABLE entry ADD note TEXT"),
+///     ],
+/// )
+/// .unwrap();
+/// assert_eq!(schema.wanted_version(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SchemaComponent {
+    name: String,
+    migrations: Vec<Migration>,
+}
+
+/// The name Baton's own tables go by.
+pub const BATON_COMPONENT: &str = "baton";
+
+impl SchemaComponent {
+    /// A component; its migrations must be numbered 1, 2, 3, ... in
+    /// order, and its name must not be empty or Baton's own.
+    pub fn new(
+        name: impl Into<String>,
+        migrations: Vec<Migration>,
+    ) -> Result<SchemaComponent, Error> {
+        let name = name.into();
+        if name.trim().is_empty() || name == BATON_COMPONENT {
+            return Err(Error::Schema(format!(
+                "a schema component needs a name of its own (not {name:?})"
+            )));
+        }
+        for (i, m) in migrations.iter().enumerate() {
+            if m.version != i as i64 + 1 {
+                return Err(Error::Schema(format!(
+                    "component {name}: migration {:?} has version {}, but \
+                     versions must run 1, 2, 3, ... and this is number {}",
+                    m.name,
+                    m.version,
+                    i + 1
+                )));
+            }
+        }
+        Ok(SchemaComponent { name, migrations })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The version this build wants: its last migration's.
+    pub fn wanted_version(&self) -> i64 {
+        self.migrations.last().map_or(0, |m| m.version)
+    }
+
+    /// Its migrations, in order.
+    pub fn migrations(&self) -> &[Migration] {
+        &self.migrations
+    }
+}
+
+/// Every migration of Baton's own tables. Append only.
+const BATON_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "handoff", include_str!("migrations/0001-handoff.sql")),
+    (
+        2,
+        "component versions",
+        include_str!("migrations/0002-component-versions.sql"),
+    ),
+];
+
+/// The schema version of Baton's own tables that this build wants.
+pub const SCHEMA_VERSION: i64 = BATON_MIGRATIONS[BATON_MIGRATIONS.len() - 1].0;
 
 #[derive(QueryableByName)]
 struct Version {
@@ -33,43 +158,87 @@ const CREATE_VERSION_TABLE: &str =
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )";
 
+/// Serializes every migration of every component, in every process.
+const MIGRATION_LOCK: &str = "SELECT pg_advisory_lock(588001)";
+
 impl DataStore {
-    /// The applied schema version: 0 for an empty database.
+    /// The applied version of Baton's own tables: 0 for an empty
+    /// database.
     pub async fn schema_version(&self) -> Result<i64, Error> {
-        // information_schema, not the table itself, so that an empty
-        // database answers 0 instead of failing.
-        let exists: i64 = self
-            .retrying("schema version", |conn| {
-                Box::pin(async move {
-                    let row: crate::records::Count = load_one(statement(
-                        "SELECT count(*) AS n FROM information_schema.tables \
-                         WHERE table_name = 'baton_schema_version' \
-                         AND table_schema = current_schema()",
-                    )
-                    , conn)
-                    .await?;
-                    Ok(row.n)
-                })
-            })
-            .await?;
-        if exists == 0 {
+        if !self.table_exists("baton_schema_version").await? {
             return Ok(0);
         }
         let version = self
             .retrying("schema version", |conn| {
-                Box::pin(
-                    load_one::<_, Version>(statement(
-                        "SELECT max(version) AS version FROM baton_schema_version",
-                    )
-                    , conn),
-                )
+                Box::pin(load_one::<_, Version>(
+                    statement(
+                        "SELECT max(version) AS version \
+                         FROM baton_schema_version",
+                    ),
+                    conn,
+                ))
             })
             .await?;
         Ok(version.version.unwrap_or(0))
     }
 
-    /// Applies every pending migration; returns the resulting version.
-    /// Idempotent, and safe to run from several processes at once.
+    /// The applied version of a service's component: 0 if none of its
+    /// migrations ran (or Baton's tables are not there yet).
+    pub async fn component_version(&self, name: &str) -> Result<i64, Error> {
+        if !self.table_exists("baton_component_version").await? {
+            return Ok(0);
+        }
+        let name = name.to_owned();
+        let version = self
+            .retrying("component version", |conn| {
+                Box::pin(load_one::<_, Version>(
+                    statement(
+                        "SELECT max(version) AS version \
+                         FROM baton_component_version WHERE component = $1",
+                    )
+                    .bind::<Text, _>(name.clone()),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(version.version.unwrap_or(0))
+    }
+
+    /// A connection of its own holding the migration lock (released
+    /// when it is dropped, which closes it).
+    async fn locked_for_migration(
+        &self,
+    ) -> Result<diesel_async::AsyncPgConnection, Error> {
+        let mut conn = self.dedicated("migration lock").await?;
+        info!(self.log, "waiting for the migration lock");
+        conn.batch_execute(MIGRATION_LOCK).await.map_err(|e| {
+            crate::datastore::database_error("migration lock", e)
+        })?;
+        Ok(conn)
+    }
+
+    async fn table_exists(&self, table: &'static str) -> Result<bool, Error> {
+        // information_schema, not the table itself, so that an empty
+        // database answers instead of failing.
+        let row: crate::records::Count = self
+            .retrying("schema version", |conn| {
+                Box::pin(load_one(
+                    statement(
+                        "SELECT count(*) AS n FROM information_schema.tables \
+                         WHERE table_name = $1 \
+                         AND table_schema = current_schema()",
+                    )
+                    .bind::<Text, _>(table),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(row.n > 0)
+    }
+
+    /// Applies every pending migration of Baton's own tables; returns
+    /// the resulting version. Idempotent, and safe to run from several
+    /// processes at once.
     pub async fn migrate(&self) -> Result<i64, Error> {
         let current = self.schema_version().await?;
         if current > SCHEMA_VERSION {
@@ -78,18 +247,26 @@ impl DataStore {
                  this Baton's {SCHEMA_VERSION}; upgrade Baton"
             )));
         }
-        self.retrying("create schema version table", |conn| {
-            Box::pin(conn.batch_execute(CREATE_VERSION_TABLE))
-        })
-        .await?;
-        for &(version, name, sql) in MIGRATIONS {
+        if current == SCHEMA_VERSION {
+            return Ok(SCHEMA_VERSION);
+        }
+        let mut conn = self.locked_for_migration().await?;
+        for &(version, name, sql) in BATON_MIGRATIONS {
+            if version <= current {
+                continue;
+            }
             let applied = self
-                .transaction("migrate", move |conn| {
+                .transaction_on("migrate", &mut conn, move |conn| {
                     Box::pin(async move {
-                        let done: Version = load_one(statement(
-                            "SELECT max(version) AS version FROM baton_schema_version",
+                        // Under the lock: no two processes create it.
+                        conn.batch_execute(CREATE_VERSION_TABLE).await?;
+                        let done: Version = load_one(
+                            statement(
+                                "SELECT max(version) AS version \
+                                 FROM baton_schema_version",
+                            ),
+                            conn,
                         )
-                        , conn)
                         .await?;
                         if done.version.unwrap_or(0) >= version {
                             return Ok::<_, TxError>(false);
@@ -100,18 +277,109 @@ impl DataStore {
                              VALUES ($1, $2)",
                         )
                         .bind::<BigInt, _>(version)
-                        .bind::<diesel::sql_types::Text, _>(name)
+                        .bind::<Text, _>(name)
                         .execute(conn)
                         .await?;
                         Ok(true)
                     })
                 })
-                .await?;
+                .await
+                .map_err(Error::from)?;
             if applied {
                 info!(self.log, "applied migration";
+                    "component" => BATON_COMPONENT,
                     "version" => version, "name" => name);
             }
         }
         Ok(SCHEMA_VERSION)
+    }
+
+    /// Applies every pending migration of Baton's tables, then of each
+    /// service component, in order; returns each component's resulting
+    /// version. Idempotent, and safe to run from several processes at
+    /// once. Only the generation in control may call this (the access
+    /// check says `update_schema` to it, and to no one else).
+    pub async fn migrate_with(
+        &self,
+        components: &[SchemaComponent],
+    ) -> Result<Vec<(String, i64)>, Error> {
+        let mut versions =
+            vec![(BATON_COMPONENT.to_owned(), self.migrate().await?)];
+        for component in components {
+            versions.push((
+                component.name.clone(),
+                self.migrate_component(component).await?,
+            ));
+        }
+        Ok(versions)
+    }
+
+    async fn migrate_component(
+        &self,
+        component: &SchemaComponent,
+    ) -> Result<i64, Error> {
+        let wanted = component.wanted_version();
+        let current = self.component_version(&component.name).await?;
+        if current > wanted {
+            return Err(Error::Schema(format!(
+                "the database has component {} at schema version {current}, \
+                 newer than this build's {wanted}",
+                component.name
+            )));
+        }
+        if current == wanted {
+            return Ok(wanted);
+        }
+        let mut conn = self.locked_for_migration().await?;
+        for migration in &component.migrations {
+            if migration.version <= current {
+                continue;
+            }
+            let version = migration.version;
+            let (name, label, sql) = (
+                component.name.clone(),
+                migration.name.clone(),
+                migration.sql.clone(),
+            );
+            let applied = self
+                .transaction_on("migrate component", &mut conn, move |conn| {
+                    let (name, label, sql) =
+                        (name.clone(), label.clone(), sql.clone());
+                    Box::pin(async move {
+                        let done: Version = load_one(
+                            statement(
+                                "SELECT max(version) AS version \
+                                 FROM baton_component_version \
+                                 WHERE component = $1",
+                            )
+                            .bind::<Text, _>(name.clone()),
+                            conn,
+                        )
+                        .await?;
+                        if done.version.unwrap_or(0) >= version {
+                            return Ok::<_, TxError>(false);
+                        }
+                        conn.batch_execute(&sql).await?;
+                        statement(
+                            "INSERT INTO baton_component_version \
+                             (component, version, name) VALUES ($1, $2, $3)",
+                        )
+                        .bind::<Text, _>(name)
+                        .bind::<BigInt, _>(version)
+                        .bind::<Text, _>(label)
+                        .execute(conn)
+                        .await?;
+                        Ok(true)
+                    })
+                })
+                .await
+                .map_err(Error::from)?;
+            if applied {
+                info!(self.log, "applied migration";
+                    "component" => &component.name,
+                    "version" => version, "name" => &migration.name);
+            }
+        }
+        Ok(wanted)
     }
 }

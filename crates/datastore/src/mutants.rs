@@ -18,6 +18,9 @@ pub enum Mutant {
     QuiescedBeforeDrain,
     /// The handoff promotes `not_yet` rows even while rows are `active`.
     HandoffIgnoresActive,
+    /// Every connection and transaction runs at READ COMMITTED instead
+    /// of SERIALIZABLE.
+    ReadCommitted,
 }
 
 /// `sql` with `guard` cut out; panics if `guard` is not in it, so a

@@ -405,29 +405,17 @@ impl DataStore {
 /// quiesce touching the same rows) is retried on it, not on a fresh one.
 async fn mark_on(
     ds: &DataStore,
-    claim: &mut crate::fence::QuiescedClaim<'_>,
+    claim: &mut crate::fence::QuiescedClaim,
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Error> {
     let raw = nexus_id.into_untyped_uuid();
-    let mut attempt = 1;
-    let n = loop {
-        let run = statement(MARK_QUIESCED)
-            .bind::<Uuid, _>(raw)
-            .execute(&mut claim.conn)
-            .await;
-        match run {
-            Ok(n) => break n,
-            Err(e) if crate::datastore::is_serialization_failure(&e) => {
-                ds.backoff("mark self quiesced", &mut attempt).await?;
-            }
-            Err(e) => {
-                return Err(crate::datastore::database_error(
-                    "mark self quiesced",
-                    e,
-                ));
-            }
-        }
-    };
+    let n = ds
+        .retry_on("mark self quiesced", &mut claim.conn, |conn| {
+            Box::pin(
+                statement(MARK_QUIESCED).bind::<Uuid, _>(raw).execute(conn),
+            )
+        })
+        .await?;
     if n == 0 {
         return Err(Error::NotRegistered(nexus_id));
     }

@@ -146,6 +146,7 @@ impl DataStore {
             })
         })
         .await
+        .map_err(Error::from)
     }
 
     /// The handoff written the transactional way: BEGIN (SERIALIZABLE);
@@ -204,6 +205,7 @@ impl DataStore {
             })
         })
         .await
+        .map_err(Error::from)
     }
 
     /// Replaces every record with `records`, in one transaction: for
@@ -247,6 +249,7 @@ impl DataStore {
             })
         })
         .await
+        .map_err(Error::from)
     }
 
     /// Empties every table (records, targets, blueprints), keeping the
@@ -332,6 +335,7 @@ impl DataStore {
             })
         })
         .await
+        .map_err(Error::from)
     }
 
     /// Runs a statement whose first row is fine and whose second fails (a
@@ -376,6 +380,7 @@ impl DataStore {
             })
         })
         .await
+        .map_err(Error::from)
     }
 
     /// Terminates the server backends of this database that are waiting

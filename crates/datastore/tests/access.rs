@@ -1,8 +1,8 @@
 //! The access decision table, every cell, against a real database.
 
 use baton_datastore::{
-    AccessDecision, AccessFacts, SCHEMA_VERSION, SchemaComparison,
-    decide_access,
+    AccessDecision, AccessFacts, BATON_COMPONENT, SCHEMA_VERSION,
+    SchemaComparison, decide_access,
 };
 use baton_types::NexusRecordState;
 use baton_uuid_kinds::OmicronZoneUuid;
@@ -54,9 +54,12 @@ async fn every_cell_of_the_access_table_against_the_database() {
         let t = if situation == "empty" { &empty } else { &full };
         for (wanted, want) in WANTED.into_iter().zip(decisions) {
             let facts =
-                t.ds.access_facts(Some(who(situation)), wanted)
-                    .await
-                    .unwrap();
+                t.ds.access_facts(
+                    Some(who(situation)),
+                    &[(BATON_COMPONENT.to_owned(), wanted)],
+                )
+                .await
+                .unwrap();
             let (got, reason) = decide_access(&facts);
             assert_eq!(
                 got, want,
@@ -108,6 +111,7 @@ fn no_identity_skips_the_record_check() {
                 records: 3,
                 own_state,
                 schema,
+                schemas: Vec::new(),
             };
             assert_eq!(decide_access(&facts).0, want, "{schema:?}");
         }

@@ -6,19 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use baton_datastore::testing::Hook;
-use baton_datastore::{DataStoreConfig, Error, Isolation, RecordsToEnsure};
+use baton_datastore::{DataStoreConfig, Error, RecordsToEnsure};
 
 use crate::common::{TestDb, blueprint, handoff_zones, zone};
 
-/// Runs the interleaving at `isolation`; returns the stale executor's
+/// Runs the interleaving with `config`; returns the stale executor's
 /// result and whether the expunged Nexus's row exists at the end.
 async fn stale_insert_races_cleanup(
-    isolation: Isolation,
+    config: DataStoreConfig,
 ) -> (Result<usize, Error>, bool) {
-    let config = DataStoreConfig {
-        isolation,
-        ..Default::default()
-    };
     let t = TestDb::with_config(config.clone()).await;
     let other = Arc::new(t.another(config));
     // bp1 lists Nexus 1 in service; bp2 (its child) has it expunged.
@@ -65,7 +61,7 @@ async fn stale_insert_races_cleanup(
 #[tokio::test]
 async fn serializable_retry_prevents_the_zombie_row() {
     let (result, zombie) =
-        stale_insert_races_cleanup(Isolation::Serializable).await;
+        stale_insert_races_cleanup(DataStoreConfig::default()).await;
     assert!(
         !zombie,
         "a record for an expunged, cleaned-up Nexus came back"
@@ -77,12 +73,18 @@ async fn serializable_retry_prevents_the_zombie_row() {
     );
 }
 
+/// READ COMMITTED is a deliberate bug (the test-only `mutants` feature,
+/// built in a separate invocation by `cargo xtask ci`).
+#[cfg(feature = "mutants")]
 #[tokio::test]
 async fn read_committed_lets_the_zombie_row_through() {
     // The guard's teeth: the same interleaving without SERIALIZABLE
     // resurrects the row, so the test above would fail at this level.
-    let (result, zombie) =
-        stale_insert_races_cleanup(Isolation::ReadCommittedForTests).await;
+    let (result, zombie) = stale_insert_races_cleanup(DataStoreConfig {
+        mutant: baton_datastore::Mutant::ReadCommitted,
+        ..DataStoreConfig::default()
+    })
+    .await;
     assert_eq!(result.unwrap(), 1);
     assert!(zombie);
 }

@@ -2,6 +2,7 @@
 
 mod access;
 mod blueprints;
+mod cancel;
 mod common;
 mod fence;
 mod handoff;

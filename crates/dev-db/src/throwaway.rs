@@ -16,7 +16,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Settings for every local server: only a Unix socket, SERIALIZABLE by
 /// default as on CockroachDB, and durability off (the data is throwaway or
 /// a developer's scratch database), plus statement statistics so tests can
-/// count what the server receives.
+/// count what the server receives, and commit timestamps so tests can
+/// order writes of different processes by when the server committed them.
 pub(crate) fn server_settings(socket_dir: &Utf8Path) -> Vec<String> {
     [
         "listen_addresses=".to_owned(),
@@ -29,6 +30,7 @@ pub(crate) fn server_settings(socket_dir: &Utf8Path) -> Vec<String> {
         "shared_preload_libraries=pg_stat_statements".to_owned(),
         "pg_stat_statements.track=all".to_owned(),
         "max_connections=200".to_owned(),
+        "track_commit_timestamp=on".to_owned(),
     ]
     .into_iter()
     .flat_map(|s| ["-c".to_owned(), s])

@@ -1,30 +1,84 @@
-//! One Nexus instance's life, driven by the database.
+//! One Nexus instance's life inside a service that embeds Baton.
 //!
-//! Start-up runs the access check and acts on it (take over through the
-//! handoff, apply the schema, wait, or refuse). While running, the Nexus
-//! executes the current target periodically and does simulated work that
-//! holds database claims. When its own generation falls below the
-//! blueprint's, it quiesces in the protocol's five steps and stops.
+//! The service gives Baton its identity, its database URL and its schema
+//! migrations, and gets back a [`Nexus`] handle. Every database access
+//! of the service goes through the handle's fenced pool
+//! ([`Nexus::claim`]), and its in-flight work that is more than one
+//! database call holds a [`WorkGuard`] ([`Nexus::work_guard`]).
 //!
-//! Several instances run in one process (each with its own pool, as
-//! separate processes would have); each can be stopped or killed at any
-//! point. This crate holds no SQL and no policy of its own: it calls the
+//! Baton runs the rest in a task of its own: the access check at
+//! start-up and what it says (take over through the handoff, apply
+//! pending migrations of Baton's tables and the service's, wait, or
+//! refuse), periodic execution of the current target blueprint, and,
+//! when the target puts this Nexus's generation behind, the protocol's
+//! five quiesce steps: no new work; wait for every work guard and record
+//! the drained blueprint; wait for the peers; close the pool to new
+//! claims and wait for every claim; mark the record `quiesced`.
+//!
+//! This crate holds no SQL and no policy of its own: it calls the
 //! planner, the executor and the datastore.
+//!
+//! ```no_run
+//! use baton_datastore::{Migration, SchemaComponent};
+//! use baton_datastore::diesel_async::RunQueryDsl;
+//! use baton_nexus::{Nexus, NexusConfig, NexusState};
+//! use baton_uuid_kinds::OmicronZoneUuid;
+//!
+//! # async fn f(log: slog::Logger) -> Result<(), Box<dyn std::error::Error>> {
+//! let schema = SchemaComponent::new(
+//!     "myservice",
+//!     vec![Migration::new(1, "things", "CREATE TABLE thing (id INT8)")],
+//! )?;
+//! let id = OmicronZoneUuid::new_v4();
+//! let config = NexusConfig::new(id, "postgresql://db.example/service")
+//!     .with_component(schema);
+//! let nexus = Nexus::start(&log, config);
+//! nexus.wait_for(|s| *s == NexusState::Running).await;
+//!
+//! // A request: one claim, one statement.
+//! let mut claim = nexus.claim("insert a thing").await?;
+//! baton_datastore::diesel::sql_query("INSERT INTO thing VALUES (1)")
+//!     .execute(claim.connection())
+//!     .await?;
+//! drop(claim);
+//!
+//! // A longer job: a work guard for its whole life, claims as it goes.
+//! let guard = nexus.work_guard("nightly job")?;
+//! let handle = nexus.clone();
+//! tokio::spawn(async move {
+//!     let _guard = guard;
+//!     if let Ok(mut claim) = handle.claim("nightly job").await {
+//!         // ... statements on claim.connection() ...
+//!     }
+//! });
+//!
+//! // Ends when its record is `quiesced` (or it is stopped).
+//! let last = nexus.wait_for(NexusState::is_final).await;
+//! # Ok(()) }
+//! ```
 
 mod lifecycle;
 pub mod rehearsal;
+mod work;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_datastore::{DataStore, DataStoreConfig};
-use baton_uuid_kinds::OmicronZoneUuid;
+use baton_datastore::{Claim, DataStore, DataStoreConfig, SchemaComponent};
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use slog::{Logger, o};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use work::WorkTracker;
+pub use work::{Oldest, WorkGuard};
+
 /// Where a Nexus is in its life.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum NexusState {
     /// Running the access check.
     Starting,
@@ -33,19 +87,28 @@ pub enum NexusState {
     /// Its record is `not_yet`: attempting the handoff.
     WaitingForHandoff,
     /// Applying schema migrations.
-    UpdatingSchema,
-    /// Using the database: executing blueprints and doing work.
+    Migrating,
+    /// Using the database: the service works, Baton executes blueprints.
     Running,
-    /// Stepping down; the number is the protocol's step (1 to 5).
-    Quiescing(u8),
+    /// Stepping down; `step` is the protocol's step (1 to 5).
+    Quiescing {
+        /// The step, 1 to 5.
+        step: u8,
+    },
     /// Its record says `quiesced`; it holds no connection and ended.
     Quiesced,
     /// The access check refused it, with the reason; it ended.
-    Refused(String),
-    /// Stopped by its owner.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// Stopped by its owner (its record unchanged).
     Stopped,
     /// Ended on an error that waiting would not cure.
-    Failed(String),
+    Failed {
+        /// Why.
+        reason: String,
+    },
 }
 
 impl NexusState {
@@ -54,139 +117,438 @@ impl NexusState {
         matches!(
             self,
             NexusState::Quiesced
-                | NexusState::Refused(_)
+                | NexusState::Refused { .. }
                 | NexusState::Stopped
-                | NexusState::Failed(_)
+                | NexusState::Failed { .. }
+        )
+    }
+
+    /// The state's name, as in JSON.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NexusState::Starting => "starting",
+            NexusState::WaitingForRecord => "waiting_for_record",
+            NexusState::WaitingForHandoff => "waiting_for_handoff",
+            NexusState::Migrating => "migrating",
+            NexusState::Running => "running",
+            NexusState::Quiescing { .. } => "quiescing",
+            NexusState::Quiesced => "quiesced",
+            NexusState::Refused { .. } => "refused",
+            NexusState::Stopped => "stopped",
+            NexusState::Failed { .. } => "failed",
+        }
+    }
+
+    /// Whether the service may take new database claims in this state:
+    /// while running and in quiesce steps 1 to 3 (in-flight work still
+    /// needs them).
+    fn claims_allowed(&self) -> bool {
+        matches!(
+            self,
+            NexusState::Running | NexusState::Quiescing { step: 1..=3 }
         )
     }
 }
 
-/// How one Nexus instance behaves.
-#[derive(Clone, Debug)]
-pub struct NexusConfig {
-    /// Its zone id (its identity in the records).
-    pub id: OmicronZoneUuid,
-    /// How often it executes the current target.
-    pub execution_period: Duration,
-    /// How long it waits before checking again (try later, handoff
-    /// refused, peers not drained); jittered.
-    pub retry_period: Duration,
-    /// How often a unit of simulated work starts.
-    pub work_period: Duration,
-    /// How long a unit of simulated work holds its database claim.
-    pub work_duration: Duration,
-    /// The datastore settings of its own pool.
-    pub datastore: DataStoreConfig,
-}
-
-impl NexusConfig {
-    /// Settings for a Nexus with this id: execution every second, quick
-    /// retries, a little simulated work.
-    pub fn new(id: OmicronZoneUuid) -> NexusConfig {
-        NexusConfig {
-            id,
-            execution_period: Duration::from_secs(1),
-            retry_period: Duration::from_millis(200),
-            work_period: Duration::from_millis(100),
-            work_duration: Duration::from_millis(50),
-            datastore: DataStoreConfig::default(),
+impl std::fmt::Display for NexusState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NexusState::Quiescing { step } => {
+                write!(f, "quiescing (step {step})")
+            }
+            NexusState::Refused { reason } | NexusState::Failed { reason } => {
+                write!(f, "{}: {reason}", self.label())
+            }
+            _ => f.write_str(self.label()),
         }
     }
+}
 
-    /// The same, with every period divided by `factor` (for tests and the
-    /// demo, which want a whole handoff in seconds).
-    pub fn faster(mut self, factor: u32) -> NexusConfig {
-        self.execution_period /= factor;
-        self.retry_period /= factor;
-        self.work_period /= factor;
-        self.work_duration /= factor;
+/// How long a Nexus waits between checks. The defaults are production
+/// values, as in the reference system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Periods {
+    /// How often it executes the current target (and so notices that
+    /// the target puts its generation behind). Default 60 s.
+    pub execution: Duration,
+    /// How often a quiescing Nexus re-checks that its peers drained.
+    /// Default 5 s.
+    pub drain_recheck: Duration,
+    /// The first wait before retrying the handoff, a missing record or a
+    /// failed database call; it doubles up to `retry_max`. Default
+    /// 250 ms.
+    pub retry_min: Duration,
+    /// The longest wait between retries. Default 3 min.
+    pub retry_max: Duration,
+}
+
+impl Default for Periods {
+    fn default() -> Self {
+        Periods {
+            execution: Duration::from_secs(60),
+            drain_recheck: Duration::from_secs(5),
+            retry_min: Duration::from_millis(250),
+            retry_max: Duration::from_secs(180),
+        }
+    }
+}
+
+impl Periods {
+    /// The same, with no period longer than `cap` (for tests and demos
+    /// that want a whole handoff in seconds).
+    pub fn capped(mut self, cap: Duration) -> Periods {
+        for period in [
+            &mut self.execution,
+            &mut self.drain_recheck,
+            &mut self.retry_min,
+            &mut self.retry_max,
+        ] {
+            *period = (*period).min(cap);
+        }
         self
     }
 }
 
-/// A running Nexus instance.
-pub struct Nexus {
+/// A deliberate bug in the quiesce steps, for tests that show their
+/// checks catch it. Only in builds with the test-only `mutants` feature.
+#[cfg(feature = "mutants")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NexusMutant {
+    /// The real lifecycle.
+    #[default]
+    None,
+    /// Step 2 does not wait for work guards.
+    SkipStep2,
+    /// Step 4 neither closes the pool nor waits for claims.
+    SkipStep4,
+}
+
+/// How one Nexus instance behaves.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NexusConfig {
+    /// Its zone id (its identity in the records, and the
+    /// `application_name` of its connections).
+    pub id: OmicronZoneUuid,
+    /// The database.
+    pub database_url: String,
+    /// The pool's settings.
+    pub datastore: DataStoreConfig,
+    /// How long it waits between checks.
+    pub periods: Periods,
+    /// The service's schema components, migrated after Baton's own.
+    pub components: Vec<SchemaComponent>,
+    /// A deliberate bug, for the tests' teeth only.
+    #[cfg(feature = "mutants")]
+    pub mutant: NexusMutant,
+}
+
+impl NexusConfig {
+    /// A Nexus with this id on this database, with production periods
+    /// and no schema of the service's own.
+    pub fn new(id: OmicronZoneUuid, database_url: impl Into<String>) -> Self {
+        NexusConfig {
+            id,
+            database_url: database_url.into(),
+            datastore: DataStoreConfig::default(),
+            periods: Periods::default(),
+            components: Vec::new(),
+            #[cfg(feature = "mutants")]
+            mutant: NexusMutant::None,
+        }
+    }
+
+    /// Adds a schema component of the service's.
+    pub fn with_component(mut self, component: SchemaComponent) -> Self {
+        self.components.push(component);
+        self
+    }
+
+    /// Sets the periods.
+    pub fn with_periods(mut self, periods: Periods) -> Self {
+        self.periods = periods;
+        self
+    }
+}
+
+/// Why the service may not use the database (or take new work) now.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NexusError {
+    /// Start-up is not done: the Nexus is checking access, waiting for
+    /// its record or the handoff, or migrating.
+    #[error("Nexus {id} may not use the database yet: it is {state}")]
+    NotYetRunning {
+        /// The Nexus.
+        id: OmicronZoneUuid,
+        /// Its state.
+        state: NexusState,
+    },
+    /// It is quiescing and this step refuses it (work from step 1,
+    /// claims from step 4).
+    #[error("Nexus {id} is quiescing (step {step}): it takes no new {what}")]
+    Quiescing {
+        /// The Nexus.
+        id: OmicronZoneUuid,
+        /// The step.
+        step: u8,
+        /// "work" or "database claims".
+        what: &'static str,
+    },
+    /// It ended (quiesced, refused, stopped or failed).
+    #[error("Nexus {id} has ended: it is {state}")]
+    Ended {
+        /// The Nexus.
+        id: OmicronZoneUuid,
+        /// Its last state.
+        state: NexusState,
+    },
+    /// The pool failed to hand out a connection.
+    #[error(transparent)]
+    Datastore(#[from] baton_datastore::Error),
+}
+
+/// What an instance reports about itself: serializable, for the
+/// service's own API (and for `baton status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NexusStatus {
+    /// Its id.
+    pub nexus_id: OmicronZoneUuid,
+    /// Its state, with the quiesce step or the reason.
+    #[serde(flatten)]
+    pub state: NexusState,
+    /// When it entered that state.
+    pub since: DateTime<Utc>,
+    /// Work guards out.
+    pub work_in_flight: usize,
+    /// The oldest work guard.
+    pub oldest_work: Option<Oldest>,
+    /// Database claims out.
+    pub claims_held: usize,
+    /// The oldest claim.
+    pub oldest_claim: Option<Oldest>,
+    /// The blueprint it last recorded as drained, while quiescing.
+    pub last_drained_blueprint_id: Option<BlueprintUuid>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) since: DateTime<Utc>,
+    pub(crate) history: Vec<NexusState>,
+    pub(crate) drained: Option<BlueprintUuid>,
+}
+
+struct Inner {
     id: OmicronZoneUuid,
-    history: Arc<Mutex<Vec<NexusState>>>,
+    ds: DataStore,
+    work: Arc<WorkTracker>,
+    shared: Arc<Mutex<Shared>>,
     state: watch::Receiver<NexusState>,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: nothing can stop the task any more.
+        if let Some(task) = self.task.lock().expect("never poisoned").take() {
+            task.abort();
+        }
+    }
+}
+
+/// A running Nexus instance: a cheap, cloneable handle.
+///
+/// Dropping the last handle kills the instance (as a crash would).
+#[derive(Clone)]
+pub struct Nexus {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Nexus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Nexus")
+            .field("id", &self.inner.id)
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
 }
 
 impl Nexus {
-    /// Starts a Nexus on the current tokio runtime, against `url`.
-    pub fn start(log: &Logger, url: &str, config: NexusConfig) -> Nexus {
+    /// Starts a Nexus on the current tokio runtime. It connects lazily;
+    /// failures show in its state.
+    pub fn start(log: &Logger, config: NexusConfig) -> Nexus {
         let log = log.new(o!("nexus_id" => config.id.to_string()));
-        let datastore =
-            DataStore::with_config(&log, url, config.datastore.clone());
+        let mut db = config.datastore.clone();
+        db.application_name = Some(config.id.to_string());
+        #[cfg(feature = "mutants")]
+        if config.mutant == NexusMutant::SkipStep4 {
+            db.mutant = baton_datastore::Mutant::QuiescedBeforeDrain;
+        }
+        let ds = DataStore::with_config(&log, &config.database_url, db);
         let (state_tx, state) = watch::channel(NexusState::Starting);
         let (stop, stop_rx) = watch::channel(false);
+        let shared = Arc::new(Mutex::new(Shared {
+            since: Utc::now(),
+            history: vec![NexusState::Starting],
+            drained: None,
+        }));
+        let work = WorkTracker::new();
         let id = config.id;
-        let history = Arc::new(Mutex::new(vec![NexusState::Starting]));
-        let task = tokio::spawn(lifecycle::run(
+        let task = tokio::spawn(lifecycle::run(lifecycle::Life {
             log,
-            datastore,
+            ds: ds.clone(),
+            work: work.clone(),
             config,
-            state_tx,
-            history.clone(),
-            stop_rx,
-        ));
+            state: state_tx,
+            shared: shared.clone(),
+            stop: stop_rx,
+        }));
         Nexus {
-            id,
-            history,
-            state,
-            stop,
-            task,
+            inner: Arc::new(Inner {
+                id,
+                ds,
+                work,
+                shared,
+                state,
+                stop,
+                task: Mutex::new(Some(task)),
+            }),
         }
     }
 
     /// Its id.
     pub fn id(&self) -> OmicronZoneUuid {
-        self.id
+        self.inner.id
     }
 
     /// Its state now.
     pub fn state(&self) -> NexusState {
-        self.state.borrow().clone()
+        self.inner.state.borrow().clone()
     }
 
     /// Every state it has been in, in order (a watch receiver may skip
     /// states that pass quickly; this does not).
     pub fn history(&self) -> Vec<NexusState> {
-        self.history.lock().expect("never poisoned").clone()
+        self.inner
+            .shared
+            .lock()
+            .expect("never poisoned")
+            .history
+            .clone()
     }
 
     /// A receiver of its state changes.
     pub fn watch(&self) -> watch::Receiver<NexusState> {
-        self.state.clone()
+        self.inner.state.clone()
+    }
+
+    /// A snapshot of its state and load, for the service's own API.
+    pub fn status(&self) -> NexusStatus {
+        let (since, drained) = {
+            let shared = self.inner.shared.lock().expect("never poisoned");
+            (shared.since, shared.drained)
+        };
+        NexusStatus {
+            nexus_id: self.inner.id,
+            state: self.state(),
+            since,
+            work_in_flight: self.inner.work.in_flight(),
+            oldest_work: self.inner.work.oldest(),
+            claims_held: self.inner.ds.outstanding_claims(),
+            oldest_claim: self.inner.ds.oldest_claim().map(|c| Oldest {
+                op: c.op,
+                age_ms: work::millis(c.age),
+            }),
+            last_drained_blueprint_id: drained,
+        }
+    }
+
+    /// A database connection from the fenced pool, counted until
+    /// dropped. Refused before the Nexus runs, from quiesce step 4 on,
+    /// and once it ended.
+    pub async fn claim(&self, op: &'static str) -> Result<Claim, NexusError> {
+        let state = self.state();
+        if !state.claims_allowed() {
+            return Err(self.refusal(state, "database claims"));
+        }
+        // The fence closes at step 4: a claim racing it is refused there.
+        self.inner.ds.claim(op).await.map_err(|e| match e {
+            baton_datastore::Error::Quiesced => {
+                self.refusal(self.state(), "database claims")
+            }
+            e => NexusError::Datastore(e),
+        })
+    }
+
+    /// A guard for a unit of in-flight work. Refused before the Nexus
+    /// runs and from quiesce step 1 on.
+    pub fn work_guard(
+        &self,
+        op: &'static str,
+    ) -> Result<WorkGuard, NexusError> {
+        let state = self.state();
+        if state != NexusState::Running {
+            return Err(self.refusal(state, "work"));
+        }
+        // Step 1 closes the tracker: a guard racing it is refused there.
+        self.inner
+            .work
+            .enter(op)
+            .ok_or_else(|| self.refusal(self.state(), "work"))
+    }
+
+    fn refusal(&self, state: NexusState, what: &'static str) -> NexusError {
+        let id = self.inner.id;
+        match state {
+            NexusState::Quiescing { step } => {
+                NexusError::Quiescing { id, step, what }
+            }
+            // The tracker closes just before step 1 is announced.
+            NexusState::Running => NexusError::Quiescing { id, step: 1, what },
+            s if s.is_final() => NexusError::Ended { id, state: s },
+            state => NexusError::NotYetRunning { id, state },
+        }
     }
 
     /// Waits until its state satisfies `f`, returning that state (or the
-    /// last state if the instance ended without satisfying it).
+    /// final state if it ended without satisfying it).
     pub async fn wait_for(
         &self,
         f: impl Fn(&NexusState) -> bool,
     ) -> NexusState {
-        let mut rx = self.state.clone();
+        let mut rx = self.inner.state.clone();
         match rx.wait_for(|s| f(s) || s.is_final()).await {
             Ok(state) => state.clone(),
             Err(_) => self.state(),
         }
     }
 
-    /// Stops it at its next wait, releasing its connections, and waits
-    /// for it to end.
-    pub async fn stop(self) -> NexusState {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
-        self.state.borrow().clone()
+    /// Stops it gracefully without quiescing (as for a process restart):
+    /// no new work, waits for the work in flight and every claim, and
+    /// ends as [`NexusState::Stopped`] with its record unchanged. If it
+    /// was already quiescing or starting, it ends where it is; a restart
+    /// picks up from the record.
+    pub async fn stop(&self) -> NexusState {
+        let _ = self.inner.stop.send(true);
+        self.join().await
     }
 
-    /// Kills it now, wherever it is (a crash): the task is dropped at its
-    /// current await point, and its connections with it.
-    pub async fn kill(self) -> NexusState {
-        self.task.abort();
-        let _ = self.task.await;
-        self.state.borrow().clone()
+    /// Kills it now, wherever it is (a crash): its task is dropped at
+    /// its current await point, and its connections with it.
+    pub async fn kill(&self) -> NexusState {
+        let task = self.inner.task.lock().expect("never poisoned").take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
+        }
+        self.state()
+    }
+
+    /// Waits for it to end, returning the final state (or, if it was
+    /// killed, the state it was killed in).
+    pub async fn join(&self) -> NexusState {
+        self.wait_for(NexusState::is_final).await
     }
 }

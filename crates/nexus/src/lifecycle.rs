@@ -1,6 +1,6 @@
 //! The lifecycle itself: start-up, running, quiescing.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -8,11 +8,12 @@ use baton_datastore::{AccessDecision, DataStore, Error as DbError};
 use baton_executor::realize_blueprint;
 use baton_types::{Blueprint, NexusRecordState};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use chrono::Utc;
 use slog::{Logger, info, warn};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
-use crate::{NexusConfig, NexusState};
+use crate::work::WorkTracker;
+use crate::{NexusConfig, NexusState, Shared};
 
 /// Why the lifecycle ended early.
 enum End {
@@ -20,63 +21,86 @@ enum End {
     Failed(String),
 }
 
-struct Life {
-    history: Arc<Mutex<Vec<NexusState>>>,
-    log: Logger,
-    ds: DataStore,
-    config: NexusConfig,
-    state: watch::Sender<NexusState>,
+pub(crate) struct Life {
+    pub(crate) log: Logger,
+    pub(crate) ds: DataStore,
+    pub(crate) work: Arc<WorkTracker>,
+    pub(crate) config: NexusConfig,
+    pub(crate) state: watch::Sender<NexusState>,
+    pub(crate) shared: Arc<Mutex<Shared>>,
+    pub(crate) stop: watch::Receiver<bool>,
 }
 
-pub(crate) async fn run(
-    log: Logger,
-    ds: DataStore,
-    config: NexusConfig,
-    state: watch::Sender<NexusState>,
-    history: Arc<Mutex<Vec<NexusState>>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let life = Life {
-        history,
-        log,
-        ds,
-        config,
-        state,
+pub(crate) async fn run(life: Life) {
+    let mut stop = life.stop.clone();
+    let stopped = async {
+        // The guard it returns must not live across an await.
+        let _ = stop.wait_for(|stop| *stop).await;
     };
-    // Stopping drops the lifecycle at its current await point, which
-    // releases every claim it holds, as a process exit would.
+    // Stopping drops the lifecycle at its current await point (no claim
+    // leaks: each is released on drop), then drains the service's work.
     let ended = tokio::select! {
         ended = life.live() => ended,
-        _ = stop.wait_for(|stop| *stop) => {
-            info!(life.log, "stopped by its owner");
-            Ok(NexusState::Stopped)
-        }
+        () = stopped => Ok(life.stop_gracefully().await),
     };
     let last = match ended {
         Ok(state) => state,
-        Err(End::Refused(reason)) => NexusState::Refused(reason),
-        Err(End::Failed(reason)) => NexusState::Failed(reason),
+        Err(End::Refused(reason)) => NexusState::Refused { reason },
+        Err(End::Failed(reason)) => NexusState::Failed { reason },
     };
-    info!(life.log, "Nexus ended"; "state" => ?last);
+    info!(life.log, "Nexus ended"; "state" => %last);
     life.set(last);
+}
+
+/// A retry wait that doubles from `retry_min` to `retry_max`, jittered.
+struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    fn new(life: &Life) -> Backoff {
+        Backoff {
+            next: life.config.periods.retry_min,
+            max: life.config.periods.retry_max,
+        }
+    }
+
+    async fn wait(&mut self) {
+        let base = self.next;
+        self.next = (self.next * 2).min(self.max);
+        tokio::time::sleep(base / 2 + base.mul_f64(fastrand::f64() / 2.0))
+            .await;
+    }
 }
 
 impl Life {
     fn set(&self, state: NexusState) {
         if *self.state.borrow() != state {
-            info!(self.log, "state"; "state" => ?state);
-            self.history
-                .lock()
-                .expect("never poisoned")
-                .push(state.clone());
+            info!(self.log, "state"; "state" => %state);
+            let mut shared = self.shared.lock().expect("never poisoned");
+            shared.history.push(state.clone());
+            shared.since = Utc::now();
             self.state.send_replace(state);
         }
     }
 
-    /// A jittered wait of about one retry period.
-    async fn pause(&self) {
-        let base = self.config.retry_period;
-        tokio::time::sleep(base / 2 + base.mul_f64(fastrand::f64())).await;
+    fn id(&self) -> OmicronZoneUuid {
+        self.config.id
+    }
+
+    /// A graceful stop (SIGTERM): no new work, wait for the work in
+    /// flight and the claims, and leave the record as it is.
+    async fn stop_gracefully(&self) -> NexusState {
+        info!(self.log, "stopping: waiting for work in flight";
+            "work_in_flight" => self.work.in_flight());
+        self.work.close();
+        self.work.idle().await;
+        self.ds.quiesce();
+        info!(self.log, "stopping: waiting for database claims";
+            "claims" => self.ds.outstanding_claims());
+        self.ds.wait_for_drain().await;
+        NexusState::Stopped
     }
 
     async fn live(&self) -> Result<NexusState, End> {
@@ -86,14 +110,18 @@ impl Life {
 
     /// The access check, acted on until the answer is "ready".
     async fn start_up(&self) -> Result<(), End> {
-        let id = self.config.id;
+        let mut backoff = Backoff::new(self);
         loop {
-            let decision = match self.ds.check_access(Some(id)).await {
+            let decision = match self
+                .ds
+                .check_access_with(Some(self.id()), &self.config.components)
+                .await
+            {
                 Ok(decision) => decision,
                 Err(e) if e.is_transient() => {
                     warn!(self.log, "access check failed; retrying";
                         "error" => %e);
-                    self.pause().await;
+                    backoff.wait().await;
                     continue;
                 }
                 Err(e) => return Err(End::Failed(e.to_string())),
@@ -102,38 +130,50 @@ impl Life {
                 "decision" => decision.0.as_str(), "reason" => &decision.1);
             match decision.0 {
                 AccessDecision::Ready => return Ok(()),
-                AccessDecision::NeedsHandoff => self.take_over().await?,
+                AccessDecision::NeedsHandoff => {
+                    self.set(NexusState::WaitingForHandoff);
+                    if !self.take_over().await? {
+                        backoff.wait().await;
+                    }
+                }
                 AccessDecision::UpdateSchema => {
-                    self.set(NexusState::UpdatingSchema);
-                    self.ds
-                        .migrate()
-                        .await
-                        .map_err(|e| End::Failed(e.to_string()))?;
+                    self.set(NexusState::Migrating);
+                    match self.ds.migrate_with(&self.config.components).await {
+                        Ok(_) => {}
+                        Err(e) if e.is_transient() => {
+                            warn!(self.log, "migration failed; retrying";
+                                "error" => %e);
+                            backoff.wait().await;
+                        }
+                        Err(e) => return Err(End::Failed(e.to_string())),
+                    }
                 }
                 AccessDecision::TryLater => {
                     // Unlike the reference system, waiting is not fatal.
                     self.set(NexusState::WaitingForRecord);
-                    self.pause().await;
+                    info!(self.log, "waiting for this Nexus's record";
+                        "reason" => &decision.1);
+                    backoff.wait().await;
                 }
                 AccessDecision::Refuse => return Err(End::Refused(decision.1)),
             }
         }
     }
 
-    /// Attempts the handoff once. Every refusal is transient: the caller
-    /// waits and checks access again, which also notices when another new
-    /// Nexus already took over for all of us (our row is then `active`).
-    async fn take_over(&self) -> Result<(), End> {
-        self.set(NexusState::WaitingForHandoff);
-        match self.ds.attempt_handoff(self.config.id).await {
+    /// Attempts the handoff once; true if it went through. Every refusal
+    /// is transient: the caller waits and checks access again, which
+    /// also notices when another new Nexus already took over for all of
+    /// us (our row is then `active`).
+    async fn take_over(&self) -> Result<bool, End> {
+        match self.ds.attempt_handoff(self.id()).await {
             Ok(promoted) => {
                 info!(self.log, "handoff done"; "promoted" => promoted);
-                Ok(())
+                Ok(true)
             }
             Err(e) if e.is_transient() => {
-                info!(self.log, "handoff not yet possible"; "reason" => %e);
-                self.pause().await;
-                Ok(())
+                info!(self.log, "handoff not yet possible; waiting";
+                    "reason" => %e);
+                Ok(false)
             }
             Err(e) => Err(End::Failed(e.to_string())),
         }
@@ -141,33 +181,21 @@ impl Life {
 
     async fn running(&self) -> Result<NexusState, End> {
         // A Nexus restarted in the middle of a quiesce must go straight
-        // back to quiescing: look before taking any work.
+        // back to quiescing: look before the service takes any work.
         if let Some(target) = self.execute_or_quiesce_target().await {
-            return self.quiesce(JoinSet::new(), target).await;
+            self.work.close();
+            return self.quiesce(target).await;
         }
         self.set(NexusState::Running);
-        let accepting = Arc::new(AtomicBool::new(true));
-        let mut work = JoinSet::new();
-        let mut execution = tokio::time::interval(self.config.execution_period);
-        let mut work_tick = tokio::time::interval(self.config.work_period);
+        let mut execution =
+            tokio::time::interval(self.config.periods.execution);
+        execution.tick().await;
         loop {
-            tokio::select! {
-                _ = execution.tick() => {
-                    if let Some(target) = self.execute_or_quiesce_target().await {
-                        accepting.store(false, Ordering::SeqCst);
-                        return self.quiesce(work, target).await;
-                    }
-                }
-                _ = work_tick.tick() => {
-                    if accepting.load(Ordering::SeqCst) {
-                        work.spawn(simulated_work(
-                            self.ds.clone(),
-                            self.config.work_duration,
-                        ));
-                    }
-                    // Reap finished work so the set stays small.
-                    while work.try_join_next().is_some() {}
-                }
+            execution.tick().await;
+            if let Some(target) = self.execute_or_quiesce_target().await {
+                // 1. No new work, from here on.
+                self.work.close();
+                return self.quiesce(target).await;
             }
         }
     }
@@ -176,7 +204,6 @@ impl Life {
     /// Nexus's generation is below the blueprint's, returns it to quiesce
     /// against.
     async fn execute_or_quiesce_target(&self) -> Option<Blueprint> {
-        let id = self.config.id;
         let target = match self.ds.target_current().await {
             Ok(Some(target)) if target.enabled => target,
             Ok(_) => return None,
@@ -194,11 +221,16 @@ impl Life {
                 return None;
             }
         };
-        match baton_planner::is_quiescing(&blueprint, id) {
+        match baton_planner::is_quiescing(&blueprint, self.id()) {
             Ok(true) => Some(blueprint),
             Ok(false) => {
-                realize_blueprint(&self.log, &self.ds, &blueprint, Some(id))
-                    .await;
+                realize_blueprint(
+                    &self.log,
+                    &self.ds,
+                    &blueprint,
+                    Some(self.id()),
+                )
+                .await;
                 None
             }
             Err(e) => {
@@ -208,68 +240,94 @@ impl Life {
         }
     }
 
-    /// The protocol's five steps.
-    async fn quiesce(
-        &self,
-        mut work: JoinSet<()>,
-        target: Blueprint,
-    ) -> Result<NexusState, End> {
-        let id = self.config.id;
-        // 1. No new work (the caller stopped accepting).
-        self.set(NexusState::Quiescing(1));
+    /// The protocol's five steps (the caller closed the work tracker:
+    /// step 1).
+    async fn quiesce(&self, target: Blueprint) -> Result<NexusState, End> {
+        self.set(NexusState::Quiescing { step: 1 });
         // 2. In-flight work finishes; record what we drained against.
-        self.set(NexusState::Quiescing(2));
-        while work.join_next().await.is_some() {}
+        self.set(NexusState::Quiescing { step: 2 });
+        if !self.skips(2) {
+            info!(self.log, "quiesce step 2: waiting for work in flight";
+                "work_in_flight" => self.work.in_flight());
+            self.work.idle().await;
+        }
         let mut drained = target.id();
         self.record_drained(drained).await;
         // 3. Every in-service peer of our generation drained the same.
-        self.set(NexusState::Quiescing(3));
+        self.set(NexusState::Quiescing { step: 3 });
         loop {
             match self.peers_drained(drained).await {
                 Ok(Peers::Drained) => break,
-                Ok(Peers::Waiting) => {}
+                Ok(Peers::Waiting(waiting)) => {
+                    info!(self.log, "quiesce step 3: waiting for peers to \
+                        record the drained blueprint";
+                        "blueprint" => %drained, "peers" => ?waiting);
+                }
                 Ok(Peers::TargetMoved(to)) => {
                     drained = to;
                     self.record_drained(drained).await;
                 }
                 Err(e) => warn!(self.log, "cannot check peers"; "error" => %e),
             }
-            self.pause().await;
+            tokio::time::sleep(self.config.periods.drain_recheck).await;
         }
         // 4. Close the pool and wait for every claim to come back.
-        self.set(NexusState::Quiescing(4));
+        self.set(NexusState::Quiescing { step: 4 });
         self.ds.quiesce();
-        self.ds.wait_for_drain().await;
+        if !self.skips(4) {
+            info!(self.log, "quiesce step 4: waiting for database claims";
+                "claims" => self.ds.outstanding_claims(),
+                "oldest" => ?self.ds.oldest_claim());
+            self.ds.wait_for_drain().await;
+        }
         // 5. Only now, through the reserved claim, say `quiesced`.
-        self.set(NexusState::Quiescing(5));
+        self.set(NexusState::Quiescing { step: 5 });
+        let mut backoff = Backoff::new(self);
         loop {
-            match self.ds.record_mark_self_quiesced(id).await {
+            match self.ds.record_mark_self_quiesced(self.id()).await {
                 Ok(()) => return Ok(NexusState::Quiesced),
                 Err(e) if e.is_transient() => {
                     warn!(self.log, "cannot mark quiesced yet"; "error" => %e);
-                    self.pause().await;
+                    backoff.wait().await;
                 }
                 Err(e) => return Err(End::Failed(e.to_string())),
             }
         }
     }
 
+    #[cfg(feature = "mutants")]
+    fn skips(&self, step: u8) -> bool {
+        use crate::NexusMutant;
+        matches!(
+            (self.config.mutant, step),
+            (NexusMutant::SkipStep2, 2) | (NexusMutant::SkipStep4, 4)
+        )
+    }
+
+    #[cfg(not(feature = "mutants"))]
+    fn skips(&self, _: u8) -> bool {
+        false
+    }
+
     async fn record_drained(&self, blueprint_id: BlueprintUuid) {
+        let mut backoff = Backoff::new(self);
         loop {
             match self
                 .ds
-                .record_update_last_drained(self.config.id, blueprint_id)
+                .record_update_last_drained(self.id(), blueprint_id)
                 .await
             {
                 Ok(n) => {
                     info!(self.log, "recorded last drained blueprint";
                         "drained" => %blueprint_id, "rows" => n);
+                    self.shared.lock().expect("never poisoned").drained =
+                        Some(blueprint_id);
                     return;
                 }
                 Err(e) => {
                     warn!(self.log, "cannot record drained blueprint";
                         "error" => %e);
-                    self.pause().await;
+                    backoff.wait().await;
                 }
             }
         }
@@ -280,7 +338,7 @@ impl Life {
         drained: BlueprintUuid,
     ) -> Result<Peers, DbError> {
         let Some(target) = self.ds.target_current().await? else {
-            return Ok(Peers::Waiting);
+            return Ok(Peers::Waiting(BTreeSet::new()));
         };
         if target.blueprint_id != drained {
             return Ok(Peers::TargetMoved(target.blueprint_id));
@@ -288,9 +346,9 @@ impl Life {
         let blueprint = self.ds.blueprint_read(drained).await?;
         let own = blueprint
             .in_service_nexus_zones()
-            .find(|z| z.zone_id == self.config.id)
+            .find(|z| z.zone_id == self.id())
             .map(|z| z.nexus_generation);
-        let peers: std::collections::BTreeSet<OmicronZoneUuid> = blueprint
+        let peers: BTreeSet<OmicronZoneUuid> = blueprint
             .in_service_nexus_zones()
             .filter(|z| Some(z.nexus_generation) == own)
             .map(|z| z.zone_id)
@@ -299,28 +357,21 @@ impl Life {
         let any_quiesced = records
             .iter()
             .any(|r| r.state == NexusRecordState::Quiesced);
-        let all_drained = records
+        let waiting: BTreeSet<OmicronZoneUuid> = records
             .iter()
-            .all(|r| r.last_drained_blueprint_id == Some(drained));
-        Ok(if any_quiesced || all_drained {
+            .filter(|r| r.last_drained_blueprint_id != Some(drained))
+            .map(|r| r.nexus_id)
+            .collect();
+        Ok(if any_quiesced || waiting.is_empty() {
             Peers::Drained
         } else {
-            Peers::Waiting
+            Peers::Waiting(waiting)
         })
     }
 }
 
 enum Peers {
     Drained,
-    Waiting,
+    Waiting(BTreeSet<OmicronZoneUuid>),
     TargetMoved(BlueprintUuid),
-}
-
-/// A unit of work: holds a database claim for a while, as a request
-/// being served would.
-async fn simulated_work(ds: DataStore, duration: Duration) {
-    if let Ok(claim) = ds.claim("simulated work").await {
-        tokio::time::sleep(duration).await;
-        drop(claim);
-    }
 }

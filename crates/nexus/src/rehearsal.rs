@@ -5,26 +5,41 @@
 //! blueprint of a [`HandoffStory`] when the planner says the system is
 //! ready for it, and waits, by watching the records and the instances,
 //! for the Nexus instances to do their part.
+//!
+//! Each instance embeds a small service through the public API only: a
+//! writer that appends a row to its own table `demo_entry` (schema
+//! component `demo`) every few milliseconds through a claim, under a
+//! work guard. The rehearsal reports the service's side of the handoff:
+//! the last write of the old generation, the first of the new one, and
+//! the time between.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use baton_datastore::DataStore;
+use baton_datastore::diesel::sql_types::{Timestamptz, Uuid as SqlUuid};
+use baton_datastore::diesel::{self, QueryableByName};
+use baton_datastore::{Migration, SchemaComponent};
 use baton_planner::{
     BumpDecision, decide_generation_bump, expungeable_nexus_zones,
 };
 use baton_types::story::HandoffStory;
 use baton_types::{Blueprint, NexusRecord, NexusRecordState};
+use baton_uuid_kinds::GenericUuid;
 use baton_uuid_kinds::OmicronZoneUuid;
+use chrono::{DateTime, Utc};
 use slog::{Logger, info};
 
-use crate::{Nexus, NexusConfig, NexusState};
+use crate::{Nexus, NexusConfig, NexusState, Periods};
 
 /// How a rehearsal runs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct RehearsalOptions {
-    /// Speed-up of every Nexus period (see [`NexusConfig::faster`]).
-    pub speed: u32,
+    /// The longest of every Nexus period (see [`Periods::capped`]).
+    pub period_cap: Duration,
+    /// Time between two writes of each instance's service.
+    pub write_period: Duration,
     /// How long any one stage may take before the rehearsal gives up.
     pub stage_timeout: Duration,
 }
@@ -32,7 +47,8 @@ pub struct RehearsalOptions {
 impl Default for RehearsalOptions {
     fn default() -> Self {
         RehearsalOptions {
-            speed: 10,
+            period_cap: Duration::from_millis(100),
+            write_period: Duration::from_millis(5),
             stage_timeout: Duration::from_secs(30),
         }
     }
@@ -57,6 +73,12 @@ pub struct Rehearsal {
     /// Whether the last old Nexus was quiesced before the first new one
     /// became active (always, unless the protocol is broken).
     pub quiesced_before_active: bool,
+    /// The service's side: its last write of the old generation.
+    pub last_old_write: DateTime<Utc>,
+    /// Its first write of the new generation.
+    pub first_new_write: DateTime<Utc>,
+    /// Rows the service wrote in all.
+    pub writes: i64,
     /// The records at the end.
     pub records: Vec<NexusRecord>,
 }
@@ -90,7 +112,18 @@ pub async fn rehearse(
 ) -> Result<Rehearsal, RehearsalError> {
     let ds = DataStore::new(log, url);
     let timeout = options.stage_timeout;
-    let config = |id| NexusConfig::new(id).faster(options.speed);
+    let periods = Periods::default().capped(options.period_cap);
+    let write_period = options.write_period;
+    let start = |id| {
+        let nexus = Nexus::start(
+            log,
+            NexusConfig::new(id, url)
+                .with_component(demo_schema())
+                .with_periods(periods.clone()),
+        );
+        tokio::spawn(write_forever(nexus.clone(), write_period));
+        nexus
+    };
     let mut stage = async |name: &'static str, summary: String| {
         let records = ds.records_list().await?;
         on_stage(&Stage {
@@ -115,11 +148,7 @@ pub async fn rehearse(
     )
     .await?;
 
-    let old: Vec<Nexus> = story
-        .old_nexus
-        .iter()
-        .map(|id| Nexus::start(log, url, config(*id)))
-        .collect();
+    let old: Vec<Nexus> = story.old_nexus.iter().map(|id| start(*id)).collect();
     for nexus in &old {
         let state =
             within(timeout, nexus.wait_for(|s| *s == NexusState::Running))
@@ -128,7 +157,9 @@ pub async fn rehearse(
     }
     stage(
         "old generation running",
-        "three generation-1 Nexus instances run".into(),
+        "three generation-1 Nexus instances run; each one's service writes \
+         to its own table through Baton's fenced pool"
+            .into(),
     )
     .await?;
 
@@ -174,11 +205,7 @@ pub async fn rehearse(
 
     // The new instances start now, before the old ones are done: they
     // must wait for the handoff, never write early.
-    let new: Vec<Nexus> = story
-        .new_nexus
-        .iter()
-        .map(|id| Nexus::start(log, url, config(*id)))
-        .collect();
+    let new: Vec<Nexus> = story.new_nexus.iter().map(|id| start(*id)).collect();
     let mut last_quiesced = Instant::now();
     for nexus in &old {
         let state =
@@ -249,11 +276,16 @@ pub async fn rehearse(
     for nexus in old {
         nexus.stop().await;
     }
+    let (last_old_write, first_new_write, writes) =
+        service_side(&ds, &story.old_nexus, &story.new_nexus).await?;
     let records = ds.records_list().await?;
     info!(log, "rehearsal done"; "handoff_ms" => handoff_time.as_millis() as u64);
     Ok(Rehearsal {
         handoff_time,
         quiesced_before_active,
+        last_old_write,
+        first_new_write,
+        writes,
         records,
     })
 }
@@ -321,5 +353,97 @@ async fn wait_records(
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The demo service's schema: one append-only table.
+fn demo_schema() -> SchemaComponent {
+    SchemaComponent::new(
+        "demo",
+        vec![Migration::new(
+            1,
+            "demo entries",
+            "CREATE TABLE demo_entry (
+                nexus_id UUID NOT NULL,
+                written_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+            )",
+        )],
+    )
+    .expect("numbered from 1")
+}
+
+/// The demo service: appends a row every `period` while its Nexus lets
+/// it, each under a work guard and a claim, until it is refused for good.
+async fn write_forever(nexus: Nexus, period: Duration) {
+    use baton_datastore::diesel_async::RunQueryDsl;
+    loop {
+        let Ok(_guard) = nexus.work_guard("demo write") else {
+            let state = nexus.wait_for(|s| *s == NexusState::Running).await;
+            if state != NexusState::Running {
+                return;
+            }
+            continue;
+        };
+        if let Ok(mut claim) = nexus.claim("demo write").await {
+            let _ = diesel::sql_query(
+                "INSERT INTO demo_entry (nexus_id) VALUES ($1)",
+            )
+            .bind::<SqlUuid, _>(nexus.id().into_untyped_uuid())
+            .execute(claim.connection())
+            .await;
+        }
+        drop(_guard);
+        tokio::time::sleep(period).await;
+    }
+}
+
+#[derive(QueryableByName)]
+struct Side {
+    #[diesel(sql_type = diesel::sql_types::Nullable<Timestamptz>)]
+    last_old: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::Nullable<Timestamptz>)]
+    first_new: Option<DateTime<Utc>>,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    writes: i64,
+}
+
+/// When the service's last old-generation write and first new-generation
+/// write happened (by the server's clock at insert).
+async fn service_side(
+    ds: &DataStore,
+    old: &[OmicronZoneUuid],
+    new: &[OmicronZoneUuid],
+) -> Result<(DateTime<Utc>, DateTime<Utc>, i64), RehearsalError> {
+    use baton_datastore::diesel::sql_types::{Array, Uuid};
+    use baton_datastore::diesel_async::RunQueryDsl;
+    let raw = |ids: &[OmicronZoneUuid]| {
+        ids.iter()
+            .map(|id| id.into_untyped_uuid())
+            .collect::<Vec<_>>()
+    };
+    let mut claim = ds.claim("demo service side").await?;
+    let rows: Vec<Side> = diesel::sql_query(
+        "SELECT (SELECT max(written_at) FROM demo_entry
+                 WHERE nexus_id = ANY ($1)) AS last_old,
+                (SELECT min(written_at) FROM demo_entry
+                 WHERE nexus_id = ANY ($2)) AS first_new,
+                (SELECT count(*) FROM demo_entry) AS writes",
+    )
+    .bind::<Array<Uuid>, _>(raw(old))
+    .bind::<Array<Uuid>, _>(raw(new))
+    .load(claim.connection())
+    .await
+    .map_err(|e| {
+        RehearsalError(format!("cannot read the demo's writes: {e}"))
+    })?;
+    match rows.into_iter().next() {
+        Some(Side {
+            last_old: Some(last),
+            first_new: Some(first),
+            writes,
+        }) => Ok((last, first, writes)),
+        _ => Err(RehearsalError(
+            "a generation of the demo service wrote nothing".to_owned(),
+        )),
     }
 }

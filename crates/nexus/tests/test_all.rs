@@ -5,7 +5,7 @@ use std::time::Duration;
 use baton_datastore::DataStore;
 use baton_dev_db::DevDb;
 use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
-use baton_nexus::{Nexus, NexusConfig, NexusState};
+use baton_nexus::{Nexus, NexusConfig, NexusError, NexusState, Periods};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::OmicronZoneUuid;
@@ -30,8 +30,13 @@ async fn database() -> (DevDb, DataStore) {
     (db, ds)
 }
 
-fn config(n: u128) -> NexusConfig {
-    NexusConfig::new(OmicronZoneUuid::from_u128(n)).faster(20)
+fn config(url: &str, id: OmicronZoneUuid) -> NexusConfig {
+    NexusConfig::new(id, url)
+        .with_periods(Periods::default().capped(Duration::from_millis(20)))
+}
+
+fn start(db: &DevDb, n: u128) -> Nexus {
+    Nexus::start(&log(), config(&db.url(), OmicronZoneUuid::from_u128(n)))
 }
 
 /// Bounded only so that a bug fails the test instead of hanging it.
@@ -47,7 +52,7 @@ async fn until(nexus: &Nexus, want: NexusState) -> NexusState {
 #[tokio::test]
 async fn a_fresh_database_is_migrated_then_used() {
     let (db, ds) = database().await;
-    let nexus = Nexus::start(&log(), &db.url(), config(1));
+    let nexus = start(&db, 1);
     assert_eq!(
         until(&nexus, NexusState::Running).await,
         NexusState::Running
@@ -66,10 +71,10 @@ async fn a_quiesced_nexus_is_refused() {
     let id = OmicronZoneUuid::from_u128(1);
     ds.records_initialize(&[id].into()).await.unwrap();
     ds.record_mark_quiesced(id).await.unwrap();
-    let nexus = Nexus::start(&log(), &db.url(), config(1));
+    let nexus = start(&db, 1);
     let state = until(&nexus, NexusState::Running).await;
     assert!(
-        matches!(&state, NexusState::Refused(why) if why.contains("quiesced")),
+        matches!(&state, NexusState::Refused { reason: why } if why.contains("quiesced")),
         "{state:?}"
     );
 }
@@ -80,7 +85,7 @@ async fn a_nexus_without_a_record_waits_instead_of_crashing() {
     ds.migrate().await.unwrap();
     let other = OmicronZoneUuid::from_u128(1);
     ds.records_initialize(&[other].into()).await.unwrap();
-    let nexus = Nexus::start(&log(), &db.url(), config(2));
+    let nexus = start(&db, 2);
     until(&nexus, NexusState::WaitingForRecord).await;
     // The reference system would exit here; this one keeps checking, so
     // once the situation changes (here: the table becomes empty, a fresh
@@ -117,4 +122,99 @@ async fn the_rehearsal_ends_with_the_new_generation_active() {
             .all(|r| r.state == NexusRecordState::Active)
     );
     assert_eq!(stages.len(), 7, "{stages:?}");
+}
+
+#[tokio::test]
+async fn the_service_is_refused_the_database_until_the_nexus_runs() {
+    let (db, ds) = database().await;
+    ds.migrate().await.unwrap();
+    let other = OmicronZoneUuid::from_u128(1);
+    ds.records_initialize(&[other].into()).await.unwrap();
+    let nexus = start(&db, 2);
+    until(&nexus, NexusState::WaitingForRecord).await;
+    let claim = nexus.claim("early").await;
+    assert!(
+        matches!(claim, Err(NexusError::NotYetRunning { .. })),
+        "{claim:?}"
+    );
+    let guard = nexus.work_guard("early");
+    assert!(
+        matches!(guard, Err(NexusError::NotYetRunning { .. })),
+        "{guard:?}"
+    );
+    nexus.stop().await;
+}
+
+/// The service's own work is what quiesce drains: a job's work guard
+/// holds step 2, its claim holds step 4, and `quiesced` comes only after
+/// both are gone.
+#[tokio::test]
+async fn quiesced_comes_only_after_the_services_job_ends() {
+    let (db, ds) = database().await;
+    let story = HandoffStory::new(3);
+    ds.migrate().await.unwrap();
+    ds.records_initialize(&story.old_nexus.iter().copied().collect())
+        .await
+        .unwrap();
+    for bp in [&story.steady] {
+        ds.blueprint_insert(bp).await.unwrap();
+        ds.target_set(bp.id(), true).await.unwrap();
+    }
+    let old: Vec<Nexus> = story
+        .old_nexus
+        .iter()
+        .map(|id| Nexus::start(&log(), config(&db.url(), *id)))
+        .collect();
+    for nexus in &old {
+        until(nexus, NexusState::Running).await;
+    }
+    let busy = &old[0];
+    let guard = busy.work_guard("a long job").unwrap();
+    let claim = busy.claim("a long job").await.unwrap();
+    for bp in [&story.new_generation_deployed, &story.handoff_started] {
+        ds.blueprint_insert(bp).await.unwrap();
+        ds.target_set(bp.id(), true).await.unwrap();
+    }
+
+    // Step 2 waits for the guard. New work is refused; the job in
+    // flight may still take claims.
+    until(busy, NexusState::Quiescing { step: 2 }).await;
+    let refused = busy.work_guard("new work");
+    assert!(
+        matches!(refused, Err(NexusError::Quiescing { step: 2, .. })),
+        "{refused:?}"
+    );
+    drop(busy.claim("the job's next statement").await.unwrap());
+    assert_eq!(busy.status().work_in_flight, 1);
+    drop(guard);
+
+    // Step 4 waits for the claim the job still holds; no new claims.
+    until(busy, NexusState::Quiescing { step: 4 }).await;
+    let refused = busy.claim("after step 4").await;
+    assert!(
+        matches!(refused, Err(NexusError::Quiescing { step: 4, .. })),
+        "{refused:?}"
+    );
+    let status = busy.status();
+    assert_eq!(status.claims_held, 1);
+    assert_eq!(status.oldest_claim.map(|c| c.op), Some("a long job"));
+    let record = ds.records_by_ids(&[busy.id()].into()).await.unwrap();
+    assert_eq!(record[0].state, NexusRecordState::Active);
+    assert_eq!(busy.state(), NexusState::Quiescing { step: 4 });
+
+    drop(claim);
+    assert_eq!(
+        until(busy, NexusState::Quiesced).await,
+        NexusState::Quiesced
+    );
+    let record = ds.records_by_ids(&[busy.id()].into()).await.unwrap();
+    assert_eq!(record[0].state, NexusRecordState::Quiesced);
+    let history = busy.history();
+    assert!(
+        history
+            .windows(2)
+            .any(|w| w[0] == NexusState::Quiescing { step: 4 }
+                && w[1] == NexusState::Quiescing { step: 5 }),
+        "{history:?}"
+    );
 }

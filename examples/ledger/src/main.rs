@@ -1,0 +1,107 @@
+//! `baton-ledger`: a small service that embeds Baton through its public
+//! API only, to show (and test) that Baton drains and fences a real
+//! service's own work and upgrades its own schema.
+//!
+//! While it may use the database it appends rows to its own append-only
+//! table `ledger_entry`, in batches that hold one database claim across
+//! several statements (as a request would), and runs longer jobs that
+//! hold a work guard for their whole life and write a start row and an
+//! end row, each through a claim of its own, with time between them that
+//! is not a database call.
+
+mod schema;
+mod service;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use baton_nexus::{NexusConfig, Periods};
+use baton_uuid_kinds::OmicronZoneUuid;
+use clap::Parser;
+
+/// One instance of the ledger service.
+///
+/// Prints one JSON object per line on stdout per state change
+/// (`{"nexus_id": ..., "state": ...}`). Exit status: 0 once its record is
+/// `quiesced`, or after SIGTERM (a graceful stop that leaves the record
+/// as it is); 1 refused or failed; 2 bad input.
+#[derive(Debug, Parser)]
+#[command(name = "baton-ledger", version)]
+struct Args {
+    /// The PostgreSQL URL.
+    #[arg(long, env = "BATON_DATABASE_URL")]
+    database_url: String,
+    /// This instance's Nexus zone id.
+    #[arg(long)]
+    nexus_id: OmicronZoneUuid,
+    /// The ledger schema version this build speaks (1 or 2).
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=2))]
+    schema_version: i64,
+    /// Time between two appends of a batch, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    write_period_ms: u64,
+    /// The length of a long job, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    job_ms: u64,
+    /// Caps every lifecycle period (execution every 60 s, drain re-check
+    /// every 5 s, retries from 250 ms to 3 min), for tests and demos.
+    #[arg(long)]
+    period_ms: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let schema = schema::component(args.schema_version);
+    let mut periods = Periods::default();
+    if let Some(ms) = args.period_ms {
+        periods = periods.capped(Duration::from_millis(ms.max(1)));
+    }
+    #[allow(unused_mut)]
+    let mut config = NexusConfig::new(args.nexus_id, &args.database_url)
+        .with_component(schema)
+        .with_periods(periods);
+    #[cfg(feature = "mutants")]
+    {
+        config.mutant = match std::env::var("BATON_LEDGER_MUTANT").as_deref() {
+            Ok("skip-step-2") => baton_nexus::NexusMutant::SkipStep2,
+            Ok("skip-step-4") => baton_nexus::NexusMutant::SkipStep4,
+            _ => baton_nexus::NexusMutant::None,
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("baton-ledger: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let options = service::Options {
+        schema_version: args.schema_version,
+        write_period: Duration::from_millis(args.write_period_ms),
+        job: Duration::from_millis(args.job_ms),
+    };
+    runtime.block_on(service::run(logger(), config, options))
+}
+
+/// Logs go to stderr at the level in `BATON_LOG` (default: warnings).
+fn logger() -> slog::Logger {
+    use slog::Drain;
+    let level = std::env::var("BATON_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(slog::Level::Warning);
+    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+    let drain = slog_term::FullFormat::new(decorator).build().fuse();
+    let drain = slog::LevelFilter::new(drain, level).fuse();
+    slog::Logger::root(drain, slog::o!("service" => "baton-ledger"))
+}

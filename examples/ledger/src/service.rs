@@ -1,0 +1,255 @@
+//! The service itself: Baton's lifecycle, the ledger's writers, and the
+//! state lines on stdout.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use baton_datastore::diesel;
+use baton_datastore::diesel::sql_types::{Nullable, Text, Uuid};
+use baton_nexus::{Nexus, NexusConfig, NexusError, NexusState};
+use baton_uuid_kinds::GenericUuid;
+use serde_json::json;
+use slog::{Logger, warn};
+
+/// Appends in one batch, under one claim.
+const BATCH: usize = 3;
+
+pub(crate) struct Options {
+    pub(crate) schema_version: i64,
+    pub(crate) write_period: Duration,
+    pub(crate) job: Duration,
+}
+
+#[derive(Default)]
+struct Counters {
+    entries: AtomicU64,
+    jobs_started: AtomicU64,
+    jobs_ended: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+pub(crate) async fn run(
+    log: Logger,
+    config: NexusConfig,
+    options: Options,
+) -> ExitCode {
+    let nexus = Nexus::start(&log, config);
+    let counters = Arc::new(Counters::default());
+    let options = Arc::new(options);
+    let reporter = tokio::spawn(report(nexus.clone()));
+    let writer = tokio::spawn(append_batches(
+        log.clone(),
+        nexus.clone(),
+        options.clone(),
+        counters.clone(),
+    ));
+    let jobs = tokio::spawn(run_jobs(
+        log.clone(),
+        nexus.clone(),
+        options.clone(),
+        counters.clone(),
+    ));
+    let last = tokio::select! {
+        last = nexus.join() => last,
+        () = terminated() => nexus.stop().await,
+    };
+    // The writers end on their own once refused; give a job in flight
+    // (only possible with a broken lifecycle) time to report itself.
+    let grace = options.job + Duration::from_secs(1);
+    let _ = tokio::time::timeout(grace, async {
+        let _ = writer.await;
+        let _ = jobs.await;
+    })
+    .await;
+    let _ = reporter.await;
+    let line = json!({
+        "nexus_id": nexus.id(),
+        "state": "exit",
+        "final_state": last.label(),
+        "entries": counters.entries.load(Ordering::SeqCst),
+        "jobs_started": counters.jobs_started.load(Ordering::SeqCst),
+        "jobs_ended": counters.jobs_ended.load(Ordering::SeqCst),
+        "write_errors": counters.write_errors.load(Ordering::SeqCst),
+    });
+    println!("{line}");
+    match last {
+        NexusState::Quiesced | NexusState::Stopped => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// One JSON line per state change, none skipped, until a final state.
+async fn report(nexus: Nexus) {
+    let mut watch = nexus.watch();
+    let mut printed = 0;
+    loop {
+        let history = nexus.history();
+        for state in &history[printed..] {
+            let mut line = json!({ "nexus_id": nexus.id() });
+            if let (Some(line), serde_json::Value::Object(state)) =
+                (line.as_object_mut(), json!(state))
+            {
+                line.extend(state);
+            }
+            println!("{line}");
+        }
+        printed = history.len();
+        if history.last().is_some_and(NexusState::is_final) {
+            return;
+        }
+        if watch.changed().await.is_err() {
+            // The lifecycle is gone (killed): print what it left.
+            let history = nexus.history();
+            for state in &history[printed..] {
+                println!(
+                    "{}",
+                    json!({ "nexus_id": nexus.id(), "state": state.label() })
+                );
+            }
+            return;
+        }
+    }
+}
+
+/// What to do after a refusal: wait for the Nexus to run, or stop.
+async fn after_refusal(log: &Logger, nexus: &Nexus, e: NexusError) -> bool {
+    match e {
+        NexusError::NotYetRunning { .. } => {
+            let state = nexus.wait_for(|s| *s == NexusState::Running).await;
+            state == NexusState::Running
+        }
+        NexusError::Datastore(e) => {
+            warn!(log, "cannot get a database connection; retrying";
+                "error" => %e);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            true
+        }
+        // Quiescing or ended: no new work, ever.
+        _ => false,
+    }
+}
+
+/// Batches of appends, each batch under one claim (a request that makes
+/// several statements on one connection).
+async fn append_batches(
+    log: Logger,
+    nexus: Nexus,
+    options: Arc<Options>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let mut claim = match nexus.claim("ledger append batch").await {
+            Ok(claim) => claim,
+            Err(e) => {
+                if after_refusal(&log, &nexus, e).await {
+                    continue;
+                }
+                return;
+            }
+        };
+        for _ in 0..BATCH {
+            match insert(&nexus, &options, &mut claim, "entry", None).await {
+                Ok(()) => {
+                    counters.entries.fetch_add(1, Ordering::SeqCst);
+                }
+                Err(e) => {
+                    counters.write_errors.fetch_add(1, Ordering::SeqCst);
+                    warn!(log, "append failed"; "error" => %e);
+                    break;
+                }
+            }
+            tokio::time::sleep(options.write_period).await;
+        }
+    }
+}
+
+/// Long jobs: a work guard for the whole job, a claim for each write.
+async fn run_jobs(
+    log: Logger,
+    nexus: Nexus,
+    options: Arc<Options>,
+    counters: Arc<Counters>,
+) {
+    loop {
+        let guard = match nexus.work_guard("ledger job") {
+            Ok(guard) => guard,
+            Err(e) => {
+                if after_refusal(&log, &nexus, e).await {
+                    continue;
+                }
+                return;
+            }
+        };
+        let job = uuid::Uuid::new_v4();
+        if let Err(e) = write_one(&nexus, &options, "job_start", job).await {
+            warn!(log, "job could not start"; "job" => %job, "error" => %e);
+            drop(guard);
+            if !after_refusal(&log, &nexus, e).await {
+                return;
+            }
+            continue;
+        }
+        counters.jobs_started.fetch_add(1, Ordering::SeqCst);
+        // The part of the job that is not a database call.
+        tokio::time::sleep(options.job).await;
+        match write_one(&nexus, &options, "job_end", job).await {
+            Ok(()) => {
+                counters.jobs_ended.fetch_add(1, Ordering::SeqCst);
+            }
+            Err(e) => {
+                counters.write_errors.fetch_add(1, Ordering::SeqCst);
+                warn!(log, "job could not write its end row";
+                    "job" => %job, "error" => %e);
+            }
+        }
+        drop(guard);
+    }
+}
+
+async fn write_one(
+    nexus: &Nexus,
+    options: &Options,
+    kind: &'static str,
+    job: uuid::Uuid,
+) -> Result<(), NexusError> {
+    let mut claim = nexus.claim("ledger job").await?;
+    insert(nexus, options, &mut claim, kind, Some(job)).await
+}
+
+async fn insert(
+    nexus: &Nexus,
+    options: &Options,
+    claim: &mut baton_datastore::Claim,
+    kind: &'static str,
+    job: Option<uuid::Uuid>,
+) -> Result<(), NexusError> {
+    use baton_datastore::diesel_async::RunQueryDsl;
+    diesel::sql_query(crate::schema::insert(options.schema_version))
+        .bind::<Uuid, _>(uuid::Uuid::new_v4())
+        .bind::<Uuid, _>(nexus.id().into_untyped_uuid())
+        .bind::<Text, _>(kind)
+        .bind::<Nullable<Uuid>, _>(job)
+        .execute(claim.connection())
+        .await
+        .map_err(|e| {
+            NexusError::Datastore(baton_datastore::Error::from_diesel(
+                "ledger insert",
+                e,
+            ))
+        })?;
+    Ok(())
+}

@@ -1,0 +1,4 @@
+//! The ledger service handing off across real processes on a real
+//! PostgreSQL.
+
+mod handoff;
