@@ -167,15 +167,21 @@ pub(crate) enum RecordsCommand {
         #[arg(long = "nexus-id", required = true)]
         nexus_ids: Vec<OmicronZoneUuid>,
     },
-    /// Mark a Nexus quiesced (refused unless the target says it should
-    /// quiesce, or --force).
+    /// Mark a Nexus quiesced, for one that died without quiescing.
+    /// Refused unless the target says it should quiesce (or --force),
+    /// and, with or without --force, while a database connection with
+    /// that Nexus's id as application_name is open.
     Quiesce {
         /// The Nexus.
         #[arg(long)]
         nexus_id: OmicronZoneUuid,
-        /// Bypass the check (and the drain fence): dangerous.
+        /// Skip the target check (and the drain fence): dangerous.
         #[arg(long)]
         force: bool,
+        /// The Nexus is dead: terminate any connection still carrying
+        /// its id, then mark it.
+        #[arg(long)]
+        i_know_it_is_dead: bool,
     },
 }
 

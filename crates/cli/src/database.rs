@@ -1,6 +1,7 @@
 //! The commands that use the database.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use baton_datastore::{DataStore, Error as DbError};
 use baton_dev_db::{PersistentDb, default_data_dir};
@@ -209,10 +210,15 @@ async fn dispatch(
                 ids.len()
             ));
         }
-        Command::Records(RecordsCommand::Quiesce { nexus_id, force }) => {
+        Command::Records(RecordsCommand::Quiesce {
+            nexus_id,
+            force,
+            i_know_it_is_dead,
+        }) => {
             if !force {
                 quiesce_allowed(ds, nexus_id).await?;
             }
+            not_connected(ds, nexus_id, i_know_it_is_dead).await?;
             ds.record_mark_quiesced(nexus_id).await.map_err(failure)?;
             output::line(&format!("Nexus {nexus_id} is quiesced"));
         }
@@ -256,6 +262,72 @@ async fn dispatch(
         }
     }
     Ok(())
+}
+
+/// The guard on `records quiesce`, with or without `--force`: a Nexus
+/// whose id is the `application_name` of an open connection is alive
+/// (every Nexus connection carries it), and marking a live Nexus
+/// `quiesced` would let two generations write at once. With
+/// `--i-know-it-is-dead`, those connections are terminated first, and
+/// the mark waits until the server has closed them.
+async fn not_connected(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+    i_know_it_is_dead: bool,
+) -> Result<(), Failure> {
+    let backends = ds.backends_of(nexus_id).await.map_err(failure)?;
+    if backends.is_empty() {
+        return Ok(());
+    }
+    let evidence: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            format!(
+                "backend pid {} from {} connected {}",
+                b.pid,
+                b.client_addr.as_deref().unwrap_or("a local socket"),
+                b.backend_start.map_or(
+                    "at an unknown time".to_owned(),
+                    |t| format!("at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))
+                )
+            )
+        })
+        .collect();
+    if !i_know_it_is_dead {
+        return Err(Failure::failed(format!(
+            "refused to mark Nexus {nexus_id} quiesced: it looks alive, with \
+             {} open database connection(s) carrying its id ({}). Stop it \
+             first; if it is really dead, --i-know-it-is-dead terminates \
+             those connections and then marks it.",
+            backends.len(),
+            evidence.join("; ")
+        )));
+    }
+    let ended = ds.terminate_backends_of(nexus_id).await.map_err(failure)?;
+    output::note(&format!(
+        "terminated {ended} connection(s) of Nexus {nexus_id}; waiting for \
+         the server to close them"
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = ds.backends_of(nexus_id).await.map_err(failure)?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::failed(format!(
+                "refused to mark Nexus {nexus_id} quiesced: {} of its \
+                 connection(s) are still open 10 s after being terminated \
+                 (pids {}).",
+                left.len(),
+                left.iter()
+                    .map(|b| b.pid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// The contract's guard on `records quiesce` without `--force`: the

@@ -16,6 +16,12 @@ pub(crate) fn json(value: &impl serde::Serialize) {
     line(&text);
 }
 
+/// Writes a progress note to stderr (what a wait waits on).
+pub(crate) fn note(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{text}");
+}
+
 /// Writes an error message to stderr.
 pub(crate) fn error(text: &str) {
     let mut err = std::io::stderr().lock();

@@ -300,3 +300,60 @@ fn demo_runs_a_whole_handoff_on_the_given_database() {
         &env.ok(&["records", "list"]),
     );
 }
+
+/// A Nexus still connected (its id is the application_name of an open
+/// connection) is not marked quiesced, with or without --force, unless
+/// the operator says it is dead; then its connections are ended first.
+#[test]
+fn records_quiesce_refuses_a_nexus_that_is_still_connected() {
+    let env = Env::new();
+    env.ok(&["records", "init", "--nexus-id", OLD[0]]);
+    // A live "Nexus": a psql session carrying its id.
+    let psql = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("bin/psql"))
+        .find(|p| p.exists())
+        .expect("psql");
+    let mut live = Command::new(&psql)
+        .arg(format!("{}?application_name={}", env.db.url(), OLD[0]))
+        .args(["-c", "SELECT pg_sleep(60)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the server lists it.
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let query = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
+        OLD[0]
+    );
+    while Command::new(&psql)
+        .args([&env.db.url(), "-tAc", &query])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "1")
+        .unwrap_or(true)
+    {
+        assert!(std::time::Instant::now() < deadline, "psql never connected");
+    }
+    let err =
+        env.fails(&["records", "quiesce", "--nexus-id", OLD[0], "--force"], 1);
+    assert!(
+        err.contains("looks alive") && err.contains("backend pid"),
+        "{err}"
+    );
+    assert!(err.contains("--i-know-it-is-dead"), "{err}");
+    assert_eq!(env.records(), expect(&[(OLD[0], "active")]));
+
+    env.ok(&[
+        "records",
+        "quiesce",
+        "--nexus-id",
+        OLD[0],
+        "--force",
+        "--i-know-it-is-dead",
+    ]);
+    assert_eq!(env.records(), expect(&[(OLD[0], "quiesced")]));
+    // Its connection was ended: psql exits with an error.
+    assert!(!live.wait().unwrap().success());
+}
