@@ -6,6 +6,14 @@
 //! (`baton db start` / `stop`). As root, the server runs as the `postgres`
 //! user, since PostgreSQL refuses to run as root. This crate starts
 //! processes and manages files; it never speaks SQL.
+//!
+//! ```no_run
+//! # fn f(log: &slog::Logger) -> Result<(), baton_dev_db::DevDbError> {
+//! let db = baton_dev_db::DevDb::start(log)?;
+//! println!("connect to {}", db.url());
+//! drop(db); // stops the server and removes its directory
+//! # Ok(()) }
+//! ```
 
 mod binaries;
 mod persistent;

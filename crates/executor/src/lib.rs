@@ -4,6 +4,22 @@
 //! The executor wires the planner's decisions (what to write) to the
 //! datastore's operations (writing it, guarded by the current target). It
 //! never decides protocol policy itself and never writes SQL.
+//!
+//! ```no_run
+//! # async fn f(
+//! #     log: &slog::Logger,
+//! #     ds: &baton_datastore::DataStore,
+//! #     nexus_id: baton_uuid_kinds::OmicronZoneUuid,
+//! # ) -> Result<(), baton_datastore::Error> {
+//! let (_target, blueprint) = ds.target_blueprint().await?;
+//! let report =
+//!     baton_executor::realize_blueprint(log, ds, &blueprint, Some(nexus_id))
+//!         .await;
+//! for step in &report.steps {
+//!     println!("{step:?}");
+//! }
+//! # Ok(()) }
+//! ```
 
 use std::collections::BTreeSet;
 

@@ -6,6 +6,20 @@
 //! keeps the original text unchanged, and checks the rules the handoff
 //! depends on ([`Blueprint::validate`]). It never does I/O: callers hand it
 //! text and get values back.
+//!
+//! ```
+//! use baton_types::story::HandoffStory;
+//!
+//! let story = HandoffStory::new(1);
+//! let steady = &story.steady;
+//! assert!(steady.validate().is_ok());
+//! assert_eq!(steady.in_service_nexus_zones().count(), 3);
+//! // The bump puts the blueprint's generation one ahead of the zones'.
+//! assert!(
+//!     story.handoff_started.nexus_generation()
+//!         > steady.nexus_generation()
+//! );
+//! ```
 
 mod blueprint;
 mod document;

@@ -4,6 +4,14 @@
 //! wanted: the kind is part of the type. This crate only declares kinds; it
 //! holds no logic. Keep the list alphabetical and append-only, so that ids
 //! keep their meaning across versions.
+//!
+//! ```
+//! use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
+//!
+//! let zone = OmicronZoneUuid::from_u128(7);
+//! let untyped = zone.into_untyped_uuid();
+//! assert_eq!(OmicronZoneUuid::from_untyped_uuid(untyped), zone);
+//! ```
 
 pub use newtype_uuid::{GenericUuid, TypedUuid, TypedUuidKind, TypedUuidTag};
 

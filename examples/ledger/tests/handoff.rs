@@ -139,6 +139,16 @@ impl Ledger {
     }
 }
 
+impl Drop for Ledger {
+    /// A failed test must not leave its processes running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Which variant of the handoff to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
@@ -292,7 +302,7 @@ fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
         let delay = Duration::from_millis(rng.u64(0..1500));
         // Deliberately a moment, not a condition: the kill must land at
         // a random point of the handoff.
-        rt.block_on(tokio::time::sleep(delay));
+        rt.block_on(async { tokio::time::sleep(delay).await });
         let victim_old = old.remove(rng.usize(0..old.len()));
         let index = rng.usize(0..new.len());
         let victim_new = new.remove(index);
