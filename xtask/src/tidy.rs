@@ -41,6 +41,10 @@ fn members(root_manifest: &str) -> Vec<String> {
         .collect()
 }
 
+/// Crates of test scaffolding: only ever dev-dependencies, so that what
+/// they pull in (proptest) stays out of every shipped crate.
+const TEST_ONLY: [&str; 1] = ["baton-test-utils"];
+
 fn is_dependency_section(name: &str) -> bool {
     name == "dependencies"
         || name == "dev-dependencies"
@@ -116,16 +120,31 @@ fn check_member(member: &str, text: &str) -> Vec<String> {
     if field("version").as_deref() != Some("\"0.0.0\"") {
         problems.push(format!("{member}: internal version must be 0.0.0"));
     }
-    for key in ["edition.workspace", "publish.workspace"] {
-        if field(key).as_deref() != Some("true") {
-            problems.push(format!("{member}: {key} = true is missing"));
-        }
+    if field("edition.workspace").as_deref() != Some("true") {
+        problems.push(format!("{member}: edition.workspace = true is missing"));
+    }
+    // A crate that must never be published (test scaffolding) says so
+    // itself rather than rely on the workspace default.
+    if field("publish.workspace").as_deref() != Some("true")
+        && field("publish").as_deref() != Some("false")
+    {
+        problems.push(format!(
+            "{member}: publish.workspace = true (or publish = false) is \
+             missing"
+        ));
     }
     for (name, lines) in &sections {
         if !is_dependency_section(name) {
             continue;
         }
         for line in lines {
+            let dep = line.split(['.', ' ', '=']).next().unwrap_or("");
+            if TEST_ONLY.contains(&dep) && name != "dev-dependencies" {
+                problems.push(format!(
+                    "{member}: {dep} is test scaffolding, only allowed in \
+                     [dev-dependencies], not [{name}]"
+                ));
+            }
             let uses_workspace = line.contains(".workspace = true")
                 || line.contains("workspace = true");
             if !uses_workspace {
@@ -162,6 +181,28 @@ mod tests {
         assert!(problems[0].contains("0.0.0"));
         assert!(problems[1].contains("serde"));
         assert!(problems[2].contains("[lints]"));
+    }
+
+    #[test]
+    fn tidy_keeps_test_scaffolding_in_dev_dependencies() {
+        let manifest = "[package]\nname = \"baton-foo\"\nversion = \"0.0.0\"\n\
+                        edition.workspace = true\npublish = false\n\
+                        [dependencies]\nbaton-test-utils.workspace = true\n\
+                        [dev-dependencies]\nbaton-test-utils.workspace = true\n\
+                        [lints]\nworkspace = true\n";
+        let problems = check_member("crates/foo", manifest);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("[dependencies]"), "{problems:#?}");
+    }
+
+    #[test]
+    fn tidy_wants_publish_from_the_workspace_or_false() {
+        let manifest = "[package]\nname = \"baton-foo\"\nversion = \"0.0.0\"\n\
+                        edition.workspace = true\npublish = true\n\
+                        [lints]\nworkspace = true\n";
+        let problems = check_member("crates/foo", manifest);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(problems[0].contains("publish"), "{problems:#?}");
     }
 
     #[test]

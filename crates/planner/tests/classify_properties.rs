@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use baton_planner::{Classification, ClassifyError, classify};
-use baton_types::strategies;
+use baton_test_utils::strategies;
 use baton_types::{
     Blueprint, BlueprintBuilder, SledConfig, ZoneDisposition, ZoneType,
 };

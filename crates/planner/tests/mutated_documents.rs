@@ -7,7 +7,7 @@
 use baton_planner::{
     classify, decide_generation_bump, expungeable_nexus_zones, is_quiescing,
 };
-use baton_types::strategies::blueprint;
+use baton_test_utils::strategies::blueprint;
 use baton_types::{NexusRecord, NexusRecordState, parse_blueprint};
 use baton_uuid_kinds::OmicronZoneUuid;
 use proptest::prelude::*;

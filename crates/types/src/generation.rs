@@ -88,16 +88,6 @@ impl fmt::Display for Generation {
     }
 }
 
-impl proptest::arbitrary::Arbitrary for Generation {
-    type Parameters = ();
-    type Strategy = proptest::strategy::BoxedStrategy<Generation>;
-
-    fn arbitrary_with((): ()) -> Self::Strategy {
-        use proptest::strategy::Strategy;
-        (1..=i64::MAX as u64).prop_map(Generation).boxed()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,9 +27,6 @@ mod generation;
 mod parse;
 mod records;
 pub mod story;
-/// Proptest strategies, for the property tests of crates that take
-/// blueprints (proptest is light, so this is always built).
-pub mod strategies;
 mod succession;
 mod validate;
 

@@ -1,6 +1,7 @@
 //! A blueprint built in code renders to a document that reads back equal.
 
-use baton_types::{parse_blueprint, strategies};
+use baton_test_utils::strategies;
+use baton_types::parse_blueprint;
 use test_strategy::proptest;
 
 #[proptest(cases = 256)]

@@ -5,6 +5,10 @@
 //! holds no logic. Keep the list alphabetical and append-only, so that ids
 //! keep their meaning across versions.
 //!
+//! The `proptest` feature implements proptest's `Arbitrary` for every
+//! typed UUID. It is for tests only: `baton-test-utils` and
+//! dev-dependencies enable it, never a shipped crate.
+//!
 //! ```
 //! use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 //!

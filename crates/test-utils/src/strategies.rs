@@ -1,18 +1,23 @@
 //! Proptest strategies for blueprints of many sleds and zones of every
 //! kind, for the property tests of crates that take blueprints.
 
+use baton_types::{
+    Blueprint, BlueprintBuilder, Generation, NexusZone, SledConfig, SledState,
+    ZoneConfig, ZoneDisposition, ZoneType,
+};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use crate::{
-    Blueprint, BlueprintBuilder, Generation, NexusZone, SledConfig, SledState,
-    ZoneConfig, ZoneDisposition, ZoneType,
-};
-
 /// The largest top-level generation generated: small numbers make
 /// collisions between zone generations likely, which is where bugs live.
 const MAX_TOP_GENERATION: u64 = 6;
+
+/// Any generation, 1 to [`Generation::MAX`].
+pub fn generation() -> impl Strategy<Value = Generation> {
+    (1..=Generation::MAX.get())
+        .prop_map(|g| Generation::new(g).expect("within 1..=MAX"))
+}
 
 /// A disposition, mostly in service.
 pub fn disposition() -> impl Strategy<Value = ZoneDisposition> {

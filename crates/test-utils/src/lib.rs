@@ -1,0 +1,22 @@
+//! Test scaffolding for Baton's own tests: proptest strategies for
+//! generations, zones, sleds and whole blueprints.
+//!
+//! This crate is never a dependency of a shipped crate, only a
+//! dev-dependency of the crates whose tests use it (tidy checks this), so
+//! that proptest stays out of the libraries' dependency trees. It is never
+//! published.
+//!
+//! ```
+//! use baton_test_utils::strategies;
+//! use proptest::strategy::{Strategy, ValueTree};
+//! use proptest::test_runner::TestRunner;
+//!
+//! let mut runner = TestRunner::deterministic();
+//! let tree = strategies::blueprint_and_nexus(3, 4)
+//!     .new_tree(&mut runner)
+//!     .unwrap();
+//! let (blueprint, nexus) = tree.current();
+//! assert!(blueprint.in_service_nexus_zones().any(|z| z.zone_id == nexus));
+//! ```
+
+pub mod strategies;
