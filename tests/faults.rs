@@ -6,13 +6,14 @@
 //! Each interrupted operation is made to wait mid-statement on a row lock
 //! that the test holds open, so the fault lands at a known point.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_datastore::testing::Hook;
 use baton_datastore::{DataStore, DataStoreConfig, Error};
 use baton_executor::{STEP_ENSURE_RECORDS, StepOutcome, realize_blueprint};
+use baton_test_utils::db::Hook;
 use baton_types::{NexusRecord, NexusRecordState};
 use baton_uuid_kinds::OmicronZoneUuid;
 use tokio::sync::Notify;

@@ -1,5 +1,6 @@
 //! The whole handoff with real instances, and its hard cases.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::time::Duration;
 
 use baton_nexus::NexusState;

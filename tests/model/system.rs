@@ -2,6 +2,7 @@
 //! process, each with its own pool and fence), the real executor, and the
 //! same datastore calls the Nexus lifecycle makes, one step at a time.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -432,7 +433,7 @@ impl System {
         let writes_done = Arc::new(Notify::new());
         let admin = self.admin.clone();
         let watcher = self.ctx.datastore();
-        let hook: baton_datastore::testing::Hook = {
+        let hook: baton_test_utils::db::Hook = {
             let writes_done = writes_done.clone();
             Arc::new(move || {
                 let (writes_done, watcher) =

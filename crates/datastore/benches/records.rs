@@ -5,6 +5,7 @@
 //! and writes them to `target/tmp/baton-bench-statements.json` for
 //! `cargo xtask bench` to print beside the times.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};

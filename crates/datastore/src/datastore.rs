@@ -18,8 +18,8 @@ use slog::{Logger, info, o};
 use crate::Error;
 use crate::fence::{Claim, Fence, OldestClaim, QuiescedClaim};
 
-/// A boxed future borrowing a connection, for the retry wrapper.
-pub(crate) type ConnFuture<'c, T> =
+/// A boxed future of one statement, borrowing the connection.
+pub type StatementFuture<'c, T> =
     Pin<Box<dyn Future<Output = Result<T, DieselError>> + Send + 'c>>;
 
 /// How a datastore connects and retries. Build it from
@@ -314,11 +314,24 @@ impl DataStore {
     ) -> Result<T, Error>
     where
         T: 'static,
-        F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> StatementFuture<'c, T>,
     {
         self.retry_loop(op, Conn::Fresh, &Statement(f))
             .await
             .map_err(Error::from)
+    }
+
+    /// Runs `f` (one statement: its own implicit SERIALIZABLE
+    /// transaction) on a fresh claim, retrying the whole of it on
+    /// serialization failure (and on a connection found dead before the
+    /// statement was sent) with jittered exponential backoff. Database
+    /// errors come back as [`Error::Database`], SQLSTATE kept.
+    pub async fn run<T, F>(&self, op: &'static str, f: F) -> Result<T, Error>
+    where
+        T: 'static,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> StatementFuture<'c, T>,
+    {
+        self.retrying(op, f).await
     }
 
     /// Runs `f` (one statement) on `conn`, the caller's own connection,
@@ -331,7 +344,7 @@ impl DataStore {
     ) -> Result<T, Error>
     where
         T: 'static,
-        F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> StatementFuture<'c, T>,
     {
         self.retry_loop(op, Conn::Held(conn), &Statement(f))
             .await
@@ -637,7 +650,7 @@ pub(crate) struct Statement<F>(pub(crate) F);
 impl<T, F> Attempt<T, Error> for Statement<F>
 where
     T: 'static,
-    F: for<'c> Fn(&'c mut AsyncPgConnection) -> ConnFuture<'c, T>,
+    F: for<'c> Fn(&'c mut AsyncPgConnection) -> StatementFuture<'c, T>,
 {
     fn kind(&self) -> Kind {
         Kind::Statement

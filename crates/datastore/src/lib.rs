@@ -22,17 +22,44 @@ mod mutants;
 mod operator;
 mod records;
 mod statement;
-pub mod testing;
 
 pub use access::{
     AccessDecision, AccessFacts, SchemaComparison, SchemaFact, decide_access,
 };
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use datastore::{
-    DataStore, DataStoreConfig, TransactionError, TxError, TxFuture, redact_url,
+    DataStore, DataStoreConfig, StatementFuture, TransactionError, TxError,
+    TxFuture, redact_url,
 };
 pub use error::Error;
 pub use fence::{Claim, OldestClaim};
+
+/// Constant SQL statements that a connection prepares once and reuses,
+/// with `$n` parameters bound by [`sql::Bind::bind`], and
+/// [`sql::load_one`], which reads a response to its end (so a
+/// serialization failure that arrives after the first row is not lost).
+///
+/// ```no_run
+/// # async fn f(ds: baton_datastore::DataStore) -> Result<(), baton_datastore::Error> {
+/// use baton_datastore::diesel::sql_types::Text;
+/// use baton_datastore::diesel_async::RunQueryDsl;
+/// use baton_datastore::sql::{Bind, statement};
+///
+/// let changed = ds
+///     .run("rename", |conn| {
+///         Box::pin(
+///             statement("UPDATE thing SET name = $1 WHERE name = $2")
+///                 .bind::<Text, _>("new")
+///                 .bind::<Text, _>("old")
+///                 .execute(conn),
+///         )
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub mod sql {
+    pub use crate::statement::{Bind, Bound, Statement, load_one, statement};
+}
 
 /// The diesel this crate is built with, for statements of one's own on a
 /// [`Claim`] (no need to pin a matching version).

@@ -26,27 +26,27 @@ use diesel::sql_types::{HasSqlType, Untyped};
 /// [`Statement::bind`].
 #[derive(Clone, Debug)]
 #[must_use = "a statement runs only when loaded or executed"]
-pub(crate) struct Statement {
+pub struct Statement {
     sql: Cow<'static, str>,
 }
 
 /// A statement with its text fixed at compile time (or built once from
 /// constants): safe to prepare and cache.
-pub(crate) fn statement(sql: impl Into<Cow<'static, str>>) -> Statement {
+pub fn statement(sql: impl Into<Cow<'static, str>>) -> Statement {
     Statement { sql: sql.into() }
 }
 
 /// A statement with its parameters bound so far; the last is `value`.
 #[derive(Clone, Debug)]
 #[must_use = "a statement runs only when loaded or executed"]
-pub(crate) struct Bound<Q, V, ST> {
+pub struct Bound<Q, V, ST> {
     query: Q,
     value: V,
     sql_type: PhantomData<ST>,
 }
 
 /// Binding the next `$n` parameter, on a statement or a bound one.
-pub(crate) trait Bind: Sized {
+pub trait Bind: Sized {
     /// Binds `value` as SQL type `ST`.
     fn bind<ST, V>(self, value: V) -> Bound<Self, V, ST> {
         Bound {
@@ -112,7 +112,7 @@ impl<Q, V, ST> Query for Bound<Q, V, ST> {
 /// end, so the failure comes back as an error and the retry wrapper
 /// retries it. `clippy.toml` bans `get_result` and `first` in the
 /// workspace for the same reason.
-pub(crate) async fn load_one<'c, Q, U>(
+pub async fn load_one<'c, Q, U>(
     query: Q,
     conn: &'c mut diesel_async::AsyncPgConnection,
 ) -> QueryResult<U>

@@ -1,5 +1,6 @@
 //! The drain fence.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::future::Future;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use baton_datastore::Error;
-use baton_datastore::testing::Hook;
+use baton_test_utils::db::Hook;
 use baton_types::NexusRecordState;
 use tokio::sync::Notify;
 

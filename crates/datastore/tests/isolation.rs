@@ -2,11 +2,12 @@
 //! cleanup deletes. SERIALIZABLE (with the wrapper's retry) prevents the
 //! zombie row; at READ COMMITTED the same interleaving leaves one.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use baton_datastore::testing::Hook;
 use baton_datastore::{DataStoreConfig, Error, RecordsToEnsure};
+use baton_test_utils::db::Hook;
 
 use crate::common::{TestDb, blueprint, handoff_zones, zone};
 

@@ -1,6 +1,7 @@
 //! The records: initialize, the conditional write, reads, updates,
 //! deletes, and the guarded cleanup.
 
+use baton_test_utils::db::DataStoreTestExt;
 use std::collections::BTreeSet;
 
 use baton_datastore::{Error, RecordsToEnsure};

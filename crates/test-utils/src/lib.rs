@@ -1,5 +1,6 @@
 //! Test scaffolding for Baton's own tests: proptest strategies for
-//! generations, zones, sleds and whole blueprints.
+//! generations, zones, sleds and whole blueprints ([`strategies`]), and
+//! database helpers for tests and benchmarks ([`db`]).
 //!
 //! This crate is never a dependency of a shipped crate, only a
 //! dev-dependency of the crates whose tests use it (tidy checks this), so
@@ -19,4 +20,5 @@
 //! assert!(blueprint.in_service_nexus_zones().any(|z| z.zone_id == nexus));
 //! ```
 
+pub mod db;
 pub mod strategies;

@@ -1,22 +1,27 @@
-//! Helpers for tests and benchmarks: counting the statements the server
-//! receives, and the transactional baseline of the record step.
+//! Database helpers for Baton's tests and benchmarks: counting the
+//! statements the server receives, the transactional baseline of the
+//! record step and the handoff, and ways to hold locks or race a target
+//! change at the worst moment.
 //!
-//! Nothing here is used by the protocol itself.
+//! Nothing here is used by the protocol itself, and no shipped crate
+//! depends on this one. It uses only the datastore's public API.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+// The derives below name `diesel`: the one Baton re-exports.
+use baton_datastore::diesel;
+use baton_datastore::diesel::QueryableByName;
+use baton_datastore::diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
+use baton_datastore::diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+use baton_datastore::sql::{Bind, load_one, statement};
+use baton_datastore::{
+    DataStore, EnsureOutcome, Error, RecordsToEnsure, TxError,
+};
 use baton_types::{NexusRecord, NexusRecordState};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
-use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
-use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-
-use crate::datastore::TxError;
-use crate::statement::{Bind, load_one, statement};
-use crate::{DataStore, EnsureOutcome, Error, RecordsToEnsure};
 
 /// An async callback run between a transaction's read and its write.
 pub type Hook =
@@ -26,6 +31,12 @@ pub type Hook =
 struct Calls {
     #[diesel(sql_type = Nullable<BigInt>)]
     calls: Option<i64>,
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
 }
 
 #[derive(QueryableByName)]
@@ -40,24 +51,47 @@ struct Target {
     blueprint_id: Option<uuid::Uuid>,
 }
 
-impl DataStore {
+/// The wanted rows as parallel arrays of ids and state labels.
+fn rows(records: &RecordsToEnsure) -> (Vec<uuid::Uuid>, Vec<String>) {
+    let active = records
+        .active
+        .iter()
+        .map(|id| (id, NexusRecordState::Active));
+    let not_yet = records
+        .not_yet
+        .iter()
+        .map(|id| (id, NexusRecordState::NotYet));
+    active
+        .chain(not_yet)
+        .map(|(id, state)| (id.into_untyped_uuid(), state.as_str().to_owned()))
+        .unzip()
+}
+
+/// The helpers, as methods on [`DataStore`]: `use` this trait.
+#[allow(async_fn_in_trait)]
+pub trait DataStoreTestExt {
+    /// The datastore the helpers run on.
+    fn store(&self) -> &DataStore;
+
     /// Enables `pg_stat_statements` in this database (the server must
     /// preload it, as `baton-dev-db` servers do) and zeroes its counts.
-    pub async fn statement_stats_reset(&self) -> Result<(), Error> {
-        self.retrying("stats reset", |conn| {
-            Box::pin(conn.batch_execute(
-                "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+    async fn statement_stats_reset(&self) -> Result<(), Error> {
+        self.store()
+            .run("stats reset", |conn| {
+                Box::pin(conn.batch_execute(
+                    "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
                  SELECT pg_stat_statements_reset();",
-            ))
-        })
-        .await
+                ))
+            })
+            .await
     }
 
     /// Statements the server executed in this database since the last
     /// reset, not counting the statistics queries themselves.
-    pub async fn statement_stats_count(&self) -> Result<i64, Error> {
+    async fn statement_stats_count(&self) -> Result<i64, Error> {
         let row: Calls = self
-            .retrying("stats count", |conn| {
+            .store()
+            .run("stats count", |conn| {
                 Box::pin(
                     load_one(statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
@@ -74,13 +108,14 @@ impl DataStore {
 
     /// Executions since the last reset of statements whose text contains
     /// `fragment` (to count, say, handoff attempts).
-    pub async fn statement_stats_calls_matching(
+    async fn statement_stats_calls_matching(
         &self,
         fragment: &str,
     ) -> Result<i64, Error> {
         let pattern = format!("%{fragment}%");
         let row: Calls = self
-            .retrying("stats count matching", |conn| {
+            .store()
+            .run("stats count matching", |conn| {
                 Box::pin(
                     load_one(statement(
                         "SELECT sum(calls)::INT8 AS calls FROM pg_stat_statements
@@ -89,7 +124,7 @@ impl DataStore {
                            AND query LIKE $1
                            AND query NOT ILIKE '%pg_stat_statements%'",
                     )
-                    .bind::<diesel::sql_types::Text, _>(pattern.clone())
+                    .bind::<Text, _>(pattern.clone())
                     , conn),
                 )
             })
@@ -103,114 +138,117 @@ impl DataStore {
     /// exactly as Baton's, so only the structure differs. The baseline for the
     /// benchmarks, and, with a `between` hook run after the read, a way
     /// for tests to interleave other work at the dangerous moment.
-    pub async fn baseline_records_ensure(
+    async fn baseline_records_ensure(
         &self,
         blueprint_id: BlueprintUuid,
         records: &RecordsToEnsure,
         between: Option<Hook>,
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
-        let (ids, states) = records.rows();
-        self.transaction("baseline records ensure", move |conn| {
-            let (ids, states, between) =
-                (ids.clone(), states.clone(), between.clone());
-            Box::pin(async move {
-                let target: Vec<Target> = statement(
-                    "SELECT blueprint_id FROM bp_target
+        let (ids, states) = rows(records);
+        self.store()
+            .transaction("baseline records ensure", move |conn| {
+                let (ids, states, between) =
+                    (ids.clone(), states.clone(), between.clone());
+                Box::pin(async move {
+                    let target: Vec<Target> = statement(
+                        "SELECT blueprint_id FROM bp_target
                      ORDER BY version DESC LIMIT 1",
-                )
-                .load(conn)
-                .await?;
-                let current =
-                    target.into_iter().next().and_then(|t| t.blueprint_id);
-                if current != Some(bp) {
-                    return Err(TxError::Abort(Error::TargetChanged {
-                        blueprint_id,
-                        current: current.map(BlueprintUuid::from_untyped_uuid),
-                    }));
-                }
-                if let Some(hook) = between {
-                    hook().await;
-                }
-                let inserted = statement(
-                    "INSERT INTO db_metadata_nexus (nexus_id, state)
+                    )
+                    .load(conn)
+                    .await?;
+                    let current =
+                        target.into_iter().next().and_then(|t| t.blueprint_id);
+                    if current != Some(bp) {
+                        return Err(TxError::Abort(Error::TargetChanged {
+                            blueprint_id,
+                            current: current
+                                .map(BlueprintUuid::from_untyped_uuid),
+                        }));
+                    }
+                    if let Some(hook) = between {
+                        hook().await;
+                    }
+                    let inserted = statement(
+                        "INSERT INTO db_metadata_nexus (nexus_id, state)
                      SELECT id, state::db_metadata_nexus_state
                      FROM unnest($1::UUID[], $2::TEXT[]) AS wanted (id, state)
                      ON CONFLICT (nexus_id) DO NOTHING",
-                )
-                .bind::<Array<Uuid>, _>(ids)
-                .bind::<Array<Text>, _>(states)
-                .execute(conn)
-                .await?;
-                Ok(EnsureOutcome { inserted })
+                    )
+                    .bind::<Array<Uuid>, _>(ids)
+                    .bind::<Array<Text>, _>(states)
+                    .execute(conn)
+                    .await?;
+                    Ok(EnsureOutcome { inserted })
+                })
             })
-        })
-        .await
-        .map_err(Error::from)
+            .await
+            .map_err(Error::from)
     }
 
     /// The handoff written the transactional way: BEGIN (SERIALIZABLE);
     /// count the rows that block it; read the caller's state; promote
     /// every `not_yet` row; COMMIT. The baseline for the benchmarks; it
-    /// answers exactly as [`DataStore::attempt_handoff`] does.
-    pub async fn baseline_attempt_handoff(
+    /// answers exactly as `DataStore::attempt_handoff` does.
+    async fn baseline_attempt_handoff(
         &self,
         nexus_id: OmicronZoneUuid,
     ) -> Result<usize, Error> {
         let raw = nexus_id.into_untyped_uuid();
-        self.transaction("baseline attempt handoff", move |conn| {
-            Box::pin(async move {
-                let blocking: crate::records::Count = load_one(
-                    statement(
-                        "SELECT count(*) AS n FROM db_metadata_nexus
+        self.store()
+            .transaction("baseline attempt handoff", move |conn| {
+                Box::pin(async move {
+                    let blocking: Count = load_one(
+                        statement(
+                            "SELECT count(*) AS n FROM db_metadata_nexus
                      WHERE state NOT IN ('not_yet', 'quiesced')",
-                    ),
-                    conn,
-                )
-                .await?;
-                if blocking.n > 0 {
-                    return Err(TxError::Abort(Error::HandoffStillActive(
-                        blocking.n,
-                    )));
-                }
-                let mine: Vec<State> = statement(
-                    "SELECT state::TEXT AS state FROM db_metadata_nexus
+                        ),
+                        conn,
+                    )
+                    .await?;
+                    if blocking.n > 0 {
+                        return Err(TxError::Abort(Error::HandoffStillActive(
+                            blocking.n,
+                        )));
+                    }
+                    let mine: Vec<State> = statement(
+                        "SELECT state::TEXT AS state FROM db_metadata_nexus
                      WHERE nexus_id = $1",
-                )
-                .bind::<Uuid, _>(raw)
-                .load(conn)
-                .await?;
-                let Some(mine) = mine.into_iter().next() else {
-                    return Err(TxError::Abort(Error::HandoffNotRegistered(
-                        nexus_id,
-                    )));
-                };
-                let state: NexusRecordState =
-                    mine.state.parse().map_err(|e| {
-                        TxError::Abort(Error::Schema(format!("{e}")))
-                    })?;
-                if state != NexusRecordState::NotYet {
-                    return Err(TxError::Abort(Error::HandoffWrongState {
-                        nexus_id,
-                        state,
-                    }));
-                }
-                let promoted = statement(
-                    "UPDATE db_metadata_nexus SET state = 'active'
+                    )
+                    .bind::<Uuid, _>(raw)
+                    .load(conn)
+                    .await?;
+                    let Some(mine) = mine.into_iter().next() else {
+                        return Err(TxError::Abort(
+                            Error::HandoffNotRegistered(nexus_id),
+                        ));
+                    };
+                    let state: NexusRecordState =
+                        mine.state.parse().map_err(|e| {
+                            TxError::Abort(Error::Schema(format!("{e}")))
+                        })?;
+                    if state != NexusRecordState::NotYet {
+                        return Err(TxError::Abort(Error::HandoffWrongState {
+                            nexus_id,
+                            state,
+                        }));
+                    }
+                    let promoted = statement(
+                        "UPDATE db_metadata_nexus SET state = 'active'
                      WHERE state = 'not_yet'",
-                )
-                .execute(conn)
-                .await?;
-                Ok(promoted)
+                    )
+                    .execute(conn)
+                    .await?;
+                    Ok(promoted)
+                })
             })
-        })
-        .await
-        .map_err(Error::from)
+            .await
+            .map_err(Error::from)
     }
 
     /// Replaces every record with `records`, in one transaction: for
     /// tests and benchmarks that need a given state again and again.
-    pub async fn records_replace(
+    async fn records_replace(
         &self,
         records: &[NexusRecord],
     ) -> Result<(), Error> {
@@ -226,48 +264,51 @@ impl DataStore {
             .iter()
             .map(|r| r.last_drained_blueprint_id.map(|b| b.into_untyped_uuid()))
             .collect();
-        self.transaction("records replace", move |conn| {
-            let (ids, states, drained) =
-                (ids.clone(), states.clone(), drained.clone());
-            Box::pin(async move {
-                statement("DELETE FROM db_metadata_nexus")
-                    .execute(conn)
-                    .await?;
-                statement(
-                    "INSERT INTO db_metadata_nexus
+        self.store()
+            .transaction("records replace", move |conn| {
+                let (ids, states, drained) =
+                    (ids.clone(), states.clone(), drained.clone());
+                Box::pin(async move {
+                    statement("DELETE FROM db_metadata_nexus")
+                        .execute(conn)
+                        .await?;
+                    statement(
+                        "INSERT INTO db_metadata_nexus
                          (nexus_id, state, last_drained_blueprint_id)
                      SELECT id, state::db_metadata_nexus_state, drained
                      FROM unnest($1::UUID[], $2::TEXT[], $3::UUID[])
                          AS r (id, state, drained)",
-                )
-                .bind::<Array<Uuid>, _>(ids)
-                .bind::<Array<Text>, _>(states)
-                .bind::<Array<Nullable<Uuid>>, _>(drained)
-                .execute(conn)
-                .await?;
-                Ok(())
+                    )
+                    .bind::<Array<Uuid>, _>(ids)
+                    .bind::<Array<Text>, _>(states)
+                    .bind::<Array<Nullable<Uuid>>, _>(drained)
+                    .execute(conn)
+                    .await?;
+                    Ok(())
+                })
             })
-        })
-        .await
-        .map_err(Error::from)
+            .await
+            .map_err(Error::from)
     }
 
     /// Empties every table (records, targets, blueprints), keeping the
     /// schema: a fresh system for the next model-test sequence.
-    pub async fn reset_all(&self) -> Result<(), Error> {
-        self.retrying("reset all", |conn| {
-            Box::pin(conn.batch_execute(
-                "TRUNCATE db_metadata_nexus, bp_target, blueprint",
-            ))
-        })
-        .await
+    async fn reset_all(&self) -> Result<(), Error> {
+        self.store()
+            .run("reset all", |conn| {
+                Box::pin(conn.batch_execute(
+                    "TRUNCATE db_metadata_nexus, bp_target, blueprint",
+                ))
+            })
+            .await
     }
 
     /// Sessions of this database waiting for a lock right now: how a test
     /// knows another transaction is blocked on one it holds open.
-    pub async fn lock_waiters(&self) -> Result<i64, Error> {
+    async fn lock_waiters(&self) -> Result<i64, Error> {
         let row: Calls = self
-            .retrying("lock waiters", |conn| {
+            .store()
+            .run("lock waiters", |conn| {
                 Box::pin(load_one(
                     statement(
                         "SELECT count(*)::INT8 AS calls FROM pg_stat_activity
@@ -284,7 +325,7 @@ impl DataStore {
     /// Waits until some session of this database waits for a lock, for at
     /// most `bound`; returns whether one did. Tests that hold a lock open
     /// use it to know the operation under test is now blocked on it.
-    pub async fn until_lock_waiter(
+    async fn until_lock_waiter(
         &self,
         bound: std::time::Duration,
     ) -> Result<bool, Error> {
@@ -302,7 +343,7 @@ impl DataStore {
     /// these Nexus ids' records in one transaction, running `before_commit`
     /// while both writes are still uncommitted: for racing an executor
     /// against a target change and cleanup at the worst moment.
-    pub async fn target_set_and_delete_records(
+    async fn target_set_and_delete_records(
         &self,
         blueprint_id: BlueprintUuid,
         ids: &BTreeSet<OmicronZoneUuid>,
@@ -311,31 +352,32 @@ impl DataStore {
         let bp = blueprint_id.into_untyped_uuid();
         let ids: Vec<uuid::Uuid> =
             ids.iter().map(|id| id.into_untyped_uuid()).collect();
-        self.transaction("target set and delete records", move |conn| {
-            let (ids, hook) = (ids.clone(), before_commit.clone());
-            Box::pin(async move {
-                statement(
-                    "INSERT INTO bp_target
+        self.store()
+            .transaction("target set and delete records", move |conn| {
+                let (ids, hook) = (ids.clone(), before_commit.clone());
+                Box::pin(async move {
+                    statement(
+                        "INSERT INTO bp_target
                          (version, blueprint_id, enabled, time_made_target)
                      SELECT COALESCE(max(version), 0) + 1, $1, TRUE, now()
                      FROM bp_target",
-                )
-                .bind::<Uuid, _>(bp)
-                .execute(conn)
-                .await?;
-                let deleted = statement(
-                    "DELETE FROM db_metadata_nexus
+                    )
+                    .bind::<Uuid, _>(bp)
+                    .execute(conn)
+                    .await?;
+                    let deleted = statement(
+                        "DELETE FROM db_metadata_nexus
                      WHERE nexus_id = ANY ($1::UUID[])",
-                )
-                .bind::<Array<Uuid>, _>(ids)
-                .execute(conn)
-                .await?;
-                hook().await;
-                Ok(deleted)
+                    )
+                    .bind::<Array<Uuid>, _>(ids)
+                    .execute(conn)
+                    .await?;
+                    hook().await;
+                    Ok(deleted)
+                })
             })
-        })
-        .await
-        .map_err(Error::from)
+            .await
+            .map_err(Error::from)
     }
 
     /// Runs a statement whose first row is fine and whose second fails (a
@@ -343,14 +385,15 @@ impl DataStore {
     /// `load_one` (what every operation uses), or through diesel-async's
     /// `get_result` when `as_get_result` is set, to show the error that
     /// `get_result` loses.
-    pub async fn statement_failing_after_its_first_row(
+    async fn statement_failing_after_its_first_row(
         &self,
         as_get_result: bool,
     ) -> Result<i64, Error> {
         const SQL: &str = "SELECT (1 / (2 - n))::INT8 AS calls
                            FROM generate_series(1, 2) AS n";
         let row: Calls = self
-            .retrying("failing after the first row", |conn| {
+            .store()
+            .run("failing after the first row", |conn| {
                 if as_get_result {
                     #[allow(clippy::disallowed_methods)] // on purpose
                     Box::pin(statement(SQL).get_result(conn))
@@ -365,30 +408,32 @@ impl DataStore {
     /// Holds every record's row lock in an open transaction (a no-op
     /// update) while `while_locked` runs, then commits: any operation that
     /// writes a record waits meanwhile, mid-statement.
-    pub async fn hold_records_locked(
+    async fn hold_records_locked(
         &self,
         while_locked: Hook,
     ) -> Result<(), Error> {
-        self.transaction("hold records locked", move |conn| {
-            let hook = while_locked.clone();
-            Box::pin(async move {
-                statement("UPDATE db_metadata_nexus SET state = state")
-                    .execute(conn)
-                    .await?;
-                hook().await;
-                Ok(())
+        self.store()
+            .transaction("hold records locked", move |conn| {
+                let hook = while_locked.clone();
+                Box::pin(async move {
+                    statement("UPDATE db_metadata_nexus SET state = state")
+                        .execute(conn)
+                        .await?;
+                    hook().await;
+                    Ok(())
+                })
             })
-        })
-        .await
-        .map_err(Error::from)
+            .await
+            .map_err(Error::from)
     }
 
     /// Terminates the server backends of this database that are waiting
     /// for a lock (`pg_terminate_backend`, PostgreSQL only); returns how
     /// many.
-    pub async fn terminate_lock_waiters(&self) -> Result<i64, Error> {
+    async fn terminate_lock_waiters(&self) -> Result<i64, Error> {
         let row: Calls = self
-            .retrying("terminate lock waiters", |conn| {
+            .store()
+            .run("terminate lock waiters", |conn| {
                 Box::pin(load_one(
                     statement(
                         "SELECT count(pg_terminate_backend(pid))::INT8 AS calls
@@ -401,5 +446,11 @@ impl DataStore {
             })
             .await?;
         Ok(row.calls.unwrap_or(0))
+    }
+}
+
+impl DataStoreTestExt for DataStore {
+    fn store(&self) -> &DataStore {
+        self
     }
 }
