@@ -21,9 +21,10 @@ commands:
   fmt      format the workspace
   clippy   lint the workspace, warnings as errors
   tidy     check workspace conventions (dependencies, lints, names)
-  test     run the tests (cargo nextest, ci profile) and the doc-tests
-  mutants  the mutant tests, in a separate build with the test-only
-           `mutants` features (not yet in ci: see xtask/src/main.rs)
+  test     run the tests (cargo nextest, ci profile), the doc-tests,
+           and the mutant tests
+  mutants  only the mutant tests, in a separate build with the
+           test-only `mutants` features
   soak [N] the long runs, N times longer than in CI (default 10): the
            model test, the stress test, the fault tests, the ledger
            handoff across processes and the mutated-document proptest,

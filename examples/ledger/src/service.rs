@@ -161,7 +161,12 @@ async fn append_batches(
                 return;
             }
         };
-        for _ in 0..BATCH {
+        // A batch begins and ends with a write: while it holds its
+        // claim, another write is always still to come.
+        for i in 0..BATCH {
+            if i > 0 {
+                tokio::time::sleep(options.write_period).await;
+            }
             match insert(&nexus, &options, &mut claim, "entry", None).await {
                 Ok(()) => {
                     counters.entries.fetch_add(1, Ordering::SeqCst);
@@ -172,8 +177,10 @@ async fn append_batches(
                     break;
                 }
             }
-            tokio::time::sleep(options.write_period).await;
         }
+        // The next batch starts at once, as requests would keep coming:
+        // there is almost always a batch in flight to drain.
+        drop(claim);
     }
 }
 

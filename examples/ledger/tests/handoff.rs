@@ -49,14 +49,21 @@ impl Ledger {
         mutant: Option<&str>,
     ) -> Ledger {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton-ledger"));
-        if let Some(mutant) = mutant {
-            command.env("BATON_LEDGER_MUTANT", mutant);
-        }
+        // A mutant must get the chance to do harm: with quiesce step 2
+        // removed, a job has to outlast steps 3 and 4 (a few periods) to
+        // be cut off, so the old generation's jobs run a whole second.
+        let job_ms = match mutant {
+            Some(mutant) => {
+                command.env("BATON_LEDGER_MUTANT", mutant);
+                "1000"
+            }
+            None => "100",
+        };
         let mut child = command
             .args(["--database-url", url, "--nexus-id", &id.to_string()])
             .args(["--schema-version", &schema.to_string()])
             .args(["--period-ms", "100", "--write-period-ms", "10"])
-            .args(["--job-ms", "100"])
+            .args(["--job-ms", job_ms])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
