@@ -196,8 +196,9 @@ impl Default for Periods {
 
 impl Periods {
     /// The same, with no period longer than `cap` (for tests and demos
-    /// that want a whole handoff in seconds).
+    /// that want a whole handoff in seconds). A zero cap counts as 1 ms.
     pub fn capped(mut self, cap: Duration) -> Periods {
+        let cap = cap.max(Duration::from_millis(1));
         for period in [
             &mut self.execution,
             &mut self.drain_recheck,

@@ -31,7 +31,23 @@ pub(crate) struct Life {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+/// Sets the state to `Failed` if the lifecycle panics, so that the
+/// handle never goes on reporting a state of a task that is gone.
+struct PanicGuard<'a>(&'a Life);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.set(NexusState::Failed {
+                reason: "the Nexus lifecycle panicked (a bug in Baton)"
+                    .to_owned(),
+            });
+        }
+    }
+}
+
 pub(crate) async fn run(life: Life) {
+    let _guard = PanicGuard(&life);
     let mut stop = life.stop.clone();
     let stopped = async {
         // The guard it returns must not live across an await.
@@ -60,9 +76,10 @@ struct Backoff {
 
 impl Backoff {
     fn new(life: &Life) -> Backoff {
+        let floor = Duration::from_millis(1);
         Backoff {
-            next: life.config.periods.retry_min,
-            max: life.config.periods.retry_max,
+            next: life.config.periods.retry_min.max(floor),
+            max: life.config.periods.retry_max.max(floor),
         }
     }
 
@@ -78,7 +95,9 @@ impl Life {
     fn set(&self, state: NexusState) {
         if *self.state.borrow() != state {
             info!(self.log, "state"; "state" => %state);
-            let mut shared = self.shared.lock().expect("never poisoned");
+            // Also called while unwinding (see PanicGuard): never panic.
+            let mut shared =
+                self.shared.lock().unwrap_or_else(|e| e.into_inner());
             shared.history.push(state.clone());
             shared.since = Utc::now();
             self.state.send_replace(state);
@@ -187,8 +206,11 @@ impl Life {
             return self.quiesce(target).await;
         }
         self.set(NexusState::Running);
-        let mut execution =
-            tokio::time::interval(self.config.periods.execution);
+        // A zero period would make tokio's interval panic inside this
+        // task while the state still said Running: at least 1 ms.
+        let mut execution = tokio::time::interval(
+            self.config.periods.execution.max(Duration::from_millis(1)),
+        );
         execution.tick().await;
         loop {
             execution.tick().await;
@@ -269,7 +291,13 @@ impl Life {
                 }
                 Err(e) => warn!(self.log, "cannot check peers"; "error" => %e),
             }
-            tokio::time::sleep(self.config.periods.drain_recheck).await;
+            tokio::time::sleep(
+                self.config
+                    .periods
+                    .drain_recheck
+                    .max(Duration::from_millis(1)),
+            )
+            .await;
         }
         // 4. Close the pool and wait for every claim to come back.
         self.set(NexusState::Quiescing { step: 4 });

@@ -218,3 +218,25 @@ async fn quiesced_comes_only_after_the_services_job_ends() {
         "{history:?}"
     );
 }
+
+/// A zero period must not panic inside the lifecycle (it once did, with
+/// the state still saying Running).
+#[tokio::test]
+async fn a_zero_execution_period_still_runs_and_stops() {
+    let (db, _ds) = database().await;
+    let mut periods = Periods::default();
+    periods.execution = Duration::ZERO;
+    periods.retry_min = Duration::ZERO;
+    let nexus = Nexus::start(
+        &log(),
+        NexusConfig::new(OmicronZoneUuid::from_u128(1), db.url())
+            .with_periods(periods),
+    );
+    assert_eq!(
+        until(&nexus, NexusState::Running).await,
+        NexusState::Running
+    );
+    // Claims still work: the task is alive, not panicked.
+    drop(nexus.claim("after start").await.unwrap());
+    assert_eq!(nexus.stop().await, NexusState::Stopped);
+}
