@@ -7,11 +7,14 @@
 //! user, since PostgreSQL refuses to run as root. This crate starts
 //! processes and manages files; it never speaks SQL.
 //!
-//! ```no_run
-//! # fn f(log: &slog::Logger) -> Result<(), baton_dev_db::DevDbError> {
-//! let db = baton_dev_db::DevDb::start(log)?;
-//! println!("connect to {}", db.url());
+//! ```
+//! # fn main() -> Result<(), baton_dev_db::DevDbError> {
+//! # let log = slog::Logger::root(slog::Discard, slog::o!());
+//! let db = baton_dev_db::DevDb::start(&log)?;
+//! let dir = db.dir().to_owned();
+//! assert!(db.url().starts_with("postgresql://"));
 //! drop(db); // stops the server and removes its directory
+//! assert!(!dir.exists());
 //! # Ok(()) }
 //! ```
 

@@ -5,19 +5,34 @@
 //! datastore's operations (writing it, guarded by the current target). It
 //! never decides protocol policy itself and never writes SQL.
 //!
-//! ```no_run
-//! # async fn f(
-//! #     log: &slog::Logger,
-//! #     ds: &baton_datastore::DataStore,
-//! #     nexus_id: baton_uuid_kinds::OmicronZoneUuid,
-//! # ) -> Result<(), baton_datastore::Error> {
-//! let (_target, blueprint) = ds.target_blueprint().await?;
-//! let report =
-//!     baton_executor::realize_blueprint(log, ds, &blueprint, Some(nexus_id))
-//!         .await;
-//! for step in &report.steps {
-//!     println!("{step:?}");
+//! ```
+//! use baton_datastore::DataStore;
+//! use baton_types::story::HandoffStory;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let log = slog::Logger::root(slog::Discard, slog::o!());
+//! let db = baton_dev_db::DevDb::start(&log)?;
+//! let ds = DataStore::new(&log, &db.url());
+//! ds.migrate().await?;
+//! // Generation 1 in control, generation 2 deployed.
+//! let story = HandoffStory::new(1);
+//! ds.records_initialize(&story.old_nexus.iter().copied().collect())
+//!     .await?;
+//! for blueprint in [&story.steady, &story.new_generation_deployed] {
+//!     ds.blueprint_insert(blueprint).await?;
+//!     ds.target_set(blueprint.id(), true).await?;
 //! }
+//! // An old Nexus executes the target: it writes the not_yet records.
+//! let report = baton_executor::realize_blueprint(
+//!     &log,
+//!     &ds,
+//!     &story.new_generation_deployed,
+//!     Some(story.old_nexus[0]),
+//! )
+//! .await;
+//! assert!(report.is_clean(), "{report:?}");
+//! assert_eq!(ds.records_list().await?.len(), 6);
 //! # Ok(()) }
 //! ```
 

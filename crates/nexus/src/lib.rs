@@ -18,26 +18,39 @@
 //! This crate holds no SQL and no policy of its own: it calls the
 //! planner, the executor and the datastore.
 //!
-//! ```no_run
-//! use baton_datastore::{Migration, SchemaComponent};
+//! ```
+//! use std::time::Duration;
+//!
+//! use baton_datastore::diesel;
 //! use baton_datastore::diesel_async::RunQueryDsl;
-//! use baton_nexus::{Nexus, NexusConfig, NexusState};
+//! use baton_datastore::{Migration, SchemaComponent};
+//! use baton_nexus::{Nexus, NexusConfig, NexusState, Periods};
 //! use baton_uuid_kinds::OmicronZoneUuid;
 //!
-//! # async fn f(log: slog::Logger) -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let log = slog::Logger::root(slog::Discard, slog::o!());
+//! // A throwaway PostgreSQL; a service passes its own database URL.
+//! let db = baton_dev_db::DevDb::start(&log)?;
 //! let schema = SchemaComponent::new(
 //!     "myservice",
 //!     vec![Migration::new(1, "things", "CREATE TABLE thing (id INT8)")],
 //! )?;
-//! let id = OmicronZoneUuid::new_v4();
-//! let config = NexusConfig::new(id, "postgresql://db.example/service")
-//!     .with_component(schema);
+//! let config = NexusConfig::new(OmicronZoneUuid::new_v4(), db.url())
+//!     .with_component(schema)
+//!     // Production periods are minutes; an example wants milliseconds.
+//!     .with_periods(Periods::default().capped(Duration::from_millis(50)));
 //! let nexus = Nexus::start(&log, config);
-//! nexus.wait_for(|s| *s == NexusState::Running).await;
+//! // A fresh database: the Nexus migrates Baton's tables and the
+//! // service's, then runs.
+//! assert_eq!(
+//!     nexus.wait_for(|s| *s == NexusState::Running).await,
+//!     NexusState::Running
+//! );
 //!
-//! // A request: one claim, one statement.
+//! // A request: one claim from the fenced pool, one statement.
 //! let mut claim = nexus.claim("insert a thing").await?;
-//! baton_datastore::diesel::sql_query("INSERT INTO thing VALUES (1)")
+//! diesel::sql_query("INSERT INTO thing VALUES (1)")
 //!     .execute(claim.connection())
 //!     .await?;
 //! drop(claim);
@@ -45,15 +58,19 @@
 //! // A longer job: a work guard for its whole life, claims as it goes.
 //! let guard = nexus.work_guard("nightly job")?;
 //! let handle = nexus.clone();
-//! tokio::spawn(async move {
+//! let job = tokio::spawn(async move {
 //!     let _guard = guard;
-//!     if let Ok(mut claim) = handle.claim("nightly job").await {
-//!         // ... statements on claim.connection() ...
-//!     }
+//!     let mut claim = handle.claim("nightly job").await?;
+//!     diesel::sql_query("INSERT INTO thing VALUES (2)")
+//!         .execute(claim.connection())
+//!         .await?;
+//!     Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
 //! });
+//! job.await?.map_err(|e| e.to_string())?;
+//! assert_eq!(nexus.status().work_in_flight, 0);
 //!
-//! // Ends when its record is `quiesced` (or it is stopped).
-//! let last = nexus.wait_for(NexusState::is_final).await;
+//! // A graceful stop (a restart): drains the work, leaves the record.
+//! assert_eq!(nexus.stop().await, NexusState::Stopped);
 //! # Ok(()) }
 //! ```
 
