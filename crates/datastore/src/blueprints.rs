@@ -233,7 +233,7 @@ impl DataStore {
             .collect())
     }
 
-    /// Makes a stored blueprint the current target (see [`SET_TARGET`]).
+    /// Makes a stored blueprint the current target (one guarded statement: see `SET_TARGET` in the source).
     pub async fn target_set(
         &self,
         id: BlueprintUuid,
