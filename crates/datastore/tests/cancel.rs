@@ -150,3 +150,61 @@ async fn a_claim_dropped_while_waiting_for_a_connection_is_not_counted() {
     drop(held);
     assert_eq!(t.ds.outstanding_claims(), 0);
 }
+
+/// The same on a claim the caller holds: a transaction on it dropped
+/// midway, then the claim dropped, leaves the pool's one connection
+/// clean for the next caller.
+#[tokio::test]
+async fn a_transaction_on_a_held_claim_dropped_midway_leaves_nothing() {
+    let t = TestDb::with_config(DataStoreConfig {
+        pool_size: 1,
+        ..DataStoreConfig::default()
+    })
+    .await;
+    let observer = t.another(DataStoreConfig::default());
+    t.ds.claim("setup")
+        .await
+        .unwrap()
+        .connection()
+        .batch_execute("CREATE TABLE scratch (n INT8)")
+        .await
+        .unwrap();
+    let (reached, mut at) = mpsc::channel(1);
+    let ds = t.ds.clone();
+    let task = tokio::spawn(async move {
+        let mut claim = ds.claim("held").await.unwrap();
+        claim
+            .transaction("to be cancelled", move |conn| {
+                let reached = reached.clone();
+                Box::pin(async move {
+                    conn.batch_execute("INSERT INTO scratch VALUES (1)")
+                        .await?;
+                    let _ = reached.send(()).await;
+                    std::future::pending::<()>().await;
+                    Ok::<_, TxError<()>>(())
+                })
+            })
+            .await
+    });
+    at.recv().await.expect("the body reached the point");
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(t.ds.outstanding_claims(), 0, "claim leaked");
+    t.ds.claim("next caller")
+        .await
+        .unwrap()
+        .connection()
+        .batch_execute("INSERT INTO scratch VALUES (2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 2").await,
+        1,
+        "the next caller's write ran inside the cancelled transaction"
+    );
+    assert_eq!(
+        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 1").await,
+        0,
+        "the cancelled transaction's write survived"
+    );
+}
