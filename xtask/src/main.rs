@@ -14,17 +14,24 @@ const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
-  ci       everything CI checks: fmt, clippy, tidy, the tests, and one
-           smoke run of each benchmark
+  ci       everything CI checks: fmt, clippy, tidy, packaging of the
+           published crates (without building them), rustdoc with
+           warnings as errors, the tests, and one smoke run of each
+           benchmark
   bench    run the criterion benchmarks and print one summary table
            (--quick: fewer samples, about two minutes once built)
   fmt      format the workspace
   clippy   lint the workspace, warnings as errors
-  tidy     check workspace conventions (dependencies, lints, names)
+  tidy     check workspace conventions (dependencies, lints, names,
+           publishing metadata, the crate layering)
   test     run the tests (cargo nextest, ci profile), the doc-tests,
            and the mutant tests
   mutants  only the mutant tests, in a separate build with the
            test-only `mutants` features
+  package-verify [ARGS]
+           package every published crate and build each package as
+           crates.io would (slow: a build per crate; not part of ci);
+           ARGS go to cargo package, e.g. --allow-dirty
   soak [N] the long runs, N times longer than in CI (default 10): the
            model test, the stress test, the fault tests, the ledger
            handoff across processes and the mutated-document proptest,
@@ -50,6 +57,7 @@ fn run(args: &[String]) -> Result<()> {
         Some("tidy") => tidy(),
         Some("test") => test(),
         Some("mutants") => mutants(),
+        Some("package-verify") => package(true, &args[1..]),
         Some("soak") => soak(args.get(1).map(String::as_str)),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
@@ -63,6 +71,8 @@ fn ci() -> Result<()> {
     step("fmt --check", || cargo(&["fmt", "--all", "--check"]))?;
     step("clippy", clippy)?;
     step("tidy", tidy)?;
+    step("package", || package(false, &[]))?;
+    step("rustdoc", rustdoc)?;
     step("tests", test)?;
     step("benchmark smoke run", bench::smoke)
 }
@@ -101,6 +111,32 @@ fn clippy() -> Result<()> {
     args.extend(MUTANT_PACKAGES);
     args.extend(["--features", MUTANTS, "--", "-D", "warnings"]);
     cargo(&args)
+}
+
+/// `cargo package` for every published package (`--workspace` alone
+/// would also package the `publish = false` ones). Without `verify`, it
+/// checks the manifests, the file lists and that the packages resolve
+/// against each other, without building them; with it, each package is
+/// built from its `.crate` file, as crates.io users would.
+fn package(verify: bool, extra: &[String]) -> Result<()> {
+    let mut args = vec!["package", "--workspace", "--locked"];
+    for name in tidy::NOT_PUBLISHED {
+        args.extend(["--exclude", name]);
+    }
+    if !verify {
+        args.push("--no-verify");
+    }
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+/// The API docs of every crate, broken links and other rustdoc warnings
+/// as errors.
+fn rustdoc() -> Result<()> {
+    cargo_with_env(
+        &["doc", "--no-deps", "--workspace", "--locked"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
 }
 
 fn test() -> Result<()> {
@@ -174,9 +210,15 @@ fn tidy() -> Result<()> {
 }
 
 pub(crate) fn cargo(args: &[&str]) -> Result<()> {
+    cargo_with_env(args, &[])
+}
+
+/// `cargo` with these environment variables set for it alone.
+fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(tidy::workspace_root())
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;
