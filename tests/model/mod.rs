@@ -304,7 +304,7 @@ fn the_protocol_holds_over_random_sequences() {
 }
 
 #[cfg(feature = "mutants")]
-/// The four mutants and their shrunk failing sequences, as
+/// The mutants and their shrunk failing sequences, as
 /// `the_model_test_finds_and_shrinks_each_mutant` printed them (its seed
 /// is fixed), kept as regression cases. Two more cases for the first
 /// mutant, from earlier runs, are kept too.
@@ -356,6 +356,13 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
             config(Mutant::HandoffIgnoresActive),
             vec![Deploy, RunLifecycle(0), Handoff(3)],
         ),
+        (
+            // A new-generation Nexus (no record yet) executing the target
+            // declares its own generation active beside the old one.
+            "executing Nexus not in control",
+            config(Mutant::NoControlCheck),
+            vec![Deploy, ExecuteAs(3, Which::Target)],
+        ),
     ]
 }
 
@@ -367,7 +374,9 @@ fn stale_blueprint_after_cleanup() -> Vec<Step> {
     vec![
         Start(2),
         Expunge(0),
-        ExecuteAnonymously(Which::Target),
+        // The cleanup, by a Nexus in control (an anonymous execution
+        // runs no cleanup any more).
+        ExecuteAs(1, Which::Target),
         Execute(2, Which::Stale(0)),
     ]
 }

@@ -140,6 +140,10 @@ pub(crate) enum Step {
     Execute(Zone, Which),
     /// A tool with no Nexus identity executes a blueprint.
     ExecuteAnonymously(Which),
+    /// A tool executes a blueprint under the identity of a deployed zone
+    /// that is not running (`baton execute --nexus-id`): it writes only
+    /// if that zone is in control.
+    ExecuteAs(Zone, Which),
     /// Start (or re-check) a Nexus: the access check, and the handoff
     /// attempt when it says so.
     Start(Zone),
@@ -224,12 +228,18 @@ impl Model {
         self.chain.push(next);
     }
 
-    /// The record step for `zone` on the target, then the cleanup.
+    /// The record step for `zone` on the target, then the cleanup: both
+    /// only for a Nexus in control (its record `active`, or no records
+    /// at all); without an identity, neither runs.
     fn execute_target(&mut self, zone: Option<Zone>) {
+        let Some(zone) = zone else { return };
+        let in_control =
+            self.records.is_empty() || self.records.get(&zone) == Some(&Active);
+        if !in_control {
+            return;
+        }
         let target = self.target().clone();
-        if let Some(zone) = zone
-            && let Some(&(own, true)) = target.zones.get(&zone)
-        {
+        if let Some(&(own, true)) = target.zones.get(&zone) {
             for (z, g) in target.in_service_zones() {
                 // The next generation only: see `baton_planner::classify`.
                 let state = match g {
@@ -319,7 +329,9 @@ impl ReferenceStateMachine for Reference {
             1 => (0..stale).prop_map(Step::SetStaleTarget),
             6 => (zones.clone(), which.clone())
                 .prop_map(|(z, w)| Step::Execute(z, w)),
-            1 => which.prop_map(Step::ExecuteAnonymously),
+            1 => which.clone().prop_map(Step::ExecuteAnonymously),
+            2 => (zones.clone(), which.clone())
+                .prop_map(|(z, w)| Step::ExecuteAs(z, w)),
             5 => zones.clone().prop_map(Step::Start),
             1 => zones.clone().prop_map(Step::BeginWork),
             1 => zones.clone().prop_map(Step::EndWork),
@@ -345,6 +357,11 @@ impl ReferenceStateMachine for Reference {
                 state.process(z).running && state.which_valid(which)
             }
             Step::ExecuteAnonymously(which) => state.which_valid(which),
+            Step::ExecuteAs(z, which) => {
+                state.zones().contains(&z)
+                    && !state.process(z).running
+                    && state.which_valid(which)
+            }
             Step::Start(z) => {
                 let p = state.process(z);
                 target.in_service(z) && !p.running && !p.fence_closed
@@ -409,6 +426,11 @@ impl ReferenceStateMachine for Reference {
             Step::ExecuteAnonymously(which) => {
                 if !state.stale(which) {
                     state.execute_target(None);
+                }
+            }
+            Step::ExecuteAs(z, which) => {
+                if !state.stale(which) {
+                    state.execute_target(Some(z));
                 }
             }
             Step::Start(z) => {

@@ -273,6 +273,15 @@ impl System {
                     None,
                 ));
             }
+            Step::ExecuteAs(zone, which) => {
+                let blueprint = self.which(which);
+                self.block_on(realize_blueprint(
+                    &self.ctx.log,
+                    &self.admin,
+                    &blueprint,
+                    Some(zone_id(zone)),
+                ));
+            }
             Step::Start(zone) => self.start(zone, model),
             Step::BeginWork(zone) => {
                 let ds = self.process(zone).ds.clone();

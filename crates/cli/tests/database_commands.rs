@@ -357,3 +357,28 @@ fn records_quiesce_refuses_a_nexus_that_is_still_connected() {
     // Its connection was ended: psql exits with an error.
     assert!(!live.wait().unwrap().success());
 }
+
+/// A tool executing as a generation-2 Nexus whose record does not exist
+/// yet once wrote three generation-2 rows `active` beside generation 1's.
+/// Only a Nexus in control writes records now.
+#[test]
+fn execute_as_a_nexus_not_in_control_writes_nothing() {
+    let env = Env::new();
+    let f0 = fixture(0);
+    let f1 = fixture(1);
+    env.ok(&["blueprint", "import", f0.to_str().unwrap(), "--set-target"]);
+    let mut init = vec!["records", "init"];
+    for id in OLD {
+        init.extend(["--nexus-id", id]);
+    }
+    env.ok(&init);
+    env.ok(&["blueprint", "import", f1.to_str().unwrap(), "--set-target"]);
+    let out = env.fails(&["execute", "--nexus-id", NEW[0]], 1);
+    assert!(out.contains("not in control"), "{out}");
+    assert_eq!(env.records(), expect(&all(&OLD, "active")));
+
+    // The Nexus in control writes the not_yet rows, as before.
+    env.ok(&["execute", "--nexus-id", OLD[0]]);
+    let want = [all(&OLD, "active"), all(&NEW, "not_yet")].concat();
+    assert_eq!(env.records(), expect(&want));
+}

@@ -121,6 +121,7 @@ impl Bench {
         let ds = self.datastore();
         let (bp, records, new) =
             (self.target(), &self.records, self.story.new_nexus[0]);
+        let me = self.story.old_nexus[0];
         let before = self.before_handoff();
         let reset = || {
             self.rt
@@ -131,13 +132,13 @@ impl Bench {
         counts.insert(
             "record step (baton)",
             self.statements(&ds, || async {
-                ds.records_ensure(bp, records).await.map(drop)
+                ds.records_ensure(bp, me, records).await.map(drop)
             }),
         );
         counts.insert(
             "record step (baseline)",
             self.statements(&ds, || async {
-                ds.baseline_records_ensure(bp, records, None)
+                ds.baseline_records_ensure(bp, me, records, None)
                     .await
                     .map(drop)
             }),
@@ -166,7 +167,7 @@ impl Bench {
             "cleanup of expunged records",
             self.statements(&ds, || async {
                 let none = std::collections::BTreeSet::new();
-                ds.records_delete_expunged(bp, &none).await.map(drop)
+                ds.records_delete_expunged(bp, me, &none).await.map(drop)
             }),
         );
         counts
@@ -210,13 +211,16 @@ fn record_step(c: &mut Criterion, bench: &Bench) {
         let stores: Vec<DataStore> =
             (0..executors).map(|_| bench.datastore()).collect();
         let (bp, records) = (bench.target(), bench.records.clone());
+        let me = bench.story.old_nexus[0];
         // The rows exist after the first run, as they do in a running
         // rack, where every Nexus re-executes the target periodically.
         group.bench_function(BenchmarkId::new("baton", executors), |b| {
             b.iter_custom(|iters| {
                 concurrent(bench, &stores, iters, |ds| {
                     let records = records.clone();
-                    async move { ds.records_ensure(bp, &records).await.map(drop) }
+                    async move {
+                        ds.records_ensure(bp, me, &records).await.map(drop)
+                    }
                 })
             })
         });
@@ -225,7 +229,7 @@ fn record_step(c: &mut Criterion, bench: &Bench) {
                 concurrent(bench, &stores, iters, |ds| {
                     let records = records.clone();
                     async move {
-                        ds.baseline_records_ensure(bp, &records, None)
+                        ds.baseline_records_ensure(bp, me, &records, None)
                             .await
                             .map(drop)
                     }

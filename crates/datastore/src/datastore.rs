@@ -511,6 +511,17 @@ impl DataStore {
         std::borrow::Cow::Borrowed(sql)
     }
 
+    /// The SQL of the cleanup (a mutant's, in the model test).
+    pub(crate) fn delete_expunged_sql(
+        &self,
+        sql: &'static str,
+    ) -> std::borrow::Cow<'static, str> {
+        #[cfg(feature = "mutants")]
+        return self.config.mutant.delete_expunged(sql);
+        #[cfg(not(feature = "mutants"))]
+        std::borrow::Cow::Borrowed(sql)
+    }
+
     /// The SQL of the handoff (a mutant's, in the model test).
     pub(crate) fn handoff_sql(
         &self,

@@ -53,6 +53,20 @@ pub enum Error {
         /// The current target, if any.
         current: Option<BlueprintUuid>,
     },
+    /// The Nexus running the record step or the cleanup is not in
+    /// control (its own record is not `active` while records exist), so
+    /// nothing was written.
+    #[error(
+        "Nexus {nexus_id} is not in control (its record is {}), so it may \
+         not write db_metadata_nexus records; nothing was written",
+        state.map_or("missing".to_owned(), |s| s.to_string())
+    )]
+    NotInControl {
+        /// The executing Nexus.
+        nexus_id: OmicronZoneUuid,
+        /// Its record's state, if it has one.
+        state: Option<NexusRecordState>,
+    },
     /// No blueprint is the target yet.
     #[error("no blueprint has been made the target yet")]
     NoTarget,
@@ -153,6 +167,7 @@ impl Error {
             Error::Database { transient, .. } => *transient,
             Error::Quiesced
             | Error::TargetChanged { .. }
+            | Error::NotInControl { .. }
             | Error::NoTarget
             | Error::BlueprintNotFound(_)
             | Error::BlueprintConflict(_)

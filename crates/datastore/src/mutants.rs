@@ -21,6 +21,9 @@ pub enum Mutant {
     /// Every connection and transaction runs at READ COMMITTED instead
     /// of SERIALIZABLE.
     ReadCommitted,
+    /// The record step and the cleanup write without checking that the
+    /// executing Nexus is in control (an impersonator may write).
+    NoControlCheck,
 }
 
 /// `sql` with `guard` cut out; panics if `guard` is not in it, so a
@@ -33,6 +36,9 @@ fn without(sql: &'static str, guard: &str, instead: &str) -> Cow<'static, str> {
 pub(crate) const TARGET_GUARD: &str =
     "WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)";
 
+pub(crate) const CONTROL_GUARD: &str =
+    "AND (SELECT me_records = 0 OR me_state = 'active' FROM me)";
+
 pub(crate) const HANDOFF_GUARD: &str = "AND (SELECT n FROM blocking) = 0";
 
 pub(crate) const HANDOFF_REPORT: &str =
@@ -43,6 +49,18 @@ impl Mutant {
     pub(crate) fn ensure_records(self, sql: &'static str) -> Cow<'static, str> {
         match self {
             Mutant::NoTargetCheck => without(sql, TARGET_GUARD, "WHERE TRUE"),
+            Mutant::NoControlCheck => without(sql, CONTROL_GUARD, ""),
+            _ => Cow::Borrowed(sql),
+        }
+    }
+
+    /// The cleanup's SQL under this mutant.
+    pub(crate) fn delete_expunged(
+        self,
+        sql: &'static str,
+    ) -> Cow<'static, str> {
+        match self {
+            Mutant::NoControlCheck => without(sql, CONTROL_GUARD, ""),
             _ => Cow::Borrowed(sql),
         }
     }

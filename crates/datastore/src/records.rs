@@ -81,41 +81,66 @@ struct GuardedRow {
     current_target: Option<uuid::Uuid>,
     #[diesel(sql_type = BigInt)]
     changed: i64,
+    #[diesel(sql_type = BigInt)]
+    records: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    executing_state: Option<String>,
 }
 
 /// The heart of the protocol, in one statement: insert the wanted rows
-/// only if `$1` is the current target, never touching an existing row,
-/// and report the target seen, so "target changed" (nothing written) is
-/// told apart from "every row already existed" (success). The rows come
-/// as two parallel arrays (ids, states): one scan, no union.
+/// only if `$1` is the current target and the executing Nexus `$4` is in
+/// control (its own row `active`, or no row at all yet: rack setup),
+/// never touching an existing row, and report what it saw, so "target
+/// changed" and "not in control" (nothing written) are told apart from
+/// "every row already existed" (success). The rows come as two parallel
+/// arrays (ids, states): one scan, no union.
+///
+/// The control check is what keeps a Nexus that is not in control (a
+/// `not_yet` one, or a tool impersonating a new-generation Nexus) from
+/// declaring its own generation `active` next to the one in control.
 pub(crate) const ENSURE_RECORDS: &str = "
 WITH target AS (
     SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
+), me AS (
+    SELECT (SELECT count(*) FROM db_metadata_nexus) AS me_records,
+           (SELECT state::TEXT FROM db_metadata_nexus
+            WHERE nexus_id = $4) AS me_state
 ), inserted AS (
     INSERT INTO db_metadata_nexus (nexus_id, state, last_drained_blueprint_id)
     SELECT id, state::db_metadata_nexus_state, NULL
     FROM unnest($2::UUID[], $3::TEXT[]) AS wanted (id, state)
     WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
+      AND (SELECT me_records = 0 OR me_state = 'active' FROM me)
     ON CONFLICT (nexus_id) DO NOTHING
     RETURNING nexus_id
 )
 SELECT (SELECT blueprint_id FROM target) AS current_target,
-       (SELECT count(*) FROM inserted) AS changed";
+       (SELECT count(*) FROM inserted) AS changed,
+       (SELECT me_records FROM me) AS records,
+       (SELECT me_state FROM me) AS executing_state";
 
 /// Deletes the rows of expunged Nexus zones only if `$1` is the current
-/// target. Reading `bp_target` here is what orders this delete after any
-/// stale insert on PostgreSQL (see the protocol notes).
+/// target and the executing Nexus `$3` is in control, as the insert.
+/// Reading `bp_target` here is what orders this delete after any stale
+/// insert on PostgreSQL (see the protocol notes).
 const DELETE_EXPUNGED: &str = "
 WITH target AS (
     SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
+), me AS (
+    SELECT (SELECT count(*) FROM db_metadata_nexus) AS me_records,
+           (SELECT state::TEXT FROM db_metadata_nexus
+            WHERE nexus_id = $3) AS me_state
 ), deleted AS (
     DELETE FROM db_metadata_nexus
     WHERE nexus_id = ANY ($2::UUID[])
       AND EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
+      AND (SELECT me_records = 0 OR me_state = 'active' FROM me)
     RETURNING nexus_id
 )
 SELECT (SELECT blueprint_id FROM target) AS current_target,
-       (SELECT count(*) FROM deleted) AS changed";
+       (SELECT count(*) FROM deleted) AS changed,
+       (SELECT me_records FROM me) AS records,
+       (SELECT me_state FROM me) AS executing_state";
 
 /// Which records to read.
 enum Filter {
@@ -135,6 +160,7 @@ fn untyped(ids: impl IntoIterator<Item = OmicronZoneUuid>) -> Vec<uuid::Uuid> {
 
 fn guarded(
     blueprint_id: BlueprintUuid,
+    executing: OmicronZoneUuid,
     row: GuardedRow,
 ) -> Result<usize, Error> {
     let current = row.current_target.map(BlueprintUuid::from_untyped_uuid);
@@ -142,6 +168,17 @@ fn guarded(
         return Err(Error::TargetChanged {
             blueprint_id,
             current,
+        });
+    }
+    let state = row
+        .executing_state
+        .map(|s| s.parse::<NexusRecordState>())
+        .transpose()
+        .map_err(|e| Error::Schema(format!("{e}")))?;
+    if row.records > 0 && state != Some(NexusRecordState::Active) {
+        return Err(Error::NotInControl {
+            nexus_id: executing,
+            state,
         });
     }
     Ok(row.changed as usize)
@@ -182,13 +219,16 @@ impl DataStore {
     }
 
     /// Inserts the wanted records only if `blueprint_id` is the current
-    /// target, in a single statement; existing rows are never changed.
+    /// target and `executing` (the Nexus running the step) is in control,
+    /// in a single statement; existing rows are never changed.
     pub async fn records_ensure(
         &self,
         blueprint_id: BlueprintUuid,
+        executing: OmicronZoneUuid,
         records: &RecordsToEnsure,
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
+        let me = executing.into_untyped_uuid();
         let (ids, states) = records.rows();
         let sql = self.ensure_records_sql(ENSURE_RECORDS);
         let row: GuardedRow = self
@@ -197,12 +237,13 @@ impl DataStore {
                     statement(sql.clone())
                         .bind::<Uuid, _>(bp)
                         .bind::<Array<Uuid>, _>(ids.clone())
-                        .bind::<Array<Text>, _>(states.clone()),
+                        .bind::<Array<Text>, _>(states.clone())
+                        .bind::<Uuid, _>(me),
                     conn,
                 ))
             })
             .await?;
-        let inserted = guarded(blueprint_id, row)?;
+        let inserted = guarded(blueprint_id, executing, row)?;
         Ok(EnsureOutcome { inserted })
     }
 
@@ -346,25 +387,29 @@ impl DataStore {
     }
 
     /// Deletes the rows of these (expunged) Nexus zones only if
-    /// `blueprint_id` is the current target, in one statement.
+    /// `blueprint_id` is the current target and `executing` is in
+    /// control, in one statement.
     pub async fn records_delete_expunged(
         &self,
         blueprint_id: BlueprintUuid,
+        executing: OmicronZoneUuid,
         ids: &BTreeSet<OmicronZoneUuid>,
     ) -> Result<usize, Error> {
         let bp = blueprint_id.into_untyped_uuid();
+        let me = executing.into_untyped_uuid();
         let raw = untyped(ids.iter().copied());
         let row: GuardedRow = self
             .retrying("records delete expunged", |conn| {
                 Box::pin(load_one(
-                    statement(DELETE_EXPUNGED)
+                    statement(self.delete_expunged_sql(DELETE_EXPUNGED))
                         .bind::<Uuid, _>(bp)
-                        .bind::<Array<Uuid>, _>(raw.clone()),
+                        .bind::<Array<Uuid>, _>(raw.clone())
+                        .bind::<Uuid, _>(me),
                     conn,
                 ))
             })
             .await?;
-        guarded(blueprint_id, row)
+        guarded(blueprint_id, executing, row)
     }
 
     /// The new generation takes over, atomically and in one statement: if

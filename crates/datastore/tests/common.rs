@@ -115,7 +115,7 @@ pub(crate) async fn store_and_target(ds: &DataStore, bp: &Blueprint) {
 pub(crate) async fn mid_handoff(ds: &DataStore, top: u64) -> Blueprint {
     let bp = blueprint(1, None, top, handoff_zones(true));
     store_and_target(ds, &bp).await;
-    ds.records_ensure(bp.id(), &mid_handoff_records())
+    ds.records_ensure(bp.id(), zone(1), &mid_handoff_records())
         .await
         .unwrap();
     bp

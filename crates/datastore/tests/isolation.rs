@@ -37,7 +37,7 @@ async fn stale_insert_races_cleanup(
             }
             other.target_set(bp2_id, true).await.unwrap();
             other
-                .records_delete_expunged(bp2_id, &[zone(1)].into())
+                .records_delete_expunged(bp2_id, zone(2), &[zone(1)].into())
                 .await
                 .unwrap();
         })
@@ -47,7 +47,7 @@ async fn stale_insert_races_cleanup(
         not_yet: Default::default(),
     };
     let result =
-        t.ds.baseline_records_ensure(bp1.id(), &want, Some(hook))
+        t.ds.baseline_records_ensure(bp1.id(), zone(2), &want, Some(hook))
             .await
             .map(|o| o.inserted);
     let zombie = !t

@@ -54,7 +54,7 @@ async fn records_are_created_with_expunged_zones_skipped() {
     store_and_target(&t.ds, &bp).await;
     let c = baton_planner_like_classify(&bp, 1);
     assert!(!c.active.contains(&zone(3)));
-    let out = t.ds.records_ensure(bp.id(), &c).await.unwrap();
+    let out = t.ds.records_ensure(bp.id(), zone(1), &c).await.unwrap();
     assert_eq!(out.inserted, 5);
     assert_eq!(
         states(&t.ds.records_list().await.unwrap()),
@@ -98,7 +98,7 @@ async fn during_a_quiesce_old_zones_still_get_active_and_new_not_yet() {
     // old Nexus classifies by its own zone's generation.
     let bp = blueprint(1, None, 2, handoff_zones(true));
     store_and_target(&t.ds, &bp).await;
-    t.ds.records_ensure(bp.id(), &mid_handoff_records())
+    t.ds.records_ensure(bp.id(), zone(1), &mid_handoff_records())
         .await
         .unwrap();
     assert_eq!(
@@ -122,13 +122,16 @@ async fn rerunning_never_changes_an_existing_row_quiesced_included() {
     t.ds.record_update_last_drained(zone(2), bp.id())
         .await
         .unwrap();
+    // Zone 2, still active, re-executes.
     t.ds.record_mark_quiesced(zone(1)).await.unwrap();
     let before = t.ds.records_list().await.unwrap();
-    let again = t.ds.records_ensure(bp.id(), &want).await.unwrap();
+    let again = t.ds.records_ensure(bp.id(), zone(2), &want).await.unwrap();
     assert_eq!(again.inserted, 0, "all rows existed: success, no insert");
     // Even a classification that would demote or promote changes nothing.
     let reversed = wanted(&[11, 12, 13], &[1, 2, 3]);
-    t.ds.records_ensure(bp.id(), &reversed).await.unwrap();
+    t.ds.records_ensure(bp.id(), zone(2), &reversed)
+        .await
+        .unwrap();
     assert_eq!(t.ds.records_list().await.unwrap(), before);
     assert_eq!(before[0].state, Quiesced);
     assert_eq!(before[1].last_drained_blueprint_id, Some(bp.id()));
@@ -142,7 +145,10 @@ async fn a_non_target_blueprint_writes_nothing_and_the_target_then_succeeds() {
     store_and_target(&t.ds, &old).await;
     store_and_target(&t.ds, &new).await;
     let want = mid_handoff_records();
-    let err = t.ds.records_ensure(old.id(), &want).await.unwrap_err();
+    let err =
+        t.ds.records_ensure(old.id(), zone(1), &want)
+            .await
+            .unwrap_err();
     assert!(
         matches!(&err, Error::TargetChanged { blueprint_id, current }
             if *blueprint_id == old.id() && *current == Some(new.id())),
@@ -157,7 +163,7 @@ async fn a_non_target_blueprint_writes_nothing_and_the_target_then_succeeds() {
         t.ds.records_list().await.unwrap().is_empty(),
         "nothing written"
     );
-    let ok = t.ds.records_ensure(new.id(), &want).await.unwrap();
+    let ok = t.ds.records_ensure(new.id(), zone(1), &want).await.unwrap();
     assert_eq!(ok.inserted, 6);
 }
 
@@ -167,7 +173,7 @@ async fn records_ensure_with_no_target_at_all_writes_nothing() {
     let bp = blueprint(1, None, 1, handoff_zones(true));
     t.ds.blueprint_insert(&bp).await.unwrap();
     let err =
-        t.ds.records_ensure(bp.id(), &wanted(&[1], &[]))
+        t.ds.records_ensure(bp.id(), zone(1), &wanted(&[1], &[]))
             .await
             .unwrap_err();
     assert!(
@@ -189,10 +195,10 @@ async fn the_conditional_record_write_is_one_statement() {
     let want = mid_handoff_records();
     t.ds.statement_stats_reset().await.unwrap();
     assert_eq!(t.ds.statement_stats_count().await.unwrap(), 0);
-    t.ds.records_ensure(bp.id(), &want).await.unwrap();
+    t.ds.records_ensure(bp.id(), zone(1), &want).await.unwrap();
     assert_eq!(t.ds.statement_stats_count().await.unwrap(), 1, "first run");
     t.ds.statement_stats_reset().await.unwrap();
-    t.ds.records_ensure(bp.id(), &want).await.unwrap();
+    t.ds.records_ensure(bp.id(), zone(1), &want).await.unwrap();
     assert_eq!(
         t.ds.statement_stats_count().await.unwrap(),
         1,
@@ -200,7 +206,7 @@ async fn the_conditional_record_write_is_one_statement() {
     );
     // And the counter does count: the transactional baseline is several.
     t.ds.statement_stats_reset().await.unwrap();
-    t.ds.baseline_records_ensure(bp.id(), &want, None)
+    t.ds.baseline_records_ensure(bp.id(), zone(2), &want, None)
         .await
         .unwrap();
     assert!(t.ds.statement_stats_count().await.unwrap() >= 4);
@@ -278,7 +284,7 @@ async fn delete_expunged_only_from_the_current_target() {
     let expunged = blueprint(2, Some(1), 2, handoff_zones(false));
     t.ds.blueprint_insert(&expunged).await.unwrap();
     let err =
-        t.ds.records_delete_expunged(expunged.id(), &ids(&[1, 2, 3]))
+        t.ds.records_delete_expunged(expunged.id(), zone(2), &ids(&[1, 2, 3]))
             .await
             .unwrap_err();
     assert!(matches!(err, Error::TargetChanged { .. }), "{err}");
@@ -289,12 +295,12 @@ async fn delete_expunged_only_from_the_current_target() {
     );
     t.ds.target_set(expunged.id(), true).await.unwrap();
     let n =
-        t.ds.records_delete_expunged(expunged.id(), &ids(&[1, 2, 3]))
+        t.ds.records_delete_expunged(expunged.id(), zone(2), &ids(&[1, 2, 3]))
             .await
             .unwrap();
     assert_eq!(n, 3);
     let err =
-        t.ds.records_delete_expunged(old.id(), &ids(&[11]))
+        t.ds.records_delete_expunged(old.id(), zone(2), &ids(&[11]))
             .await
             .unwrap_err();
     assert!(matches!(err, Error::TargetChanged { .. }));

@@ -114,7 +114,7 @@ pub async fn realize_blueprint(
     ));
     let steps = vec![
         ensure_records(&log, datastore, blueprint, nexus_id).await,
-        cleanup_records(&log, datastore, blueprint).await,
+        cleanup_records(&log, datastore, blueprint, nexus_id).await,
     ];
     for step in &steps {
         let message = step.message.as_deref().unwrap_or("");
@@ -166,7 +166,10 @@ async fn ensure_records(
         active: classification.active,
         not_yet: classification.not_yet,
     };
-    match datastore.records_ensure(blueprint.id(), &records).await {
+    match datastore
+        .records_ensure(blueprint.id(), nexus_id, &records)
+        .await
+    {
         Ok(outcome) => {
             info!(log, "records ensured";
                 "inserted" => outcome.inserted,
@@ -202,9 +205,15 @@ async fn cleanup_records(
     log: &Logger,
     datastore: &DataStore,
     blueprint: &Blueprint,
+    nexus_id: Option<OmicronZoneUuid>,
 ) -> StepReport {
     use StepOutcome::*;
     let name = STEP_CLEANUP_RECORDS;
+    let Some(nexus_id) = nexus_id else {
+        // Only the generation in control deletes records, and without an
+        // identity there is no telling whether this caller is in it.
+        return report(name, Skipped, "not running as Nexus");
+    };
     let zones = zones_to_clean_up(blueprint);
     if zones.is_empty() {
         return report(
@@ -214,7 +223,7 @@ async fn cleanup_records(
         );
     }
     match datastore
-        .records_delete_expunged(blueprint.id(), &zones)
+        .records_delete_expunged(blueprint.id(), nexus_id, &zones)
         .await
     {
         Ok(deleted) => {

@@ -156,6 +156,12 @@ async fn cleanup_deletes_the_records_of_expunged_zones() {
     target(&ds, &before).await;
     realize_blueprint(&log(), &ds, &before, Some(zone(1))).await;
     assert_eq!(ds.records_list().await.unwrap().len(), 6);
+    // The old generation steps down and the new one takes over: only a
+    // Nexus in control runs the cleanup.
+    for old in [1, 2, 3] {
+        ds.record_mark_quiesced(zone(old)).await.unwrap();
+    }
+    ds.attempt_handoff(zone(11)).await.unwrap();
     let after = blueprint(2, Some(1), 2, true);
     target(&ds, &after).await;
     let report = realize_blueprint(&log(), &ds, &after, Some(zone(11))).await;
@@ -168,4 +174,34 @@ async fn cleanup_deletes_the_records_of_expunged_zones() {
         .map(|r| r.nexus_id)
         .collect();
     assert_eq!(left, [11, 12, 13].map(zone));
+}
+
+/// Only a Nexus in control writes: a new-generation Nexus (its record
+/// `not_yet`) or one with no record at all writes nothing, even from the
+/// current target, and the report says why. (Issue: `baton execute
+/// --nexus-id` of a generation-2 Nexus once wrote generation 2 `active`
+/// beside generation 1.)
+#[tokio::test]
+async fn a_nexus_not_in_control_writes_no_record_and_cleans_up_nothing() {
+    let (_db, ds) = database().await;
+    let bp = blueprint(1, None, 2, false);
+    target(&ds, &bp).await;
+    realize_blueprint(&log(), &ds, &bp, Some(zone(1))).await;
+    let before = ds.records_list().await.unwrap();
+    assert_eq!(before.len(), 6);
+
+    // The next blueprint lists the new zones as generation 1's successors
+    // and expunges the old ones, but a not_yet Nexus executes it.
+    let after = blueprint(2, Some(1), 2, true);
+    target(&ds, &after).await;
+    let report = realize_blueprint(&log(), &ds, &after, Some(zone(11))).await;
+    assert!(!report.is_clean(), "{report:?}");
+    let text = format!("{report:?}");
+    assert!(text.contains("not in control"), "{text}");
+    assert_eq!(ds.records_list().await.unwrap(), before, "nothing changed");
+
+    // And a Nexus with no record at all, while records exist.
+    let report = realize_blueprint(&log(), &ds, &after, Some(zone(99))).await;
+    assert!(!report.is_clean(), "{report:?}");
+    assert_eq!(ds.records_list().await.unwrap(), before, "nothing changed");
 }

@@ -15,8 +15,9 @@
 //! the drained blueprint; wait for the peers; close the pool to new
 //! claims and wait for every claim; mark the record `quiesced`.
 //!
-//! This crate holds no SQL and no policy of its own: it calls the
-//! planner, the executor and the datastore.
+//! This crate holds no SQL of Baton's and no policy of its own (the
+//! rehearsal's demo service writes its own table, as any service would):
+//! it calls the planner, the executor and the datastore.
 //!
 //! ```
 //! use std::time::Duration;

@@ -133,18 +133,21 @@ pub trait DataStoreTestExt {
     }
 
     /// The record step written the transactional way, as the reference
-    /// design does: BEGIN (SERIALIZABLE); read the target; compare in
-    /// Rust; insert on conflict do nothing; COMMIT. Its insert is written
-    /// exactly as Baton's, so only the structure differs. The baseline for the
-    /// benchmarks, and, with a `between` hook run after the read, a way
-    /// for tests to interleave other work at the dangerous moment.
+    /// design does: BEGIN (SERIALIZABLE); read the target and the
+    /// executing Nexus's own record; compare in Rust; insert on conflict
+    /// do nothing; COMMIT. Its insert is written exactly as Baton's, so
+    /// only the structure differs. The baseline for the benchmarks, and,
+    /// with a `between` hook run after the reads, a way for tests to
+    /// interleave other work at the dangerous moment.
     async fn baseline_records_ensure(
         &self,
         blueprint_id: BlueprintUuid,
+        executing: OmicronZoneUuid,
         records: &RecordsToEnsure,
         between: Option<Hook>,
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
+        let me = executing.into_untyped_uuid();
         let (ids, states) = rows(records);
         self.store()
             .transaction("baseline records ensure", move |conn| {
@@ -153,7 +156,7 @@ pub trait DataStoreTestExt {
                 Box::pin(async move {
                     let target: Vec<Target> = statement(
                         "SELECT blueprint_id FROM bp_target
-                     ORDER BY version DESC LIMIT 1",
+                         ORDER BY version DESC LIMIT 1",
                     )
                     .load(conn)
                     .await?;
@@ -166,14 +169,36 @@ pub trait DataStoreTestExt {
                                 .map(BlueprintUuid::from_untyped_uuid),
                         }));
                     }
+                    let all: Count = load_one(
+                        statement(
+                            "SELECT count(*) AS n FROM db_metadata_nexus",
+                        ),
+                        conn,
+                    )
+                    .await?;
+                    let mine: Vec<State> = statement(
+                        "SELECT state::TEXT AS state FROM db_metadata_nexus
+                         WHERE nexus_id = $1",
+                    )
+                    .bind::<Uuid, _>(me)
+                    .load(conn)
+                    .await?;
+                    let mine = mine.into_iter().next().map(|m| m.state);
+                    if all.n > 0 && mine.as_deref() != Some("active") {
+                        return Err(TxError::Abort(Error::NotInControl {
+                            nexus_id: executing,
+                            state: mine.and_then(|s| s.parse().ok()),
+                        }));
+                    }
                     if let Some(hook) = between {
                         hook().await;
                     }
                     let inserted = statement(
                         "INSERT INTO db_metadata_nexus (nexus_id, state)
-                     SELECT id, state::db_metadata_nexus_state
-                     FROM unnest($1::UUID[], $2::TEXT[]) AS wanted (id, state)
-                     ON CONFLICT (nexus_id) DO NOTHING",
+                         SELECT id, state::db_metadata_nexus_state
+                         FROM unnest($1::UUID[], $2::TEXT[])
+                             AS wanted (id, state)
+                         ON CONFLICT (nexus_id) DO NOTHING",
                     )
                     .bind::<Array<Uuid>, _>(ids)
                     .bind::<Array<Text>, _>(states)
