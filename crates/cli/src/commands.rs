@@ -8,7 +8,17 @@ use crate::{database, demo, pure};
 
 /// Hand control of a database safely from one Nexus generation to the next.
 #[derive(Debug, Parser)]
-#[command(name = "baton", version, about)]
+#[command(
+    name = "baton",
+    version,
+    about,
+    after_help = "Exit status: 0 success; 1 the operation ran and failed \
+(or finished with a warning or a failed step); 2 bad input or usage.\n\n\
+Environment: BATON_DATABASE_URL (the database, as --database-url); \
+BATON_LOG (error, the default, warning, info or debug: logs on stderr).\n\n\
+Without a database URL, the database commands use the local PostgreSQL \
+that `baton db start` runs in its default data directory."
+)]
 pub(crate) struct Args {
     /// PostgreSQL URL (a Unix socket works too:
     /// postgresql://USER@%2Fpath%2Fto%2Fdir/DB). Default: the local
@@ -102,6 +112,16 @@ pub(crate) enum BlueprintCommand {
         /// With --set-target: whether executors act on it.
         #[arg(long, default_value_t = true, action = ArgAction::Set)]
         enabled: bool,
+    },
+    /// A blueprint's id, parent, nexus_generation and Nexus zones (id,
+    /// sled, generation, disposition), from a file (`-` reads stdin) or
+    /// by the id of a stored one.
+    Show {
+        /// A blueprint file, or a stored blueprint's id.
+        blueprint: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
     },
     /// Every stored blueprint, oldest first.
     List {
@@ -222,6 +242,14 @@ pub(crate) fn run(args: Args) -> Result<(), Failure> {
     match args.command {
         Command::Blueprint(BlueprintCommand::Validate { file }) => {
             pure::validate(&file)
+        }
+        // A file (or stdin) needs no database; an id is looked up in it.
+        Command::Blueprint(BlueprintCommand::Show { blueprint, json })
+            if pure::is_file_argument(&blueprint) =>
+        {
+            let bp = pure::read_blueprint(&Utf8PathBuf::from(blueprint))?;
+            pure::show(&bp, json);
+            Ok(())
         }
         Command::Classify {
             blueprint,

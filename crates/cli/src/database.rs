@@ -122,6 +122,15 @@ async fn dispatch(
             }
             output::line(&bp.id().to_string());
         }
+        Command::Blueprint(BlueprintCommand::Show { blueprint, json }) => {
+            let id = blueprint.parse().map_err(|_| {
+                Failure::bad_input(format!(
+                    "{blueprint:?} is neither a file nor a blueprint id."
+                ))
+            })?;
+            let bp = ds.blueprint_read(id).await.map_err(failure)?;
+            pure::show(&bp, json);
+        }
         Command::Blueprint(BlueprintCommand::List { json }) => {
             let stored = ds.blueprint_list().await.map_err(failure)?;
             if json {

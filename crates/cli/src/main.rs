@@ -27,6 +27,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
+    if let Err(failure) = log_level() {
+        output::error(&failure.message);
+        return ExitCode::from(failure.status as u8);
+    }
     match commands::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
@@ -45,15 +49,31 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}.")))
 }
 
-/// Logs to stderr, at the level in `BATON_LOG` (default: errors only, so
-/// that stdout and stderr stay what the contract says they are).
+/// The log level in `BATON_LOG` (default: errors only, so that stdout
+/// and stderr stay what the contract says they are); anything else set
+/// there is bad input, not silently ignored.
+fn log_level() -> Result<slog::Level, Failure> {
+    match std::env::var("BATON_LOG") {
+        Err(std::env::VarError::NotPresent) => Ok(slog::Level::Error),
+        Ok(value) => match value.as_str() {
+            "" | "error" => Ok(slog::Level::Error),
+            "warning" | "warn" => Ok(slog::Level::Warning),
+            "info" => Ok(slog::Level::Info),
+            "debug" => Ok(slog::Level::Debug),
+            other => Err(Failure::bad_input(format!(
+                "BATON_LOG={other:?} is not a log level; use error, \
+                 warning, info or debug."
+            ))),
+        },
+        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::bad_input(
+            "BATON_LOG is not valid UTF-8; use error, warning, info or debug.",
+        )),
+    }
+}
+
+/// Logs to stderr, at the level in `BATON_LOG` (checked in `main`).
 pub(crate) fn logger() -> Logger {
-    let level = match std::env::var("BATON_LOG").as_deref() {
-        Ok("debug") => slog::Level::Debug,
-        Ok("info") => slog::Level::Info,
-        Ok("warning" | "warn") => slog::Level::Warning,
-        _ => slog::Level::Error,
-    };
+    let level = log_level().unwrap_or(slog::Level::Error);
     let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
     let drain = slog_term::FullFormat::new(decorator).build().fuse();
     Logger::root(drain.filter_level(level).fuse(), o!())

@@ -102,3 +102,86 @@ pub(crate) fn classify(
     }
     Ok(())
 }
+
+/// True when `argument` names a file to read (or stdin), not a stored
+/// blueprint's id: anything that exists as a path, `-`, or does not
+/// parse as a UUID.
+pub(crate) fn is_file_argument(argument: &str) -> bool {
+    argument == "-"
+        || std::path::Path::new(argument).exists()
+        || argument.parse::<baton_uuid_kinds::BlueprintUuid>().is_err()
+}
+
+#[derive(Serialize)]
+struct ShownZone {
+    id: OmicronZoneUuid,
+    sled_id: baton_uuid_kinds::SledUuid,
+    nexus_generation: u64,
+    disposition: &'static str,
+    ready_for_cleanup: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Shown {
+    id: baton_uuid_kinds::BlueprintUuid,
+    parent_blueprint_id: Option<baton_uuid_kinds::BlueprintUuid>,
+    nexus_generation: u64,
+    nexus_zones: Vec<ShownZone>,
+}
+
+/// `blueprint show`: the blueprint's identity and its Nexus zones,
+/// sorted by zone id.
+pub(crate) fn show(bp: &Blueprint, json: bool) {
+    let mut zones: Vec<ShownZone> = bp
+        .nexus_zones()
+        .map(|z| {
+            let (disposition, ready) = match z.disposition {
+                baton_types::ZoneDisposition::InService => ("in_service", None),
+                baton_types::ZoneDisposition::Expunged {
+                    ready_for_cleanup,
+                    ..
+                } => ("expunged", Some(ready_for_cleanup)),
+            };
+            ShownZone {
+                id: z.zone_id,
+                sled_id: z.sled_id,
+                nexus_generation: z.nexus_generation.get(),
+                disposition,
+                ready_for_cleanup: ready,
+            }
+        })
+        .collect();
+    zones.sort_by_key(|z| z.id);
+    let shown = Shown {
+        id: bp.id(),
+        parent_blueprint_id: bp.parent_blueprint_id(),
+        nexus_generation: bp.nexus_generation().get(),
+        nexus_zones: zones,
+    };
+    if json {
+        output::json(&shown);
+        return;
+    }
+    let parent = shown
+        .parent_blueprint_id
+        .map_or("none".to_owned(), |p| p.to_string());
+    output::line(&format!(
+        "blueprint {}  parent {parent}  nexus_generation {}",
+        shown.id, shown.nexus_generation
+    ));
+    output::line(&format!(
+        "{:<36}  {:<36}  {:>3}  DISPOSITION",
+        "NEXUS ZONE", "SLED", "GEN"
+    ));
+    for z in &shown.nexus_zones {
+        let disposition = match z.ready_for_cleanup {
+            None => "in_service".to_owned(),
+            Some(true) => "expunged (ready for cleanup)".to_owned(),
+            Some(false) => "expunged".to_owned(),
+        };
+        output::line(&format!(
+            "{:<36}  {:<36}  {:>3}  {disposition}",
+            z.id, z.sled_id, z.nexus_generation
+        ));
+    }
+}

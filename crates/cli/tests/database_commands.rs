@@ -382,3 +382,23 @@ fn execute_as_a_nexus_not_in_control_writes_nothing() {
     let want = [all(&OLD, "active"), all(&NEW, "not_yet")].concat();
     assert_eq!(env.records(), expect(&want));
 }
+
+#[test]
+fn blueprint_show_finds_a_stored_blueprint_by_id() {
+    let env = Env::new();
+    let f = fixture(3);
+    env.ok(&["blueprint", "import", f.to_str().unwrap()]);
+    let shown = env.json(&["blueprint", "show", BP[3], "--json"]);
+    assert_eq!(shown["id"], BP[3]);
+    let expunged = shown["nexus_zones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|z| z["disposition"] == "expunged")
+        .count();
+    assert_eq!(expunged, 3, "{shown}");
+    // An id that is stored nowhere is bad input.
+    let missing = "00000000-0000-0000-0000-000000000000";
+    let err = env.fails(&["blueprint", "show", missing], 2);
+    assert!(err.contains(missing), "{err}");
+}

@@ -224,3 +224,49 @@ fn validate_of_a_missing_file_is_bad_input() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("/nonexistent/bp.json"));
 }
+
+#[test]
+fn blueprint_show_lists_the_nexus_zones_of_a_file() {
+    let file = fixtures().join("02-new-generation-deployed.json");
+    let out = baton(&["blueprint", "show", file.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["id"], "14aa4e71-9d3c-4dec-80a6-1f933d6c51e3");
+    assert_eq!(
+        shown["parent_blueprint_id"],
+        "70eb9a0a-9626-4ae6-85e8-18fac0433cbd"
+    );
+    let zones = shown["nexus_zones"].as_array().unwrap();
+    assert_eq!(zones.len(), 6);
+    let generations: Vec<u64> = zones
+        .iter()
+        .map(|z| z["nexus_generation"].as_u64().unwrap())
+        .collect();
+    assert_eq!(generations.iter().filter(|g| **g == 2).count(), 3);
+    assert!(zones.iter().all(|z| z["disposition"] == "in_service"));
+    let table = baton(&["blueprint", "show", file.to_str().unwrap()]);
+    assert!(
+        text(&table.stdout).contains("6bad6be2-8e7a-46e9-9f19-950499dd251d"),
+        "{table:?}"
+    );
+}
+
+#[test]
+fn blueprint_show_of_neither_a_file_nor_an_id_is_bad_input() {
+    let out = baton(&["blueprint", "show", "no-such-file.json"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("no-such-file.json"), "{out:?}");
+}
+
+#[test]
+fn a_bogus_log_level_is_bad_input_not_ignored() {
+    let file = fixtures().join("01-steady.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["blueprint", "validate", file.to_str().unwrap()])
+        .env("BATON_LOG", "bogus")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("BATON_LOG"), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+}
