@@ -64,15 +64,21 @@ pub(crate) async fn run(
     })
     .await;
     let _ = reporter.await;
-    let line = json!({
-        "nexus_id": nexus.id(),
-        "state": "exit",
-        "final_state": last.label(),
-        "entries": counters.entries.load(Ordering::SeqCst),
-        "jobs_started": counters.jobs_started.load(Ordering::SeqCst),
-        "jobs_ended": counters.jobs_ended.load(Ordering::SeqCst),
-        "write_errors": counters.write_errors.load(Ordering::SeqCst),
-    });
+    // The final state's line, printed here once the writers are done,
+    // carries what the instance did (extra fields, as the contract
+    // allows).
+    let mut line = state_line(&nexus, &last);
+    if let Some(fields) = line.as_object_mut() {
+        for (name, counter) in [
+            ("entries", &counters.entries),
+            ("jobs_started", &counters.jobs_started),
+            ("jobs_ended", &counters.jobs_ended),
+            ("write_errors", &counters.write_errors),
+        ] {
+            fields
+                .insert(name.to_owned(), json!(counter.load(Ordering::SeqCst)));
+        }
+    }
     println!("{line}");
     match last {
         NexusState::Quiesced | NexusState::Stopped => ExitCode::SUCCESS,
@@ -92,34 +98,31 @@ async fn terminated() {
     }
 }
 
-/// One JSON line per state change, none skipped, until a final state.
+/// `{"nexus_id": ..., "state": ..., "step"/"reason": ...}` for a state.
+fn state_line(nexus: &Nexus, state: &NexusState) -> serde_json::Value {
+    let mut line = json!({ "nexus_id": nexus.id() });
+    if let (Some(line), serde_json::Value::Object(state)) =
+        (line.as_object_mut(), json!(state))
+    {
+        line.extend(state);
+    }
+    line
+}
+
+/// One JSON line per state change, none skipped, up to (not including)
+/// the final state, whose line `run` prints with the counters.
 async fn report(nexus: Nexus) {
     let mut watch = nexus.watch();
     let mut printed = 0;
     loop {
         let history = nexus.history();
-        for state in &history[printed..] {
-            let mut line = json!({ "nexus_id": nexus.id() });
-            if let (Some(line), serde_json::Value::Object(state)) =
-                (line.as_object_mut(), json!(state))
-            {
-                line.extend(state);
-            }
-            println!("{line}");
+        for state in history[printed..].iter().filter(|s| !s.is_final()) {
+            println!("{}", state_line(&nexus, state));
         }
         printed = history.len();
-        if history.last().is_some_and(NexusState::is_final) {
-            return;
-        }
-        if watch.changed().await.is_err() {
-            // The lifecycle is gone (killed): print what it left.
-            let history = nexus.history();
-            for state in &history[printed..] {
-                println!(
-                    "{}",
-                    json!({ "nexus_id": nexus.id(), "state": state.label() })
-                );
-            }
+        if history.last().is_some_and(NexusState::is_final)
+            || watch.changed().await.is_err()
+        {
             return;
         }
     }

@@ -342,7 +342,7 @@ fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
         let id = ledger.id;
         let (status, last) = ledger.wait_exit();
         assert!(status.success(), "old ledger {id} exited {status}: {last}");
-        assert_eq!(last["final_state"], "quiesced", "old ledger {id}");
+        assert_eq!(last["state"], "quiesced", "old ledger {id}");
         write_errors += last["write_errors"].as_u64().unwrap_or(0);
     }
     for ledger in &mut new {
@@ -365,7 +365,7 @@ fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
         ledger.signal("-TERM");
         let (status, last) = ledger.wait_exit();
         assert!(status.success(), "new ledger {id} exited {status}: {last}");
-        assert_eq!(last["final_state"], "stopped", "new ledger {id}");
+        assert_eq!(last["state"], "stopped", "new ledger {id}");
         write_errors += last["write_errors"].as_u64().unwrap_or(0);
     }
 
