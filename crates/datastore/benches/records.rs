@@ -88,33 +88,32 @@ impl Bench {
         self.story.new_generation_deployed.id()
     }
 
-    /// The records while generation 1 is in control: old `active`, new
-    /// `not_yet` (what the record step finds in a running rack).
-    fn in_control(&self) -> Vec<NexusRecord> {
+    /// The six records with generation 1 in state `old` and generation
+    /// 2 `not_yet`.
+    fn records_with_old(&self, old: NexusRecordState) -> Vec<NexusRecord> {
         let row = |nexus_id, state| NexusRecord {
             nexus_id,
             state,
             last_drained_blueprint_id: None,
         };
-        let old = self.story.old_nexus.iter();
         let new = self.story.new_nexus.iter();
-        old.map(|&id| row(id, NexusRecordState::Active))
+        self.story
+            .old_nexus
+            .iter()
+            .map(|&id| row(id, old))
             .chain(new.map(|&id| row(id, NexusRecordState::NotYet)))
             .collect()
     }
 
-    /// The records just before the handoff: old quiesced, new `not_yet`.
+    /// Generation 1 in control: what the record step finds in a running
+    /// rack.
+    fn in_control(&self) -> Vec<NexusRecord> {
+        self.records_with_old(NexusRecordState::Active)
+    }
+
+    /// Just before the handoff: old quiesced, new `not_yet`.
     fn before_handoff(&self) -> Vec<NexusRecord> {
-        let row = |nexus_id, state| NexusRecord {
-            nexus_id,
-            state,
-            last_drained_blueprint_id: None,
-        };
-        let old = self.story.old_nexus.iter();
-        let new = self.story.new_nexus.iter();
-        old.map(|&id| row(id, NexusRecordState::Quiesced))
-            .chain(new.map(|&id| row(id, NexusRecordState::NotYet)))
-            .collect()
+        self.records_with_old(NexusRecordState::Quiesced)
     }
 
     /// Statements the server receives for one run of `op`.

@@ -405,9 +405,7 @@ impl DataStore {
             + Send
             + Sync,
     {
-        let isolation = isolation(&self.config);
-        self.retry_loop(op, Conn::Fresh, &Transaction(f, isolation))
-            .await
+        self.transaction_via(op, Conn::Fresh, f).await
     }
 
     /// [`DataStore::transaction`] on a connection of the caller's own,
@@ -425,9 +423,25 @@ impl DataStore {
             + Send
             + Sync,
     {
+        self.transaction_via(op, Conn::Held(conn), f).await
+    }
+
+    /// A transaction through the one retry loop, on `conn`.
+    async fn transaction_via<T, E, F>(
+        &self,
+        op: &'static str,
+        conn: Conn<'_>,
+        f: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        T: Send,
+        E: Send,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
+            + Send
+            + Sync,
+    {
         let isolation = isolation(&self.config);
-        self.retry_loop(op, Conn::Held(conn), &Transaction(f, isolation))
-            .await
+        self.retry_loop(op, conn, &Transaction(f, isolation)).await
     }
 
     /// The one retry loop: runs `attempt` on a connection (a fresh claim
@@ -730,14 +744,7 @@ impl Claim {
             + Sync,
     {
         let store = self.store.clone();
-        let isolation = isolation(&store.config);
-        store
-            .retry_loop(
-                op,
-                Conn::Held(&mut self.conn),
-                &Transaction(f, isolation),
-            )
-            .await
+        store.transaction_on(op, &mut self.conn, f).await
     }
 }
 

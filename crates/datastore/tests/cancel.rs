@@ -30,16 +30,9 @@ async fn count(ds: &DataStore, sql: &'static str) -> i64 {
     rows.into_iter().next().map_or(0, |r| r.n)
 }
 
-/// Where in the transaction the future is dropped.
-#[derive(Clone, Copy, Debug)]
-enum Point {
-    /// Between two statements, the transaction open and idle.
-    BetweenStatements,
-    /// While the server runs a statement.
-    InsideAStatement,
-}
-
-async fn cancel_at(point: Point) {
+/// A pool of one connection with a scratch table, and another process's
+/// datastore to look from.
+async fn one_connection() -> (TestDb, DataStore) {
     let t = TestDb::with_config(DataStoreConfig {
         pool_size: 1,
         ..DataStoreConfig::default()
@@ -53,6 +46,50 @@ async fn cancel_at(point: Point) {
         .batch_execute("CREATE TABLE scratch (n INT8)")
         .await
         .unwrap();
+    (t, observer)
+}
+
+/// After a cancelled transaction that wrote `n = 1`: no claim is counted,
+/// and the next caller of the one-connection pool writes `n = 2` in a
+/// transaction of its own, visible at once to another process, while the
+/// cancelled write is gone.
+async fn next_caller_is_unaffected(
+    t: &TestDb,
+    observer: &DataStore,
+    what: &str,
+) {
+    assert_eq!(t.ds.outstanding_claims(), 0, "{what}: claim leaked");
+    t.ds.claim("next caller")
+        .await
+        .unwrap()
+        .connection()
+        .batch_execute("INSERT INTO scratch VALUES (2)")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(observer, "SELECT count(*) AS n FROM scratch WHERE n = 2").await,
+        1,
+        "{what}: the next caller's write ran inside the cancelled \
+         transaction"
+    );
+    assert_eq!(
+        count(observer, "SELECT count(*) AS n FROM scratch WHERE n = 1").await,
+        0,
+        "{what}: the cancelled transaction's write survived"
+    );
+}
+
+/// Where in the transaction the future is dropped.
+#[derive(Clone, Copy, Debug)]
+enum Point {
+    /// Between two statements, the transaction open and idle.
+    BetweenStatements,
+    /// While the server runs a statement.
+    InsideAStatement,
+}
+
+async fn cancel_at(point: Point) {
+    let (t, observer) = one_connection().await;
 
     let (reached, mut at) = mpsc::channel(1);
     let ds = t.ds.clone();
@@ -94,28 +131,7 @@ async fn cancel_at(point: Point) {
     }
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    assert_eq!(t.ds.outstanding_claims(), 0, "{point:?}: claim leaked");
-
-    // The next caller of the one-connection pool: its write must commit
-    // on its own, visible at once to another process.
-    t.ds.claim("next caller")
-        .await
-        .unwrap()
-        .connection()
-        .batch_execute("INSERT INTO scratch VALUES (2)")
-        .await
-        .unwrap();
-    assert_eq!(
-        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 2").await,
-        1,
-        "{point:?}: the next caller's write ran inside the cancelled \
-         transaction"
-    );
-    assert_eq!(
-        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 1").await,
-        0,
-        "{point:?}: the cancelled transaction's write survived"
-    );
+    next_caller_is_unaffected(&t, &observer, &format!("{point:?}")).await;
 }
 
 #[tokio::test]
@@ -156,19 +172,7 @@ async fn a_claim_dropped_while_waiting_for_a_connection_is_not_counted() {
 /// clean for the next caller.
 #[tokio::test]
 async fn a_transaction_on_a_held_claim_dropped_midway_leaves_nothing() {
-    let t = TestDb::with_config(DataStoreConfig {
-        pool_size: 1,
-        ..DataStoreConfig::default()
-    })
-    .await;
-    let observer = t.another(DataStoreConfig::default());
-    t.ds.claim("setup")
-        .await
-        .unwrap()
-        .connection()
-        .batch_execute("CREATE TABLE scratch (n INT8)")
-        .await
-        .unwrap();
+    let (t, observer) = one_connection().await;
     let (reached, mut at) = mpsc::channel(1);
     let ds = t.ds.clone();
     let task = tokio::spawn(async move {
@@ -189,22 +193,5 @@ async fn a_transaction_on_a_held_claim_dropped_midway_leaves_nothing() {
     at.recv().await.expect("the body reached the point");
     task.abort();
     assert!(task.await.unwrap_err().is_cancelled());
-    assert_eq!(t.ds.outstanding_claims(), 0, "claim leaked");
-    t.ds.claim("next caller")
-        .await
-        .unwrap()
-        .connection()
-        .batch_execute("INSERT INTO scratch VALUES (2)")
-        .await
-        .unwrap();
-    assert_eq!(
-        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 2").await,
-        1,
-        "the next caller's write ran inside the cancelled transaction"
-    );
-    assert_eq!(
-        count(&observer, "SELECT count(*) AS n FROM scratch WHERE n = 1").await,
-        0,
-        "the cancelled transaction's write survived"
-    );
+    next_caller_is_unaffected(&t, &observer, "held claim").await;
 }
