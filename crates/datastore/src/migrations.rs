@@ -247,50 +247,12 @@ impl DataStore {
                  this Baton's {SCHEMA_VERSION}; upgrade Baton"
             )));
         }
-        if current == SCHEMA_VERSION {
-            return Ok(SCHEMA_VERSION);
-        }
-        let mut conn = self.locked_for_migration().await?;
-        for &(version, name, sql) in BATON_MIGRATIONS {
-            if version <= current {
-                continue;
-            }
-            let applied = self
-                .transaction_on("migrate", &mut conn, move |conn| {
-                    Box::pin(async move {
-                        // Under the lock: no two processes create it.
-                        conn.batch_execute(CREATE_VERSION_TABLE).await?;
-                        let done: Version = load_one(
-                            statement(
-                                "SELECT max(version) AS version \
-                                 FROM baton_schema_version",
-                            ),
-                            conn,
-                        )
-                        .await?;
-                        if done.version.unwrap_or(0) >= version {
-                            return Ok::<_, TxError>(false);
-                        }
-                        conn.batch_execute(sql).await?;
-                        statement(
-                            "INSERT INTO baton_schema_version (version, name) \
-                             VALUES ($1, $2)",
-                        )
-                        .bind::<BigInt, _>(version)
-                        .bind::<Text, _>(name)
-                        .execute(conn)
-                        .await?;
-                        Ok(true)
-                    })
-                })
-                .await
-                .map_err(Error::from)?;
-            if applied {
-                info!(self.log, "applied migration";
-                    "component" => BATON_COMPONENT,
-                    "version" => version, "name" => name);
-            }
-        }
+        let migrations: Vec<Migration> = BATON_MIGRATIONS
+            .iter()
+            .map(|&(version, name, sql)| Migration::new(version, name, sql))
+            .collect();
+        self.apply_pending(Ledger::Baton, current, &migrations)
+            .await?;
         Ok(SCHEMA_VERSION)
     }
 
@@ -327,48 +289,40 @@ impl DataStore {
                 component.name
             )));
         }
-        if current == wanted {
-            return Ok(wanted);
+        let ledger = Ledger::Component(component.name.clone());
+        self.apply_pending(ledger, current, &component.migrations)
+            .await?;
+        Ok(wanted)
+    }
+
+    /// The one migration loop: every migration above `current`, each in
+    /// its own transaction on a connection holding the migration lock,
+    /// re-reading the applied version there first (another process may
+    /// have applied it meanwhile). Takes no lock and writes nothing when
+    /// nothing is pending.
+    async fn apply_pending(
+        &self,
+        ledger: Ledger,
+        current: i64,
+        migrations: &[Migration],
+    ) -> Result<(), Error> {
+        let pending: Vec<&Migration> =
+            migrations.iter().filter(|m| m.version > current).collect();
+        if pending.is_empty() {
+            return Ok(());
         }
         let mut conn = self.locked_for_migration().await?;
-        for migration in &component.migrations {
-            if migration.version <= current {
-                continue;
-            }
-            let version = migration.version;
-            let (name, label, sql) = (
-                component.name.clone(),
-                migration.name.clone(),
-                migration.sql.clone(),
-            );
+        for migration in pending {
+            let (ledger_here, this) = (ledger.clone(), migration.clone());
             let applied = self
-                .transaction_on("migrate component", &mut conn, move |conn| {
-                    let (name, label, sql) =
-                        (name.clone(), label.clone(), sql.clone());
+                .transaction_on("migrate", &mut conn, move |conn| {
+                    let (ledger, m) = (ledger_here.clone(), this.clone());
                     Box::pin(async move {
-                        let done: Version = load_one(
-                            statement(
-                                "SELECT max(version) AS version \
-                                 FROM baton_component_version \
-                                 WHERE component = $1",
-                            )
-                            .bind::<Text, _>(name.clone()),
-                            conn,
-                        )
-                        .await?;
-                        if done.version.unwrap_or(0) >= version {
+                        if ledger.applied(conn).await? >= m.version {
                             return Ok::<_, TxError>(false);
                         }
-                        conn.batch_execute(&sql).await?;
-                        statement(
-                            "INSERT INTO baton_component_version \
-                             (component, version, name) VALUES ($1, $2, $3)",
-                        )
-                        .bind::<Text, _>(name)
-                        .bind::<BigInt, _>(version)
-                        .bind::<Text, _>(label)
-                        .execute(conn)
-                        .await?;
+                        conn.batch_execute(&m.sql).await?;
+                        ledger.record(conn, &m).await?;
                         Ok(true)
                     })
                 })
@@ -376,10 +330,93 @@ impl DataStore {
                 .map_err(Error::from)?;
             if applied {
                 info!(self.log, "applied migration";
-                    "component" => &component.name,
-                    "version" => version, "name" => &migration.name);
+                    "component" => ledger.name(),
+                    "version" => migration.version, "name" => &migration.name);
             }
         }
-        Ok(wanted)
+        Ok(())
+    }
+}
+
+/// Where a component's applied versions are kept: Baton's own in
+/// `baton_schema_version` (as from its first release), each service's
+/// in `baton_component_version`.
+#[derive(Clone, Debug)]
+enum Ledger {
+    Baton,
+    Component(String),
+}
+
+impl Ledger {
+    fn name(&self) -> &str {
+        match self {
+            Ledger::Baton => BATON_COMPONENT,
+            Ledger::Component(name) => name,
+        }
+    }
+
+    /// The applied version, read under the migration lock.
+    async fn applied(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+    ) -> diesel::QueryResult<i64> {
+        let done: Version = match self {
+            Ledger::Baton => {
+                // Under the lock: no two processes create it.
+                conn.batch_execute(CREATE_VERSION_TABLE).await?;
+                load_one(
+                    statement(
+                        "SELECT max(version) AS version \
+                         FROM baton_schema_version",
+                    ),
+                    conn,
+                )
+                .await?
+            }
+            Ledger::Component(name) => {
+                load_one(
+                    statement(
+                        "SELECT max(version) AS version \
+                         FROM baton_component_version WHERE component = $1",
+                    )
+                    .bind::<Text, _>(name.clone()),
+                    conn,
+                )
+                .await?
+            }
+        };
+        Ok(done.version.unwrap_or(0))
+    }
+
+    /// Records `migration` as applied, in the migration's transaction.
+    async fn record(
+        &self,
+        conn: &mut diesel_async::AsyncPgConnection,
+        migration: &Migration,
+    ) -> diesel::QueryResult<()> {
+        match self {
+            Ledger::Baton => {
+                statement(
+                    "INSERT INTO baton_schema_version (version, name) \
+                     VALUES ($1, $2)",
+                )
+                .bind::<BigInt, _>(migration.version)
+                .bind::<Text, _>(migration.name.clone())
+                .execute(conn)
+                .await?;
+            }
+            Ledger::Component(name) => {
+                statement(
+                    "INSERT INTO baton_component_version \
+                     (component, version, name) VALUES ($1, $2, $3)",
+                )
+                .bind::<Text, _>(name.clone())
+                .bind::<BigInt, _>(migration.version)
+                .bind::<Text, _>(migration.name.clone())
+                .execute(conn)
+                .await?;
+            }
+        }
+        Ok(())
     }
 }
