@@ -20,9 +20,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use baton_datastore::DataStoreConfig;
 #[cfg(feature = "mutants")]
 use baton_datastore::Mutant;
-use baton_datastore::{AccessDecision, DataStoreConfig};
+use baton_planner::AccessDecision;
 
 /// Without the `mutants` feature there is only the real datastore.
 #[cfg(not(feature = "mutants"))]
@@ -154,10 +155,10 @@ fn check_invariants(system: &System, model: &Model) {
     if nothing_active
         && let Some((&zone, _)) = states.iter().find(|(_, s)| **s == NotYet)
     {
-        let decision = system
-            .block_on(system.admin.check_access(Some(system::zone_id(zone))))
-            .expect("access check")
-            .0;
+        let decision = system.block_on(system::check_access(
+            &system.admin,
+            system::zone_id(zone),
+        ));
         assert_eq!(
             decision,
             AccessDecision::NeedsHandoff,

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_datastore::{AccessDecision, DataStore, DataStoreConfig, Error};
+use baton_datastore::{DataStore, DataStoreConfig, Error};
 use baton_executor::{STEP_ENSURE_RECORDS, realize_blueprint};
+use baton_planner::AccessDecision;
 use baton_types::{
     Blueprint, BlueprintBuilder, Generation, NexusRecordState, NexusZone,
     SledConfig, SledState, ZoneConfig, ZoneDisposition, ZoneType,
@@ -337,17 +338,11 @@ impl System {
     fn start(&mut self, zone: Zone, model: &Model) {
         let id = zone_id(zone);
         let ds = self.process(zone).ds.clone();
-        let mut decision = self
-            .block_on(ds.check_access(Some(id)))
-            .expect("access check")
-            .0;
+        let mut decision = self.block_on(check_access(&ds, id));
         if decision == AccessDecision::NeedsHandoff
             && self.block_on(ds.attempt_handoff(id)).is_ok()
         {
-            decision = self
-                .block_on(ds.check_access(Some(id)))
-                .expect("access check")
-                .0;
+            decision = self.block_on(check_access(&ds, id));
         }
         if decision == AccessDecision::Refuse {
             self.kill(zone);
@@ -493,4 +488,17 @@ impl Context {
         let _runtime = self.rt.enter();
         DataStore::with_config(&self.log, &self.url, self.config.clone())
     }
+}
+
+/// The lifecycle's access check: the datastore's facts, the planner's
+/// decision.
+pub(crate) async fn check_access(
+    ds: &DataStore,
+    id: OmicronZoneUuid,
+) -> AccessDecision {
+    let facts = ds
+        .access_facts_for(Some(id), &[])
+        .await
+        .expect("access facts");
+    baton_planner::decide_access(&facts).0
 }

@@ -249,8 +249,11 @@ async fn dispatch(
             }
         }
         Command::Access { nexus_id, json } => {
-            let (decision, reason) =
-                ds.check_access(Some(nexus_id)).await.map_err(failure)?;
+            let facts = ds
+                .access_facts_for(Some(nexus_id), &[])
+                .await
+                .map_err(failure)?;
+            let (decision, reason) = baton_planner::decide_access(&facts);
             if json {
                 output::json(&AccessJson {
                     nexus_id: nexus_id.to_string(),
@@ -340,31 +343,24 @@ async fn not_connected(
 }
 
 /// The contract's guard on `records quiesce` without `--force`: the
-/// current target must show this Nexus's generation below the blueprint's.
+/// planner allows it only when the current target shows this Nexus's
+/// generation below the blueprint's.
 async fn quiesce_allowed(
     ds: &DataStore,
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Failure> {
-    let (_, bp) = ds.target_blueprint().await.map_err(|e| {
+    let refused = |why: String| {
         Failure::failed(format!(
-            "refused to mark Nexus {nexus_id} quiesced: {e}; use --force to \
-             bypass (dangerous: it skips the drain fence)."
+            "refused to mark Nexus {nexus_id} quiesced: {why}; use --force \
+             to bypass (dangerous: it skips the drain fence)."
         ))
-    })?;
-    match baton_planner::is_quiescing(&bp, nexus_id) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(Failure::failed(format!(
-            "refused to mark Nexus {nexus_id} quiesced: its generation is not \
-             below the target blueprint {}'s nexus_generation {}; use --force \
-             to bypass (dangerous: it skips the drain fence).",
-            bp.id(),
-            bp.nexus_generation()
-        ))),
-        Err(e) => Err(Failure::failed(format!(
-            "refused to mark Nexus {nexus_id} quiesced: {e}; use --force to \
-             bypass (dangerous: it skips the drain fence)."
-        ))),
-    }
+    };
+    let (_, bp) = ds
+        .target_blueprint()
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    baton_planner::quiesce_allowed(&bp, nexus_id)
+        .map_err(|e| refused(e.to_string()))
 }
 
 async fn execute(

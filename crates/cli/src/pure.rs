@@ -84,8 +84,8 @@ pub(crate) fn classify(
             nexus_id,
             active_generation: c.active_generation.get(),
             // BTreeSets iterate in ascending order, as the contract asks.
-            active: c.active.into_iter().collect(),
-            not_yet: c.not_yet.into_iter().collect(),
+            active: c.records.active.into_iter().collect(),
+            not_yet: c.records.not_yet.into_iter().collect(),
         });
         return Ok(());
     }
@@ -95,7 +95,10 @@ pub(crate) fn classify(
         c.active_generation
     ));
     output::line("RECORD    NEXUS ID");
-    for (state, ids) in [("active", &c.active), ("not_yet", &c.not_yet)] {
+    for (state, ids) in [
+        ("active", &c.records.active),
+        ("not_yet", &c.records.not_yet),
+    ] {
         for id in ids {
             output::line(&format!("{state:<9} {id}"));
         }

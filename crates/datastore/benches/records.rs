@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use baton_datastore::{DataStore, DataStoreConfig, Error, RecordsToEnsure};
+use baton_datastore::{DataStore, DataStoreConfig, Error};
 use baton_dev_db::DevDb;
+use baton_types::RecordsToEnsure;
 use baton_types::story::HandoffStory;
 use baton_types::{NexusRecord, NexusRecordState};
 use baton_uuid_kinds::BlueprintUuid;
@@ -178,7 +179,7 @@ impl Bench {
         counts.insert(
             "access check",
             self.statements(&ds, || async {
-                ds.check_access(Some(new)).await.map(drop)
+                ds.access_facts_for(Some(new), &[]).await.map(drop)
             }),
         );
         counts.insert(

@@ -5,7 +5,8 @@
 //! SERIALIZABLE wrapper that every operation goes through. It applies the
 //! protocol's rules that must hold inside the database (only the current
 //! target writes records, the handoff is atomic), but decides no policy:
-//! what to write is the planner's answer, passed in.
+//! what to write, and whether a Nexus may use the database, are the
+//! planner's answers to facts this crate reads.
 //!
 //! The SQL is kept portable to CockroachDB: standard types, an enum type,
 //! data-modifying CTEs and `ON CONFLICT DO NOTHING`, all of which both
@@ -23,9 +24,6 @@ mod operator;
 mod records;
 mod statement;
 
-pub use access::{
-    AccessDecision, AccessFacts, SchemaComparison, SchemaFact, decide_access,
-};
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use datastore::{
     DataStore, DataStoreConfig, StatementFuture, TransactionError, TxError,
@@ -73,4 +71,4 @@ pub use migrations::{
 #[cfg(feature = "mutants")]
 pub use mutants::Mutant;
 pub use operator::Backend;
-pub use records::{EnsureOutcome, RecordsToEnsure};
+pub use records::EnsureOutcome;

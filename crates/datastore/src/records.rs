@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use baton_types::{NexusRecord, NexusRecordState};
+use baton_types::{NexusRecord, NexusRecordState, RecordsToEnsure};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
 use diesel::QueryableByName;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
@@ -11,30 +11,15 @@ use diesel_async::RunQueryDsl;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
-/// The records one execution wants to exist (the planner's answer).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RecordsToEnsure {
-    /// To be inserted as `active`.
-    pub active: BTreeSet<OmicronZoneUuid>,
-    /// To be inserted as `not_yet`.
-    pub not_yet: BTreeSet<OmicronZoneUuid>,
-}
-
-impl RecordsToEnsure {
-    /// The wanted rows as parallel arrays of ids and state labels, the
-    /// form the record statements bind.
-    pub(crate) fn rows(&self) -> (Vec<uuid::Uuid>, Vec<String>) {
-        let active =
-            self.active.iter().map(|id| (id, NexusRecordState::Active));
-        let not_yet =
-            self.not_yet.iter().map(|id| (id, NexusRecordState::NotYet));
-        active
-            .chain(not_yet)
-            .map(|(id, state)| {
-                (id.into_untyped_uuid(), state.as_str().to_owned())
-            })
-            .unzip()
-    }
+/// The wanted rows as parallel arrays of ids and state labels, the form
+/// the record statements bind.
+pub(crate) fn rows(
+    records: &RecordsToEnsure,
+) -> (Vec<uuid::Uuid>, Vec<String>) {
+    records
+        .iter()
+        .map(|(id, state)| (id.into_untyped_uuid(), state.as_str().to_owned()))
+        .unzip()
 }
 
 /// What the conditional record write did.
@@ -229,7 +214,7 @@ impl DataStore {
     ) -> Result<EnsureOutcome, Error> {
         let bp = blueprint_id.into_untyped_uuid();
         let me = executing.into_untyped_uuid();
-        let (ids, states) = records.rows();
+        let (ids, states) = rows(records);
         let sql = self.ensure_records_sql(ENSURE_RECORDS);
         let row: GuardedRow = self
             .retrying("records ensure", |conn| {

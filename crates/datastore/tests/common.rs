@@ -1,7 +1,8 @@
 //! A migrated database on a throwaway server, and blueprints to store.
 
-use baton_datastore::{DataStore, DataStoreConfig, RecordsToEnsure};
+use baton_datastore::{DataStore, DataStoreConfig};
 use baton_dev_db::DevDb;
+use baton_types::RecordsToEnsure;
 use baton_types::{
     Blueprint, BlueprintBuilder, Generation, NexusZone, SledConfig, SledState,
     ZoneConfig, ZoneDisposition, ZoneType,

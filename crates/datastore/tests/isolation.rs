@@ -6,8 +6,9 @@ use baton_test_utils::db::DataStoreTestExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use baton_datastore::{DataStoreConfig, Error, RecordsToEnsure};
+use baton_datastore::{DataStoreConfig, Error};
 use baton_test_utils::db::Hook;
+use baton_types::RecordsToEnsure;
 
 use crate::common::{TestDb, blueprint, handoff_zones, zone};
 

@@ -4,7 +4,8 @@
 use baton_test_utils::db::DataStoreTestExt;
 use std::collections::BTreeSet;
 
-use baton_datastore::{Error, RecordsToEnsure};
+use baton_datastore::Error;
+use baton_types::RecordsToEnsure;
 use baton_types::{NexusRecord, NexusRecordState};
 
 use NexusRecordState::{Active, NotYet, Quiesced};

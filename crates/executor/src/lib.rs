@@ -36,9 +36,8 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeSet;
-
-use baton_datastore::{DataStore, RecordsToEnsure};
+use baton_datastore::DataStore;
+use baton_planner::{Classification, ClassifyError};
 use baton_types::Blueprint;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use serde::Serialize;
@@ -108,12 +107,42 @@ pub async fn realize_blueprint(
     blueprint: &Blueprint,
     nexus_id: Option<OmicronZoneUuid>,
 ) -> ExecutionReport {
+    let classified = nexus_id.map(|id| baton_planner::classify(blueprint, id));
+    realize_classified(log, datastore, blueprint, nexus_id, classified).await
+}
+
+/// [`realize_blueprint`] for a Nexus that already classified `blueprint`
+/// (with [`baton_planner::decide_role`]), so it is not classified twice.
+pub async fn realize_as(
+    log: &Logger,
+    datastore: &DataStore,
+    blueprint: &Blueprint,
+    classification: Classification,
+) -> ExecutionReport {
+    let nexus_id = classification.nexus_id;
+    realize_classified(
+        log,
+        datastore,
+        blueprint,
+        Some(nexus_id),
+        Some(Ok(classification)),
+    )
+    .await
+}
+
+async fn realize_classified(
+    log: &Logger,
+    datastore: &DataStore,
+    blueprint: &Blueprint,
+    nexus_id: Option<OmicronZoneUuid>,
+    classified: Option<Result<Classification, ClassifyError>>,
+) -> ExecutionReport {
     let log = log.new(o!(
         "blueprint_id" => blueprint.id().to_string(),
         "nexus_id" => nexus_id.map_or("none".to_owned(), |id| id.to_string()),
     ));
     let steps = vec![
-        ensure_records(&log, datastore, blueprint, nexus_id).await,
+        ensure_records(&log, datastore, blueprint, classified).await,
         cleanup_records(&log, datastore, blueprint, nexus_id).await,
     ];
     for step in &steps {
@@ -149,25 +178,22 @@ async fn ensure_records(
     log: &Logger,
     datastore: &DataStore,
     blueprint: &Blueprint,
-    nexus_id: Option<OmicronZoneUuid>,
+    classified: Option<Result<Classification, ClassifyError>>,
 ) -> StepReport {
     use StepOutcome::*;
     let name = STEP_ENSURE_RECORDS;
-    let Some(nexus_id) = nexus_id else {
+    let Some(classified) = classified else {
         // Without an identity the active generation cannot be known
         // without racing a concurrent handoff, so nothing is written.
         return report(name, Skipped, "not running as Nexus");
     };
-    let classification = match baton_planner::classify(blueprint, nexus_id) {
+    let classification = match classified {
         Ok(c) => c,
         Err(e) => return report(name, Warning, e.to_string()),
     };
-    let records = RecordsToEnsure {
-        active: classification.active,
-        not_yet: classification.not_yet,
-    };
+    let records = &classification.records;
     match datastore
-        .records_ensure(blueprint.id(), nexus_id, &records)
+        .records_ensure(blueprint.id(), classification.nexus_id, records)
         .await
     {
         Ok(outcome) => {
@@ -192,15 +218,6 @@ async fn ensure_records(
     }
 }
 
-/// The Nexus zones whose records may go: expunged and ready for cleanup.
-pub fn zones_to_clean_up(blueprint: &Blueprint) -> BTreeSet<OmicronZoneUuid> {
-    blueprint
-        .nexus_zones()
-        .filter(|z| z.disposition.is_ready_for_cleanup())
-        .map(|z| z.zone_id)
-        .collect()
-}
-
 async fn cleanup_records(
     log: &Logger,
     datastore: &DataStore,
@@ -214,7 +231,7 @@ async fn cleanup_records(
         // identity there is no telling whether this caller is in it.
         return report(name, Skipped, "not running as Nexus");
     };
-    let zones = zones_to_clean_up(blueprint);
+    let zones = baton_planner::records_to_clean_up(blueprint);
     if zones.is_empty() {
         return report(
             name,

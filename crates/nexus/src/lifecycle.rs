@@ -1,12 +1,11 @@
 //! The lifecycle itself: start-up, running, quiescing.
 
-use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_datastore::{AccessDecision, DataStore, Error as DbError};
-use baton_executor::realize_blueprint;
-use baton_types::{Blueprint, NexusRecordState};
+use baton_datastore::{DataStore, Error as DbError};
+use baton_planner::{AccessDecision, PeerDrain, Role};
+use baton_types::Blueprint;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use chrono::Utc;
 use slog::{Logger, info, warn};
@@ -131,12 +130,12 @@ impl Life {
     async fn start_up(&self) -> Result<(), End> {
         let mut backoff = Backoff::new(self);
         loop {
-            let decision = match self
+            let facts = match self
                 .ds
-                .check_access_with(Some(self.id()), &self.config.components)
+                .access_facts_for(Some(self.id()), &self.config.components)
                 .await
             {
-                Ok(decision) => decision,
+                Ok(facts) => facts,
                 Err(e) if e.is_transient() => {
                     warn!(self.log, "access check failed; retrying";
                         "error" => %e);
@@ -145,6 +144,7 @@ impl Life {
                 }
                 Err(e) => return Err(End::Failed(e.to_string())),
             };
+            let decision = baton_planner::decide_access(&facts);
             info!(self.log, "access check";
                 "decision" => decision.0.as_str(), "reason" => &decision.1);
             match decision.0 {
@@ -243,14 +243,14 @@ impl Life {
                 return None;
             }
         };
-        match baton_planner::is_quiescing(&blueprint, self.id()) {
-            Ok(true) => Some(blueprint),
-            Ok(false) => {
-                realize_blueprint(
+        match baton_planner::decide_role(&blueprint, self.id()) {
+            Ok(Role::Quiesce { .. }) => Some(blueprint),
+            Ok(Role::Execute(classification)) => {
+                baton_executor::realize_as(
                     &self.log,
                     &self.ds,
                     &blueprint,
-                    Some(self.id()),
+                    classification,
                 )
                 .await;
                 None
@@ -279,13 +279,18 @@ impl Life {
         self.set(NexusState::Quiescing { step: 3 });
         loop {
             match self.peers_drained(drained).await {
-                Ok(Peers::Drained) => break,
-                Ok(Peers::Waiting(waiting)) => {
+                Ok(PeerDrain::Drained) => break,
+                Ok(PeerDrain::Waiting { peers }) => {
                     info!(self.log, "quiesce step 3: waiting for peers to \
                         record the drained blueprint";
-                        "blueprint" => %drained, "peers" => ?waiting);
+                        "blueprint" => %drained, "peers" => ?peers);
                 }
-                Ok(Peers::TargetMoved(to)) => {
+                Ok(PeerDrain::NoTarget) => {
+                    info!(self.log, "quiesce step 3: waiting for a current \
+                        target blueprint to compare with";
+                        "blueprint" => %drained);
+                }
+                Ok(PeerDrain::TargetMoved { to }) => {
                     drained = to;
                     self.record_drained(drained).await;
                 }
@@ -361,45 +366,22 @@ impl Life {
         }
     }
 
+    /// Gathers the facts of quiesce step 3; the planner decides.
     async fn peers_drained(
         &self,
         drained: BlueprintUuid,
-    ) -> Result<Peers, DbError> {
-        let Some(target) = self.ds.target_current().await? else {
-            return Ok(Peers::Waiting(BTreeSet::new()));
+    ) -> Result<PeerDrain, DbError> {
+        let target = match self.ds.target_blueprint().await {
+            Ok((_, blueprint)) => Some(blueprint),
+            Err(DbError::NoTarget) => None,
+            Err(e) => return Err(e),
         };
-        if target.blueprint_id != drained {
-            return Ok(Peers::TargetMoved(target.blueprint_id));
-        }
-        let blueprint = self.ds.blueprint_read(drained).await?;
-        let own = blueprint
-            .in_service_nexus_zones()
-            .find(|z| z.zone_id == self.id())
-            .map(|z| z.nexus_generation);
-        let peers: BTreeSet<OmicronZoneUuid> = blueprint
-            .in_service_nexus_zones()
-            .filter(|z| Some(z.nexus_generation) == own)
-            .map(|z| z.zone_id)
-            .collect();
-        let records = self.ds.records_by_ids(&peers).await?;
-        let any_quiesced = records
-            .iter()
-            .any(|r| r.state == NexusRecordState::Quiesced);
-        let waiting: BTreeSet<OmicronZoneUuid> = records
-            .iter()
-            .filter(|r| r.last_drained_blueprint_id != Some(drained))
-            .map(|r| r.nexus_id)
-            .collect();
-        Ok(if any_quiesced || waiting.is_empty() {
-            Peers::Drained
-        } else {
-            Peers::Waiting(waiting)
-        })
+        let records = self.ds.records_list().await?;
+        Ok(baton_planner::peers_drained(
+            self.id(),
+            drained,
+            target.as_ref(),
+            &records,
+        ))
     }
-}
-
-enum Peers {
-    Drained,
-    Waiting(BTreeSet<OmicronZoneUuid>),
-    TargetMoved(BlueprintUuid),
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use baton_types::{Blueprint, Generation};
+use baton_types::{Blueprint, Generation, RecordsToEnsure};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 
 /// The records a Nexus executing a blueprint should ensure exist.
@@ -13,11 +13,10 @@ pub struct Classification {
     /// Its own zone's generation: the generation in control as far as it
     /// knows (not the blueprint's, which runs one ahead during a handoff).
     pub active_generation: Generation,
-    /// In-service Nexus zones at the active generation.
-    pub active: BTreeSet<OmicronZoneUuid>,
-    /// In-service Nexus zones at the next generation (one above the
-    /// active one).
-    pub not_yet: BTreeSet<OmicronZoneUuid>,
+    /// The records to write: `active` for the in-service Nexus zones at
+    /// the active generation, `not_yet` for those at the next one (one
+    /// above).
+    pub records: RecordsToEnsure,
 }
 
 /// Why a Nexus cannot classify a blueprint: it has no in-service zone in
@@ -104,8 +103,40 @@ pub fn classify(
     Ok(Classification {
         nexus_id,
         active_generation,
-        active,
-        not_yet,
+        records: RecordsToEnsure { active, not_yet },
+    })
+}
+
+/// What a running Nexus does with the current target blueprint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Its generation is the blueprint's: it is in control and executes
+    /// the blueprint, writing these records.
+    Execute(Classification),
+    /// Its generation is below the blueprint's: the system wants a newer
+    /// generation in control, so it must quiesce.
+    Quiesce {
+        /// Its own zone's generation.
+        own: Generation,
+        /// The blueprint's generation.
+        wanted: Generation,
+    },
+}
+
+/// Decides, from one look at the blueprint, whether `nexus_id` executes
+/// it or quiesces (what [`is_quiescing`] and [`classify`] answer
+/// separately).
+pub fn decide_role(
+    blueprint: &Blueprint,
+    nexus_id: OmicronZoneUuid,
+) -> Result<Role, ClassifyError> {
+    let classification = classify(blueprint, nexus_id)?;
+    let own = classification.active_generation;
+    let wanted = blueprint.nexus_generation();
+    Ok(if own < wanted {
+        Role::Quiesce { own, wanted }
+    } else {
+        Role::Execute(classification)
     })
 }
 

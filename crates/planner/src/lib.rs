@@ -1,10 +1,13 @@
 //! Pure decisions of the coordinated Nexus handoff.
 //!
-//! Given a blueprint (and, where needed, the `db_metadata_nexus` records as
-//! plain data), this crate decides which records an executing Nexus should
-//! write, whether a Nexus must quiesce, whether the blueprint's generation
-//! may be bumped, and which old Nexus zones may be expunged. It never does
-//! I/O: the executor and the Nexus lifecycle act on its answers.
+//! Given a blueprint (and, where needed, the `db_metadata_nexus` records and
+//! other facts as plain data), this crate makes every protocol decision:
+//! whether a Nexus may use the database, which records an executing Nexus
+//! should write, whether it must quiesce, when its peers have drained,
+//! which records the cleanup deletes, when an operator may mark a Nexus
+//! quiesced, whether the blueprint's generation may be bumped, and which
+//! old Nexus zones may be expunged. It never does I/O: the executor, the
+//! Nexus lifecycle and the CLI gather the facts and act on its answers.
 //!
 //! ```
 //! use baton_types::story::HandoffStory;
@@ -15,17 +18,26 @@
 //! let old = story.old_nexus[0];
 //! let wanted = baton_planner::classify(&story.new_generation_deployed, old)
 //!     .unwrap();
-//! assert_eq!(wanted.active.len(), 3);
-//! assert_eq!(wanted.not_yet.len(), 3);
+//! assert_eq!(wanted.records.active.len(), 3);
+//! assert_eq!(wanted.records.not_yet.len(), 3);
 //! // Once the generation is bumped, the old Nexus must quiesce.
 //! assert!(!baton_planner::is_quiescing(&story.new_generation_deployed, old).unwrap());
 //! assert!(baton_planner::is_quiescing(&story.handoff_started, old).unwrap());
 //! ```
 
+mod access;
 mod bump;
 mod classify;
 mod expunge;
+mod quiesce;
 
+pub use access::{AccessDecision, decide_access};
 pub use bump::{BumpDecision, BumpWait, decide_generation_bump};
-pub use classify::{Classification, ClassifyError, classify, is_quiescing};
+pub use classify::{
+    Classification, ClassifyError, Role, classify, decide_role, is_quiescing,
+};
 pub use expunge::expungeable_nexus_zones;
+pub use quiesce::{
+    PeerDrain, QuiesceRefusal, peers_drained, quiesce_allowed,
+    records_to_clean_up,
+};

@@ -90,7 +90,7 @@ fn sets_are_disjoint(
     input: &Input,
 ) -> Result<(), TestCaseError> {
     let c = classified(f, input)?;
-    prop_assert!(c.active.is_disjoint(&c.not_yet), "{c:?}");
+    prop_assert!(c.records.active.is_disjoint(&c.records.not_yet), "{c:?}");
     Ok(())
 }
 
@@ -104,7 +104,7 @@ fn only_in_service_nexus_zones(
         .in_service_nexus_zones()
         .map(|z| z.zone_id)
         .collect();
-    for id in c.active.iter().chain(&c.not_yet) {
+    for id in c.records.active.iter().chain(&c.records.not_yet) {
         prop_assert!(in_service.contains(id), "{id} is not in service");
     }
     Ok(())
@@ -115,7 +115,7 @@ fn executing_zone_is_active(
     input: &Input,
 ) -> Result<(), TestCaseError> {
     let c = classified(f, input)?;
-    prop_assert!(c.active.contains(&input.1), "{c:?}");
+    prop_assert!(c.records.active.contains(&input.1), "{c:?}");
     Ok(())
 }
 
@@ -125,10 +125,10 @@ fn generations_match_the_sets(
 ) -> Result<(), TestCaseError> {
     let c = classified(f, input)?;
     for zone in input.0.in_service_nexus_zones() {
-        if c.active.contains(&zone.zone_id) {
+        if c.records.active.contains(&zone.zone_id) {
             prop_assert_eq!(zone.nexus_generation, c.active_generation);
         }
-        if c.not_yet.contains(&zone.zone_id) {
+        if c.records.not_yet.contains(&zone.zone_id) {
             prop_assert_eq!(
                 zone.nexus_generation.get(),
                 c.active_generation.get() + 1
@@ -144,8 +144,8 @@ fn unclassified_zones_are_older_or_further_ahead(
 ) -> Result<(), TestCaseError> {
     let c = classified(f, input)?;
     for zone in input.0.in_service_nexus_zones() {
-        if !c.active.contains(&zone.zone_id)
-            && !c.not_yet.contains(&zone.zone_id)
+        if !c.records.active.contains(&zone.zone_id)
+            && !c.records.not_yet.contains(&zone.zone_id)
         {
             let (g, a) =
                 (zone.nexus_generation.get(), c.active_generation.get());
@@ -176,8 +176,8 @@ fn expunged_and_other_zones_never_appear(
                 && matches!(z.zone_type, ZoneType::Nexus(_))
         });
         if !eligible && !has_eligible_twin {
-            prop_assert!(!c.active.contains(&zone.id), "{zone:?}");
-            prop_assert!(!c.not_yet.contains(&zone.id), "{zone:?}");
+            prop_assert!(!c.records.active.contains(&zone.id), "{zone:?}");
+            prop_assert!(!c.records.not_yet.contains(&zone.id), "{zone:?}");
         }
     }
     Ok(())
@@ -243,8 +243,13 @@ fn equals_the_reference(
     let got = f(&input.0, input.1).ok().map(|c| {
         (
             c.active_generation.get(),
-            c.active.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-            c.not_yet
+            c.records
+                .active
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>(),
+            c.records
+                .not_yet
                 .iter()
                 .map(|id| id.to_string())
                 .collect::<Vec<_>>(),
@@ -322,7 +327,9 @@ fn overlapping(
     bp: &Blueprint,
     id: OmicronZoneUuid,
 ) -> Result<Classification, ClassifyError> {
-    with(bp, id, |_, c| c.not_yet.extend(c.active.clone()))
+    with(bp, id, |_, c| {
+        c.records.not_yet.extend(c.records.active.clone())
+    })
 }
 
 fn counts_expunged(
@@ -332,7 +339,7 @@ fn counts_expunged(
     with(bp, id, |bp, c| {
         for z in bp.nexus_zones() {
             if z.nexus_generation == c.active_generation {
-                c.active.insert(z.zone_id);
+                c.records.active.insert(z.zone_id);
             }
         }
     })
@@ -347,7 +354,7 @@ fn counts_other_kinds(
             if z.disposition.is_in_service()
                 && z.zone_type.nexus_generation().is_none()
             {
-                c.not_yet.insert(z.id);
+                c.records.not_yet.insert(z.id);
             }
         }
     })
@@ -358,7 +365,7 @@ fn forgets_itself(
     id: OmicronZoneUuid,
 ) -> Result<Classification, ClassifyError> {
     with(bp, id, |_, c| {
-        c.active.remove(&c.nexus_id);
+        c.records.active.remove(&c.nexus_id);
     })
 }
 
@@ -369,7 +376,7 @@ fn older_counts_as_not_yet(
     with(bp, id, |bp, c| {
         for z in bp.in_service_nexus_zones() {
             if z.nexus_generation < c.active_generation {
-                c.not_yet.insert(z.zone_id);
+                c.records.not_yet.insert(z.zone_id);
             }
         }
     })
@@ -384,7 +391,7 @@ fn every_newer_generation_as_not_yet(
     with(bp, id, |bp, c| {
         for z in bp.in_service_nexus_zones() {
             if z.nexus_generation > c.active_generation {
-                c.not_yet.insert(z.zone_id);
+                c.records.not_yet.insert(z.zone_id);
             }
         }
     })
@@ -398,13 +405,13 @@ fn uses_blueprint_generation(
     with(bp, id, |bp, c| {
         let g = bp.nexus_generation();
         c.active_generation = g;
-        c.active.clear();
-        c.not_yet.clear();
+        c.records.active.clear();
+        c.records.not_yet.clear();
         for z in bp.in_service_nexus_zones() {
             if z.nexus_generation == g {
-                c.active.insert(z.zone_id);
+                c.records.active.insert(z.zone_id);
             } else if z.nexus_generation > g {
-                c.not_yet.insert(z.zone_id);
+                c.records.not_yet.insert(z.zone_id);
             }
         }
     })
@@ -414,7 +421,7 @@ fn drops_not_yet(
     bp: &Blueprint,
     id: OmicronZoneUuid,
 ) -> Result<Classification, ClassifyError> {
-    with(bp, id, |_, c| c.not_yet.clear())
+    with(bp, id, |_, c| c.records.not_yet.clear())
 }
 
 fn first_three_only(
@@ -427,12 +434,14 @@ fn first_three_only(
         let me = c.nexus_id;
         let kept: BTreeSet<_> = bp
             .in_service_nexus_zones()
-            .filter(|z| c.active.contains(&z.zone_id) && z.zone_id != me)
+            .filter(|z| {
+                c.records.active.contains(&z.zone_id) && z.zone_id != me
+            })
             .take(2)
             .map(|z| z.zone_id)
             .chain([me])
             .collect();
-        c.active = kept;
+        c.records.active = kept;
     })
 }
 

@@ -2,4 +2,5 @@
 
 mod bump_and_expunge;
 mod classify_properties;
+mod decisions;
 mod mutated_documents;

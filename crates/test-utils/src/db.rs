@@ -17,10 +17,8 @@ use baton_datastore::diesel::QueryableByName;
 use baton_datastore::diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use baton_datastore::diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use baton_datastore::sql::{Bind, load_one, statement};
-use baton_datastore::{
-    DataStore, EnsureOutcome, Error, RecordsToEnsure, TxError,
-};
-use baton_types::{NexusRecord, NexusRecordState};
+use baton_datastore::{DataStore, EnsureOutcome, Error, TxError};
+use baton_types::{NexusRecord, NexusRecordState, RecordsToEnsure};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
 
 /// An async callback run between a transaction's read and its write.
@@ -53,16 +51,8 @@ struct Target {
 
 /// The wanted rows as parallel arrays of ids and state labels.
 fn rows(records: &RecordsToEnsure) -> (Vec<uuid::Uuid>, Vec<String>) {
-    let active = records
-        .active
+    records
         .iter()
-        .map(|id| (id, NexusRecordState::Active));
-    let not_yet = records
-        .not_yet
-        .iter()
-        .map(|id| (id, NexusRecordState::NotYet));
-    active
-        .chain(not_yet)
         .map(|(id, state)| (id.into_untyped_uuid(), state.as_str().to_owned()))
         .unzip()
 }

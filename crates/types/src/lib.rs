@@ -21,6 +21,7 @@
 //! );
 //! ```
 
+mod access;
 mod blueprint;
 mod document;
 mod generation;
@@ -30,12 +31,15 @@ pub mod story;
 mod succession;
 mod validate;
 
+pub use access::{AccessFacts, SchemaComparison, SchemaFact};
 pub use blueprint::{
     Blueprint, BlueprintBuilder, NexusZone, NexusZoneRef, SledConfig,
     SledState, ZoneConfig, ZoneDisposition, ZoneType,
 };
 pub use generation::{Generation, GenerationError};
 pub use parse::{ReadError, parse_blueprint};
-pub use records::{NexusRecord, NexusRecordState, UnknownState};
+pub use records::{
+    NexusRecord, NexusRecordState, RecordsToEnsure, UnknownState,
+};
 pub use succession::{SuccessionError, SuccessionProblem};
 pub use validate::{ValidationError, ValidationProblem};

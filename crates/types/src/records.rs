@@ -1,6 +1,7 @@
 //! The `db_metadata_nexus` records as plain data, for the planner and
 //! for the datastore to hand back.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
 
@@ -79,4 +80,32 @@ pub struct NexusRecord {
     pub state: NexusRecordState,
     /// The target it drained against while quiescing, if it has.
     pub last_drained_blueprint_id: Option<BlueprintUuid>,
+}
+
+/// The records a Nexus executing a blueprint wants to exist: what the
+/// planner decides ([`baton_planner::classify`]) and what the datastore
+/// writes, one type for both.
+///
+/// [`baton_planner::classify`]: https://docs.rs/baton-planner
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecordsToEnsure {
+    /// To be inserted as `active`.
+    pub active: BTreeSet<OmicronZoneUuid>,
+    /// To be inserted as `not_yet`.
+    pub not_yet: BTreeSet<OmicronZoneUuid>,
+}
+
+impl RecordsToEnsure {
+    /// Each wanted record with its state, `active` ones first.
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (OmicronZoneUuid, NexusRecordState)> + '_ {
+        let active =
+            self.active.iter().map(|id| (*id, NexusRecordState::Active));
+        let not_yet = self
+            .not_yet
+            .iter()
+            .map(|id| (*id, NexusRecordState::NotYet));
+        active.chain(not_yet)
+    }
 }
