@@ -286,7 +286,10 @@ impl Blueprint {
                         .map(Generation::get),
                 })
                 .collect(),
-            problems: Vec::new(),
+            problems: crate::validate::text_problems(
+                &self.creator,
+                &self.comment,
+            ),
         }
     }
 }

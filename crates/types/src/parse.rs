@@ -109,7 +109,8 @@ fn strip_position(message: &str) -> String {
 }
 
 fn outline(wire: &WireBlueprint) -> Outline {
-    let mut problems = Vec::new();
+    let mut problems =
+        crate::validate::text_problems(&wire.creator, &wire.comment);
     let mut zones = Vec::new();
     for (sled_id, sled) in &wire.sleds {
         for zone in &sled.zones {

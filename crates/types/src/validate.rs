@@ -61,6 +61,28 @@ pub enum ValidationProblem {
         /// The zone.
         zone_id: OmicronZoneUuid,
     },
+    /// A text field the database cannot store: PostgreSQL's text type
+    /// holds no NUL character (a `\u0000` escape in the JSON).
+    #[error(
+        "the blueprint's {field} contains a NUL character (\\u0000), which \
+         the database cannot store"
+    )]
+    UnstorableText {
+        /// Which field (`creator` or `comment`).
+        field: &'static str,
+    },
+}
+
+/// The problems of the blueprint's free-text fields.
+pub(crate) fn text_problems(
+    creator: &str,
+    comment: &str,
+) -> Vec<ValidationProblem> {
+    [("creator", creator), ("comment", comment)]
+        .into_iter()
+        .filter(|(_, text)| text.contains('\0'))
+        .map(|(field, _)| ValidationProblem::UnstorableText { field })
+        .collect()
 }
 
 fn join<T: fmt::Display>(items: &[T]) -> String {

@@ -160,6 +160,7 @@ fn every_problem_is_reported_not_only_the_first() {
             ValidationProblem::NexusGenerationTooFarAhead { .. } => "ahead",
             ValidationProblem::NoNexusAtBlueprintGeneration { .. } => "none",
             ValidationProblem::MissingNexusGeneration { .. } => "missing",
+            ValidationProblem::UnstorableText { .. } => "text",
         })
         .collect();
     assert_eq!(kinds, ["duplicate", "range", "ahead", "none"], "{found:?}");
@@ -182,6 +183,27 @@ fn nexus_zone_without_generation_is_named() {
             zone_id: id.parse().unwrap()
         }
     ));
+}
+
+/// PostgreSQL's text type cannot hold a NUL character: such a blueprint
+/// is refused by `validate`, not by a failed insert.
+#[test]
+fn a_nul_in_a_text_field_is_refused() {
+    let mut doc = steady();
+    doc["creator"] = Value::from("op\u{0}erator");
+    doc["comment"] = Value::from("fine");
+    assert_eq!(
+        problems(&doc),
+        [ValidationProblem::UnstorableText { field: "creator" }]
+    );
+    doc["comment"] = Value::from("\u{0}");
+    let found = problems(&doc);
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[1].to_string().contains("comment contains a NUL"));
+    // The same document without the NULs is valid.
+    doc["creator"] = Value::from("operator");
+    doc["comment"] = Value::from("fine");
+    assert!(parse_blueprint(&doc.to_string()).is_ok());
 }
 
 #[test]
