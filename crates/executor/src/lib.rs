@@ -51,6 +51,11 @@ pub const STEP_ENSURE_RECORDS: &str = "ensure db_metadata_nexus records";
 pub const STEP_CLEANUP_RECORDS: &str =
     "clean up db_metadata_nexus records of expunged Nexus zones";
 
+/// The metric counting steps run, by `step` (`ensure_records`,
+/// `cleanup_records`) and `outcome` (`success`, `warning`, `skipped`,
+/// `failed`), through the `metrics` facade.
+pub const METRIC_STEPS: &str = "baton_execution_steps_total";
+
 /// How a step ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -63,6 +68,18 @@ pub enum StepOutcome {
     Skipped,
     /// It failed.
     Failed,
+}
+
+impl StepOutcome {
+    /// The outcome's name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepOutcome::Success => "success",
+            StepOutcome::Warning => "warning",
+            StepOutcome::Skipped => "skipped",
+            StepOutcome::Failed => "failed",
+        }
+    }
 }
 
 /// One step's result.
@@ -146,6 +163,14 @@ async fn realize_classified(
         cleanup_records(&log, datastore, blueprint, nexus_id).await,
     ];
     for step in &steps {
+        let label = if step.name == STEP_ENSURE_RECORDS {
+            "ensure_records"
+        } else {
+            "cleanup_records"
+        };
+        metrics::counter!(METRIC_STEPS, "step" => label,
+            "outcome" => step.outcome.as_str())
+        .increment(1);
         let message = step.message.as_deref().unwrap_or("");
         match step.outcome {
             StepOutcome::Success | StepOutcome::Skipped => info!(log,

@@ -76,6 +76,7 @@
 //! ```
 
 mod lifecycle;
+pub mod metrics;
 pub mod rehearsal;
 mod work;
 

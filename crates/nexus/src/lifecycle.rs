@@ -99,6 +99,7 @@ impl Life {
                 self.shared.lock().unwrap_or_else(|e| e.into_inner());
             shared.history.push(state.clone());
             shared.since = Utc::now();
+            crate::metrics::phase(&state);
             self.state.send_replace(state);
         }
     }
@@ -186,15 +187,20 @@ impl Life {
     async fn take_over(&self) -> Result<bool, End> {
         match self.ds.attempt_handoff(self.id()).await {
             Ok(promoted) => {
+                crate::metrics::handoff_attempt("done");
                 info!(self.log, "handoff done"; "promoted" => promoted);
                 Ok(true)
             }
             Err(e) if e.is_transient() => {
+                crate::metrics::handoff_attempt("not_yet_possible");
                 info!(self.log, "handoff not yet possible; waiting";
                     "reason" => %e);
                 Ok(false)
             }
-            Err(e) => Err(End::Failed(e.to_string())),
+            Err(e) => {
+                crate::metrics::handoff_attempt("failed");
+                Err(End::Failed(e.to_string()))
+            }
         }
     }
 
@@ -265,6 +271,7 @@ impl Life {
     /// The protocol's five steps (the caller closed the work tracker:
     /// step 1).
     async fn quiesce(&self, target: Blueprint) -> Result<NexusState, End> {
+        let began = std::time::Instant::now();
         self.set(NexusState::Quiescing { step: 1 });
         // 2. In-flight work finishes; record what we drained against.
         self.set(NexusState::Quiescing { step: 2 });
@@ -318,7 +325,10 @@ impl Life {
         let mut backoff = Backoff::new(self);
         loop {
             match self.ds.record_mark_self_quiesced(self.id()).await {
-                Ok(()) => return Ok(NexusState::Quiesced),
+                Ok(()) => {
+                    crate::metrics::drained(began.elapsed());
+                    return Ok(NexusState::Quiesced);
+                }
                 Err(e) if e.is_transient() => {
                     warn!(self.log, "cannot mark quiesced yet"; "error" => %e);
                     backoff.wait().await;

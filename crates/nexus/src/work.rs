@@ -49,6 +49,7 @@ impl WorkTracker {
         self.state.send_if_modified(|s| {
             if !s.closed {
                 s.out.insert(ticket, (op, Instant::now()));
+                crate::metrics::work_in_flight(s.out.len());
                 entered = true;
             }
             entered
@@ -105,6 +106,7 @@ impl Drop for Held {
     fn drop(&mut self) {
         self.tracker.state.send_modify(|s| {
             s.out.remove(&self.ticket);
+            crate::metrics::work_in_flight(s.out.len());
         });
     }
 }

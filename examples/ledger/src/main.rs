@@ -9,9 +9,11 @@
 //! end row, each through a claim of its own, with time between them that
 //! is not a database call.
 
+mod metrics;
 mod schema;
 mod service;
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -47,6 +49,11 @@ struct Args {
     /// every 5 s, retries from 250 ms to 3 min), for tests and demos.
     #[arg(long)]
     period_ms: Option<u64>,
+    /// Serve metrics in the Prometheus text format on `GET /metrics` at
+    /// this address (port 0: any free port); the bound address is printed
+    /// first, as `{"metrics_addr": "..."}`.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -90,7 +97,15 @@ fn main() -> ExitCode {
         write_period: Duration::from_millis(args.write_period_ms),
         job: Duration::from_millis(args.job_ms),
     };
-    runtime.block_on(service::run(logger(), config, options))
+    runtime.block_on(async {
+        if let Some(addr) = args.metrics_addr
+            && let Err(e) = metrics::serve(addr).await
+        {
+            eprintln!("baton-ledger: {e}");
+            return ExitCode::from(2);
+        }
+        service::run(logger(), config, options).await
+    })
 }
 
 /// Logs go to stderr at the level in `BATON_LOG` (default: warnings).

@@ -27,18 +27,18 @@ use serde_json::Value;
 use slog::{Logger, o};
 
 /// How long any one wait may take before the test gives up.
-const PATIENCE: Duration = Duration::from_secs(30);
+pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
 
-fn log() -> Logger {
+pub(crate) fn log() -> Logger {
     Logger::root(slog::Discard, o!())
 }
 
 /// One `baton-ledger` process and the state lines it printed.
-struct Ledger {
+pub(crate) struct Ledger {
     id: OmicronZoneUuid,
     child: Child,
     lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
+    pub(crate) seen: Vec<Value>,
 }
 
 impl Ledger {
@@ -47,6 +47,17 @@ impl Ledger {
         id: OmicronZoneUuid,
         schema: i64,
         mutant: Option<&str>,
+    ) -> Ledger {
+        Ledger::spawn_with(url, id, schema, mutant, &[])
+    }
+
+    /// [`Ledger::spawn`] with `extra` arguments.
+    pub(crate) fn spawn_with(
+        url: &str,
+        id: OmicronZoneUuid,
+        schema: i64,
+        mutant: Option<&str>,
+        extra: &[&str],
     ) -> Ledger {
         let mut command = Command::new(env!("CARGO_BIN_EXE_baton-ledger"));
         // A mutant must get the chance to do harm: with quiesce step 2
@@ -64,6 +75,7 @@ impl Ledger {
             .args(["--schema-version", &schema.to_string()])
             .args(["--period-ms", "100", "--write-period-ms", "10"])
             .args(["--job-ms", job_ms])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -88,7 +100,7 @@ impl Ledger {
     }
 
     /// Waits until it prints `state` (or fails, naming what it printed).
-    fn wait_state(&mut self, state: &str) {
+    pub(crate) fn wait_state(&mut self, state: &str) {
         let deadline = Instant::now() + PATIENCE;
         loop {
             if self.seen.iter().any(|l| l["state"] == state) {
@@ -198,14 +210,14 @@ struct Committed {
     committed: DateTime<Utc>,
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime")
 }
 
-async fn import(ds: &DataStore, blueprint: &Blueprint) {
+pub(crate) async fn import(ds: &DataStore, blueprint: &Blueprint) {
     ds.blueprint_insert(blueprint).await.expect("stored");
     ds.target_set(blueprint.id(), true)
         .await
@@ -214,7 +226,7 @@ async fn import(ds: &DataStore, blueprint: &Blueprint) {
 
 /// Polls the database until `done` (the processes act on their own
 /// schedule; there is nothing else to wait on), or panics naming `what`.
-async fn until<F, Fut>(what: &str, mut done: F)
+pub(crate) async fn until<F, Fut>(what: &str, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -240,10 +252,13 @@ async fn count(ds: &DataStore, sql: &'static str) -> i64 {
     rows.into_iter().next().map_or(0, |r| r.n)
 }
 
-/// Runs one whole handoff of ledger processes and collects the facts.
-fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
-    println!("ledger handoff: seed {seed}, variant {variant:?}");
-    let rt = runtime();
+/// A throwaway server set up as at rack setup: Baton's schema, the
+/// generation-1 records `active`, the steady blueprint the target. The
+/// server lives as long as the returned `DevDb`.
+pub(crate) fn rack_at_generation_1(
+    rt: &tokio::runtime::Runtime,
+    story: &HandoffStory,
+) -> (DevDb, String, DataStore) {
     let db = DevDb::builder()
         .template_cache(env!("CARGO_TARGET_TMPDIR"))
         .start(&log())
@@ -253,15 +268,22 @@ fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
         let _inside = rt.enter();
         DataStore::new(&log(), &url)
     };
-    let story = HandoffStory::new(seed);
-    let mut rng = fastrand::Rng::with_seed(seed);
-
     rt.block_on(async {
         ds.migrate().await.expect("Baton's schema");
         let old = story.old_nexus.iter().copied().collect();
         ds.records_initialize(&old).await.expect("rack setup");
         import(&ds, &story.steady).await;
     });
+    (db, url, ds)
+}
+
+/// Runs one whole handoff of ledger processes and collects the facts.
+fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
+    println!("ledger handoff: seed {seed}, variant {variant:?}");
+    let rt = runtime();
+    let story = HandoffStory::new(seed);
+    let (_db, url, ds) = rack_at_generation_1(&rt, &story);
+    let mut rng = fastrand::Rng::with_seed(seed);
     let mut old: Vec<Ledger> = story
         .old_nexus
         .iter()

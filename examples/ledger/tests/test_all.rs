@@ -2,3 +2,4 @@
 //! PostgreSQL.
 
 mod handoff;
+mod metrics;
