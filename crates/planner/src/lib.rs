@@ -30,6 +30,7 @@ mod bump;
 mod classify;
 mod expunge;
 mod quiesce;
+mod status;
 
 pub use access::{AccessDecision, decide_access};
 pub use bump::{BumpDecision, BumpWait, decide_generation_bump};
@@ -37,6 +38,10 @@ pub use classify::{
     Classification, ClassifyError, Role, classify, decide_role, is_quiescing,
 };
 pub use expunge::expungeable_nexus_zones;
+pub use status::{
+    STALE_AFTER_INTERVALS, StatusFacts, Wait, Waiting, generation_in_control,
+    human_age, waiting_on,
+};
 pub use quiesce::{
     PeerDrain, QuiesceRefusal, peers_drained, quiesce_allowed,
     records_to_clean_up,

@@ -27,6 +27,7 @@ mod document;
 mod generation;
 mod parse;
 mod records;
+mod report;
 pub mod story;
 mod succession;
 mod validate;
@@ -41,5 +42,6 @@ pub use parse::{ReadError, parse_blueprint};
 pub use records::{
     NexusRecord, NexusRecordState, RecordsToEnsure, UnknownState,
 };
+pub use report::{Held, NexusReport, StoredReport};
 pub use succession::{SuccessionError, SuccessionProblem};
 pub use validate::{ValidationError, ValidationProblem};

@@ -1,0 +1,368 @@
+//! What a handoff (or the bump, or the cleanup) waits on, in words, from
+//! the facts `baton status` gathers: the target, the records and each
+//! instance's last report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use baton_types::{
+    Blueprint, Generation, NexusRecord, NexusRecordState, StoredReport,
+};
+use baton_uuid_kinds::OmicronZoneUuid;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::{PeerDrain, peers_drained, records_to_clean_up};
+
+/// A report older than this many report intervals is stale: the
+/// instance may be dead.
+pub const STALE_AFTER_INTERVALS: u32 = 3;
+
+/// The facts the answer is made from.
+#[derive(Clone, Copy, Debug)]
+pub struct StatusFacts<'a> {
+    /// The current target and whether it is enabled, if there is one.
+    pub target: Option<(&'a Blueprint, bool)>,
+    /// Every `db_metadata_nexus` record.
+    pub records: &'a [NexusRecord],
+    /// Every instance's last report.
+    pub reports: &'a [StoredReport],
+    /// The database's clock now (reports carry the database's clock).
+    pub now: DateTime<Utc>,
+    /// How often instances report.
+    pub report_interval: Duration,
+}
+
+/// Which part of the protocol waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Waiting {
+    /// Blueprint execution (no target, or a disabled one).
+    Execution,
+    /// The handoff: old instances quiescing, new ones taking over.
+    Handoff,
+    /// The bump of the blueprint's Nexus generation.
+    Bump,
+    /// The cleanup of expunged zones' records.
+    Cleanup,
+}
+
+/// One thing waited on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Wait {
+    /// What waits.
+    pub waiting: Waiting,
+    /// The Nexus it waits on, if it waits on one.
+    pub nexus_id: Option<OmicronZoneUuid>,
+    /// In plain words, with the command to run where one helps.
+    pub reason: String,
+}
+
+/// A duration for people: `0.4 s`, `12 s`, `4 m 12 s`, `2 h 3 m`.
+pub fn human_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match s {
+        0 => format!("0.{} s", ms / 100),
+        1..60 => format!("{s} s"),
+        60..3600 => format!("{} m {} s", s / 60, s % 60),
+        _ => format!("{} h {} m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+fn ms_between(earlier: DateTime<Utc>, later: DateTime<Utc>) -> u64 {
+    u64::try_from((later - earlier).num_milliseconds()).unwrap_or(0)
+}
+
+/// The generation of the `active` records' zones in `blueprint` (the
+/// lowest, should they differ); `None` without an `active` record the
+/// blueprint knows.
+pub fn generation_in_control(
+    blueprint: &Blueprint,
+    records: &[NexusRecord],
+) -> Option<Generation> {
+    let generations: BTreeMap<OmicronZoneUuid, Generation> = blueprint
+        .nexus_zones()
+        .map(|z| (z.zone_id, z.nexus_generation))
+        .collect();
+    records
+        .iter()
+        .filter(|r| r.state == NexusRecordState::Active)
+        .filter_map(|r| generations.get(&r.nexus_id).copied())
+        .min()
+}
+
+/// Everything the protocol waits on now, in a stable order.
+pub fn waiting_on(facts: &StatusFacts<'_>) -> Vec<Wait> {
+    let Some((blueprint, enabled)) = facts.target else {
+        return vec![Wait {
+            waiting: Waiting::Execution,
+            nexus_id: None,
+            reason: "there is no target blueprint: set one with \
+                     `baton blueprint import FILE --set-target`"
+                .to_owned(),
+        }];
+    };
+    if !enabled {
+        return vec![Wait {
+            waiting: Waiting::Execution,
+            nexus_id: None,
+            reason: format!(
+                "the target blueprint {} is disabled: no Nexus executes it",
+                blueprint.id()
+            ),
+        }];
+    }
+    let reports: BTreeMap<OmicronZoneUuid, &StoredReport> = facts
+        .reports
+        .iter()
+        .map(|r| (r.report.nexus_id, r))
+        .collect();
+    let look = Look {
+        facts,
+        blueprint,
+        reports,
+    };
+    let in_control = generation_in_control(blueprint, facts.records);
+    let wanted = blueprint.nexus_generation();
+    let any_active = facts
+        .records
+        .iter()
+        .any(|r| r.state == NexusRecordState::Active);
+    let mut waits = Vec::new();
+    if any_active && in_control.is_some_and(|g| g < wanted) {
+        for record in facts.records {
+            if record.state == NexusRecordState::Active {
+                waits.push(look.old_nexus(record.nexus_id));
+            }
+        }
+    } else if !any_active && !facts.records.is_empty() {
+        let not_yet: Vec<_> = facts
+            .records
+            .iter()
+            .filter(|r| r.state == NexusRecordState::NotYet)
+            .collect();
+        if not_yet.is_empty() {
+            waits.push(Wait {
+                waiting: Waiting::Handoff,
+                nexus_id: None,
+                reason: "every record is quiesced and none is not_yet: no \
+                         Nexus may take over (the next generation's records \
+                         were never written)"
+                    .to_owned(),
+            });
+        }
+        for record in not_yet {
+            waits.push(look.new_nexus(record.nexus_id));
+        }
+    } else {
+        waits.extend(look.settling(in_control));
+    }
+    waits
+}
+
+struct Look<'a> {
+    facts: &'a StatusFacts<'a>,
+    blueprint: &'a Blueprint,
+    reports: BTreeMap<OmicronZoneUuid, &'a StoredReport>,
+}
+
+impl Look<'_> {
+    /// The report of `id` if it is fresh, else the words for its silence.
+    fn fresh(&self, id: OmicronZoneUuid) -> Result<&StoredReport, String> {
+        let Some(report) = self.reports.get(&id) else {
+            return Err(format!("Nexus {id} has never reported"));
+        };
+        let age = ms_between(report.reported_at, self.facts.now);
+        let stale = self.facts.report_interval * STALE_AFTER_INTERVALS;
+        if u128::from(age) > stale.as_millis() {
+            Err(format!(
+                "Nexus {id} has not reported for {}",
+                human_age(age)
+            ))
+        } else {
+            Ok(report)
+        }
+    }
+
+    fn since(&self, report: &StoredReport) -> String {
+        human_age(ms_between(report.report.since, self.facts.now))
+    }
+
+    /// An old Nexus whose record is still `active` during a handoff.
+    fn old_nexus(&self, id: OmicronZoneUuid) -> Wait {
+        let wait = |reason: String| Wait {
+            waiting: Waiting::Handoff,
+            nexus_id: Some(id),
+            reason,
+        };
+        let dead_hint = format!(
+            "it may be dead; if so, `baton records quiesce --force \
+             --nexus-id {id}`"
+        );
+        let report = match self.fresh(id) {
+            Ok(report) => report,
+            Err(silence) => return wait(format!("{silence}: {dead_hint}")),
+        };
+        let r = &report.report;
+        let reason = match (r.phase.as_str(), r.step) {
+            ("quiescing", Some(step @ (1 | 2))) => match &r.oldest_work {
+                Some(oldest) => format!(
+                    "Nexus {id} is in quiesce step {step}: {} unit(s) of \
+                     work in flight, the oldest for {} ({})",
+                    r.work_in_flight,
+                    human_age(oldest.age_ms),
+                    oldest.op
+                ),
+                None => format!(
+                    "Nexus {id} is in quiesce step {step}: its work is \
+                     finishing"
+                ),
+            },
+            ("quiescing", Some(3)) => {
+                let drained =
+                    r.last_drained_blueprint_id.unwrap_or(self.blueprint.id());
+                match peers_drained(
+                    id,
+                    drained,
+                    Some(self.blueprint),
+                    self.facts.records,
+                ) {
+                    PeerDrain::Waiting { peers } => format!(
+                        "Nexus {id} is in quiesce step 3: waiting for \
+                         Nexus {} to record the drained blueprint",
+                        peers
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    _ => format!(
+                        "Nexus {id} is in quiesce step 3: its peers have \
+                         drained; it moves on at its next check"
+                    ),
+                }
+            }
+            ("quiescing", Some(4)) => match &r.oldest_claim {
+                Some(oldest) => format!(
+                    "Nexus {id} is in quiesce step 4: {} database claim(s) \
+                     held, the oldest for {} ({})",
+                    r.claims_held,
+                    human_age(oldest.age_ms),
+                    oldest.op
+                ),
+                None => format!(
+                    "Nexus {id} is in quiesce step 4: its last database \
+                     claims are coming back"
+                ),
+            },
+            ("quiescing", _) => format!(
+                "Nexus {id} is in quiesce step {}: marking itself quiesced",
+                r.step.unwrap_or(5)
+            ),
+            ("running", _) => format!(
+                "Nexus {id} has not noticed the bump yet: it does when it \
+                 next executes the target (running for {})",
+                self.since(report)
+            ),
+            (phase @ ("refused" | "failed" | "stopped"), _) => format!(
+                "Nexus {id} ended ({phase}{}) while its record is active: \
+                 restart it, or if it is gone for good, `baton records \
+                 quiesce --force --nexus-id {id}`",
+                r.reason
+                    .as_deref()
+                    .map(|why| format!(": {why}"))
+                    .unwrap_or_default()
+            ),
+            (phase, _) => {
+                format!("Nexus {id} is {phase} (for {})", self.since(report))
+            }
+        };
+        wait(reason)
+    }
+
+    /// A `not_yet` Nexus, once no record is `active`.
+    fn new_nexus(&self, id: OmicronZoneUuid) -> Wait {
+        let reason = match self.fresh(id) {
+            Err(silence) => format!(
+                "{silence}: is it running? Any not_yet Nexus may take over"
+            ),
+            Ok(report) if report.report.phase == "waiting_for_handoff" => {
+                format!(
+                    "Nexus {id} is attempting the handoff (for {})",
+                    self.since(report)
+                )
+            }
+            Ok(report) => format!(
+                "Nexus {id} is {} (for {})",
+                report.report.phase,
+                self.since(report)
+            ),
+        };
+        Wait {
+            waiting: Waiting::Handoff,
+            nexus_id: Some(id),
+            reason,
+        }
+    }
+
+    /// The generation in control is the blueprint's: what is left is the
+    /// new generation's migration, the records for the next bump, and
+    /// the cleanup.
+    fn settling(&self, in_control: Option<Generation>) -> Vec<Wait> {
+        let mut waits = Vec::new();
+        let records: BTreeMap<OmicronZoneUuid, NexusRecordState> = self
+            .facts
+            .records
+            .iter()
+            .map(|r| (r.nexus_id, r.state))
+            .collect();
+        for (id, state) in &records {
+            if *state != NexusRecordState::Active {
+                continue;
+            }
+            if let Some(report) = self.reports.get(id)
+                && report.report.phase == "migrating"
+            {
+                waits.push(Wait {
+                    waiting: Waiting::Handoff,
+                    nexus_id: Some(*id),
+                    reason: format!(
+                        "Nexus {id} is applying schema migrations (for {})",
+                        self.since(report)
+                    ),
+                });
+            }
+        }
+        let next = in_control.and_then(|g| g.next().ok());
+        for zone in self.blueprint.in_service_nexus_zones() {
+            if Some(zone.nexus_generation) == next
+                && records.get(&zone.zone_id) != Some(&NexusRecordState::NotYet)
+            {
+                waits.push(Wait {
+                    waiting: Waiting::Bump,
+                    nexus_id: Some(zone.zone_id),
+                    reason: format!(
+                        "Nexus {} (generation {}) has no not_yet record \
+                         yet: a Nexus in control writes it when it next \
+                         executes the target",
+                        zone.zone_id, zone.nexus_generation
+                    ),
+                });
+            }
+        }
+        for id in records_to_clean_up(self.blueprint) {
+            if records.contains_key(&id) {
+                waits.push(Wait {
+                    waiting: Waiting::Cleanup,
+                    nexus_id: Some(id),
+                    reason: format!(
+                        "the record of expunged Nexus {id} is still there: \
+                         a Nexus in control deletes it when it next \
+                         executes the target"
+                    ),
+                });
+            }
+        }
+        waits
+    }
+}
