@@ -51,6 +51,18 @@ pub enum DevDbError {
          as; install the `postgresql` package, which creates it"
     )]
     NoPostgresUser,
+    /// Running as root, and the user database could not be read to find
+    /// the user to run the server as.
+    #[error(
+        "running as root, but the `{user}` user (to run the server as) \
+         could not be looked up: {source}"
+    )]
+    UserLookup {
+        /// Which user.
+        user: String,
+        /// Why the lookup failed (`getpwnam_r`'s error).
+        source: std::io::Error,
+    },
     /// A file or directory operation failed.
     #[error("{what} ({path}): {source}")]
     Io {
