@@ -93,9 +93,6 @@ pub enum DevDbError {
         /// The end of the log.
         tail: String,
     },
-    /// A path is not UTF-8.
-    #[error("path is not UTF-8: {0}")]
-    NonUtf8Path(std::path::PathBuf),
 }
 
 /// A `postgresql://` URL for the Unix socket in `socket_dir`.
