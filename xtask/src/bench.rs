@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::{cargo, tidy};
@@ -32,12 +32,7 @@ pub(crate) fn smoke() -> Result<()> {
     cargo(&command)
 }
 
-pub(crate) fn run(args: &[String]) -> Result<()> {
-    let quick = match args {
-        [] => false,
-        [flag] if flag == "--quick" => true,
-        _ => bail!("usage: cargo xtask bench [--quick]"),
-    };
+pub(crate) fn run(quick: bool) -> Result<()> {
     let target = target_dir();
     let criterion = target.join("criterion");
     // Only this run's figures go into the table.

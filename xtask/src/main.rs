@@ -1,7 +1,9 @@
 //! Developer chores for the Baton workspace: `cargo xtask <command>`.
 //!
-//! Kept to two small dependencies so that it builds in seconds; the work
-//! is done by the cargo subcommands it runs.
+//! Kept to a few dependencies that the workspace builds anyway (anyhow,
+//! clap with the workspace's features, serde_json), so that it costs
+//! little more to build than its own code; the work is done by the cargo
+//! subcommands it runs.
 
 mod bench;
 mod tidy;
@@ -9,37 +11,87 @@ mod tidy;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
+use clap::{CommandFactory, Parser, Subcommand};
 
-const USAGE: &str = "\
-usage: cargo xtask <command>
+/// Developer chores for the Baton workspace.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Chore>,
+}
 
-commands:
-  ci       everything CI checks: fmt, clippy, tidy, packaging of the
-           published crates (without building them), rustdoc with
-           warnings as errors, the tests, and one smoke run of each
-           benchmark
-  bench    run the criterion benchmarks and print one summary table
-           (--quick: fewer samples, about two minutes once built)
-  fmt      format the workspace
-  clippy   lint the workspace, warnings as errors
-  tidy     check workspace conventions (dependencies, lints, names,
-           publishing metadata, the crate layering)
-  test     run the tests (cargo nextest, ci profile), the doc-tests,
-           and the mutant tests
-  mutants  only the mutant tests, in a separate build with the
-           test-only `mutants` features
-  package-verify [ARGS]
-           package every published crate and build each package as
-           crates.io would (slow: a build per crate; not part of ci);
-           ARGS go to cargo package, e.g. --allow-dirty
-  soak [N] the long runs, N times longer than in CI (default 10): the
-           model test, the stress test, the fault tests, the ledger
-           handoff across processes and the mutated-document proptest,
-           with their figures printed";
+#[derive(Debug, Subcommand)]
+enum Chore {
+    /// Every check CI runs: fmt, clippy, tidy, package, doc, tests.
+    ///
+    /// `cargo fmt --check`, clippy with warnings as errors, the tidy
+    /// check, packaging of the published crates (without building them),
+    /// rustdoc with warnings as errors, the tests (as `test`), and one
+    /// smoke run of each benchmark.
+    Ci,
+    /// Run the benchmarks and print one summary table.
+    Bench {
+        /// Fewer samples: about two minutes once built.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Format the workspace.
+    Fmt,
+    /// Lint the workspace, warnings as errors.
+    Clippy,
+    /// Check the workspace's conventions and its crate layering.
+    ///
+    /// The dependencies, lints, package names, publishing metadata and
+    /// the crate layering, from the manifests and the crates' `src/`.
+    Tidy,
+    /// The tests (nextest, ci profile), doc-tests and mutant tests.
+    Test,
+    /// Only the mutant tests, in a build of their own.
+    ///
+    /// Built with the test-only `mutants` features, in a cargo invocation
+    /// that no other build shares.
+    Mutants,
+    /// Package the published crates and build each (slow; not in ci).
+    ///
+    /// Each package is built from its `.crate` file, as crates.io users
+    /// would: a build per crate, so it is not part of `ci`, which packages
+    /// without building.
+    PackageVerify {
+        /// Passed on to `cargo package`, e.g. --allow-dirty.
+        #[arg(
+            value_name = "ARGS",
+            trailing_var_arg = true,
+            allow_hyphen_values = true
+        )]
+        cargo_args: Vec<String>,
+    },
+    /// The long runs, N times longer than in CI, figures printed.
+    ///
+    /// The model test, the stress test, the fault tests, the ledger
+    /// handoff across processes and the mutated-document proptest.
+    Soak {
+        /// How many times longer than in CI.
+        #[arg(
+            value_name = "N",
+            default_value_t = 10,
+            value_parser = clap::value_parser!(u32).range(1..)
+        )]
+        factor: u32,
+    },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            // Help to stdout with status 0; usage errors to stderr with
+            // status 2, as for `baton`.
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
+        }
+    };
+    match run(args.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("xtask: {error:#}");
@@ -48,22 +100,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &[String]) -> Result<()> {
-    match args.first().map(String::as_str) {
-        Some("ci") => ci(),
-        Some("bench") => bench::run(&args[1..]),
-        Some("fmt") => cargo(&["fmt", "--all"]),
-        Some("clippy") => clippy(),
-        Some("tidy") => tidy(),
-        Some("test") => test(),
-        Some("mutants") => mutants(),
-        Some("package-verify") => package(true, &args[1..]),
-        Some("soak") => soak(args.get(1).map(String::as_str)),
-        Some("help" | "--help" | "-h") | None => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some(other) => bail!("unknown command {other:?}\n\n{USAGE}"),
+fn run(chore: Option<Chore>) -> Result<()> {
+    match chore {
+        Some(Chore::Ci) => ci(),
+        Some(Chore::Bench { quick }) => bench::run(quick),
+        Some(Chore::Fmt) => cargo(&["fmt", "--all"]),
+        Some(Chore::Clippy) => clippy(),
+        Some(Chore::Tidy) => tidy(),
+        Some(Chore::Test) => test(),
+        Some(Chore::Mutants) => mutants(),
+        Some(Chore::PackageVerify { cargo_args }) => package(true, &cargo_args),
+        Some(Chore::Soak { factor }) => soak(factor),
+        // `cargo xtask` alone lists the chores.
+        None => Ok(Args::command().print_help()?),
     }
 }
 
@@ -166,13 +215,7 @@ fn mutants() -> Result<()> {
     cargo(&args)
 }
 
-fn soak(factor: Option<&str>) -> Result<()> {
-    let factor = factor.unwrap_or("10");
-    if factor.parse::<u32>().map_or(true, |n| n == 0) {
-        bail!(
-            "soak: the factor must be a whole number above 0, not {factor:?}"
-        );
-    }
+fn soak(factor: u32) -> Result<()> {
     let status = Command::new(
         std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()),
     )
@@ -186,7 +229,7 @@ fn soak(factor: Option<&str>) -> Result<()> {
         "-E",
         "test(/^model::|^stress::|^faults::|^handoff::|mutated_documents/)",
     ])
-    .env("BATON_SOAK", factor)
+    .env("BATON_SOAK", factor.to_string())
     .current_dir(tidy::workspace_root())
     .status()
     .context("cannot run cargo nextest")?;
@@ -226,4 +269,55 @@ fn cargo_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<()> {
         bail!("cargo {} exited with {status}", args.join(" "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Args, Chore};
+
+    fn parse(args: &[&str]) -> Result<Option<Chore>, clap::Error> {
+        Args::try_parse_from(["cargo xtask"].iter().chain(args))
+            .map(|a| a.command)
+    }
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Args::command().debug_assert();
+    }
+
+    #[test]
+    fn package_verify_passes_its_flags_to_cargo() {
+        let Ok(Some(Chore::PackageVerify { cargo_args })) =
+            parse(&["package-verify", "--allow-dirty", "--no-metadata"])
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(cargo_args, ["--allow-dirty", "--no-metadata"]);
+    }
+
+    #[test]
+    fn soak_takes_a_factor_above_zero() {
+        assert!(matches!(
+            parse(&["soak"]),
+            Ok(Some(Chore::Soak { factor: 10 }))
+        ));
+        assert!(matches!(
+            parse(&["soak", "3"]),
+            Ok(Some(Chore::Soak { factor: 3 }))
+        ));
+        assert!(parse(&["soak", "0"]).is_err());
+        assert!(parse(&["soak", "ten"]).is_err());
+    }
+
+    #[test]
+    fn bench_takes_only_quick() {
+        assert!(matches!(
+            parse(&["bench", "--quick"]),
+            Ok(Some(Chore::Bench { quick: true }))
+        ));
+        assert!(parse(&["bench", "--slow"]).is_err());
+        assert!(matches!(parse(&[]), Ok(None)));
+    }
 }

@@ -4,6 +4,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Output};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use nix::unistd::{User, geteuid};
 
 use crate::DevDbError;
 
@@ -134,31 +135,45 @@ fn candidates() -> Vec<Utf8PathBuf> {
     out
 }
 
-/// True when running as root.
+/// True when running as root: the effective user, the one PostgreSQL
+/// refuses to run as and the one allowed to switch users.
 pub(crate) fn is_root() -> bool {
-    // /proc/self is owned by the process's user; no unsafe getuid needed.
-    std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false)
+    geteuid().is_root()
 }
 
+/// The user the server runs as when we are root.
+const SERVER_USER: &str = "postgres";
+
+/// `(uid, gid)` of the server's user; an error naming the cause if the
+/// system has none.
 fn postgres_user() -> Result<(u32, u32), DevDbError> {
-    let passwd =
-        std::fs::read_to_string("/etc/passwd").map_err(|e| DevDbError::Io {
-            what: "cannot read",
-            path: "/etc/passwd".into(),
-            source: e,
+    user_ids(SERVER_USER)?.ok_or(DevDbError::NoPostgresUser)
+}
+
+/// `(uid, gid)` of `name` from the system's user database (`getpwnam_r`,
+/// so `/etc/passwd` or whatever NSS is set up to consult).
+fn user_ids(name: &str) -> Result<Option<(u32, u32)>, DevDbError> {
+    let user =
+        User::from_name(name).map_err(|errno| DevDbError::UserLookup {
+            user: name.to_owned(),
+            source: errno.into(),
         })?;
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.first() == Some(&"postgres"))
-        .and_then(|f| Some((f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?)))
-        .ok_or(DevDbError::NoPostgresUser)
+    Ok(user.map(|u| (u.uid.as_raw(), u.gid.as_raw())))
 }
 
 /// The last few lines of some output, for error messages.
 pub(crate) fn tail(text: &str) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_looked_up_by_name() {
+        assert_eq!(user_ids("root").unwrap(), Some((0, 0)));
+        assert_eq!(user_ids("baton-no-such-user").unwrap(), None);
+    }
 }

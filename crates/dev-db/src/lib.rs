@@ -27,6 +27,7 @@ pub use persistent::{PersistentDb, default_data_dir};
 pub use throwaway::{DevDb, DevDbBuilder};
 
 use camino::Utf8PathBuf;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 /// The name of the database Baton uses on a local server.
 pub const DATABASE_NAME: &str = "baton";
@@ -51,6 +52,18 @@ pub enum DevDbError {
          as; install the `postgresql` package, which creates it"
     )]
     NoPostgresUser,
+    /// Running as root, and the user database could not be read to find
+    /// the user to run the server as.
+    #[error(
+        "running as root, but the `{user}` user (to run the server as) \
+         could not be looked up: {source}"
+    )]
+    UserLookup {
+        /// Which user.
+        user: String,
+        /// Why the lookup failed (`getpwnam_r`'s error).
+        source: std::io::Error,
+    },
     /// A file or directory operation failed.
     #[error("{what} ({path}): {source}")]
     Io {
@@ -81,36 +94,59 @@ pub enum DevDbError {
         /// The end of the log.
         tail: String,
     },
-    /// A path is not UTF-8.
-    #[error("path is not UTF-8: {0}")]
-    NonUtf8Path(std::path::PathBuf),
 }
 
 /// A `postgresql://` URL for the Unix socket in `socket_dir`.
 pub fn socket_url(socket_dir: &camino::Utf8Path, database: &str) -> String {
-    format!(
-        "postgresql://{USER_NAME}@{}/{database}",
-        percent_encode_path(socket_dir.as_str())
-    )
+    let host = utf8_percent_encode(socket_dir.as_str(), HOST);
+    format!("postgresql://{USER_NAME}@{host}/{database}")
 }
 
-fn percent_encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len() * 2);
-    for byte in path.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+/// What the socket directory escapes in the URL's host position: every
+/// byte but RFC 3986's unreserved characters (letters, digits, `-._~`),
+/// so `/` and `%` are always escaped and the URL parses as one host.
+const HOST: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 #[cfg(test)]
 mod tests {
+    use super::socket_url;
+
     #[test]
     fn socket_urls_encode_the_directory() {
-        let url = super::socket_url("/tmp/x y".into(), "baton");
-        assert_eq!(url, "postgresql://baton@%2Ftmp%2Fx%20y/baton");
+        for (dir, url) in [
+            (
+                "/var/lib/baton/db",
+                "postgresql://baton@%2Fvar%2Flib%2Fbaton%2Fdb/baton",
+            ),
+            ("/tmp/x y", "postgresql://baton@%2Ftmp%2Fx%20y/baton"),
+            ("/tmp/100%", "postgresql://baton@%2Ftmp%2F100%25/baton"),
+            (
+                "/tmp/a-b.c_d~e+f:g@h",
+                "postgresql://baton@%2Ftmp%2Fa-b.c_d~e%2Bf%3Ag%40h/baton",
+            ),
+            ("/tmp/é", "postgresql://baton@%2Ftmp%2F%C3%A9/baton"),
+        ] {
+            assert_eq!(socket_url(dir.into(), "baton"), url, "{dir:?}");
+        }
+    }
+
+    /// The rule the URLs were first written with, byte for byte, over
+    /// every ASCII character.
+    #[test]
+    fn only_unreserved_characters_stay_as_they_are() {
+        for c in (0..=127u8).map(char::from) {
+            let kept = c.is_ascii_alphanumeric() || "-._~".contains(c);
+            let want = if kept {
+                c.to_string()
+            } else {
+                format!("%{:02X}", c as u8)
+            };
+            let url = socket_url(format!("/{c}").as_str().into(), "d");
+            assert_eq!(url, format!("postgresql://baton@%2F{want}/d"));
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use camino::{Utf8Path, Utf8PathBuf};
+use camino_tempfile::Utf8TempDir;
 use slog::{Logger, info, o, warn};
 
 use crate::binaries::tail;
@@ -55,15 +56,10 @@ impl DevDbBuilder {
     pub fn start(self, log: &Logger) -> Result<DevDb, DevDbError> {
         let started = Instant::now();
         let bins = PgBinaries::find()?;
-        let temp = tempfile::Builder::new()
-            .prefix("baton-pg-")
-            .tempdir()
-            .map_err(|e| {
-                io("cannot create a temporary directory", "/tmp", e)
-            })?;
-        let dir = Utf8Path::from_path(temp.path())
-            .ok_or_else(|| DevDbError::NonUtf8Path(temp.path().to_owned()))?
-            .to_owned();
+        let temp = Utf8TempDir::with_prefix("baton-pg-").map_err(|e| {
+            io("cannot create a temporary directory in", temp_root(), e)
+        })?;
+        let dir = temp.path().to_owned();
         bins.hand_over(&dir)?;
         let data = dir.join("data");
         match &self.template_cache {
@@ -101,7 +97,7 @@ impl DevDbBuilder {
 /// directory is kept and its path printed, for the server log.
 #[derive(Debug)]
 pub struct DevDb {
-    temp: Option<tempfile::TempDir>,
+    temp: Option<Utf8TempDir>,
     dir: Utf8PathBuf,
     data: Utf8PathBuf,
     bins: PgBinaries,
@@ -218,9 +214,8 @@ impl Drop for DevDb {
         if std::thread::panicking() {
             let kept = temp.keep();
             eprintln!(
-                "baton-dev-db: test failed; kept the server directory {} \
-                 (server log: postgres.log)",
-                kept.display()
+                "baton-dev-db: test failed; kept the server directory {kept} \
+                 (server log: postgres.log)"
             );
         }
         // Otherwise `temp` is removed here.
@@ -237,6 +232,11 @@ fn io(
         path: path.into(),
         source,
     }
+}
+
+/// Where temporary directories go (`$TMPDIR`, else `/tmp`), for messages.
+fn temp_root() -> Utf8PathBuf {
+    std::env::temp_dir().to_string_lossy().into_owned().into()
 }
 
 pub(crate) fn init_data_dir(
@@ -301,14 +301,10 @@ fn ensure_template(
     }
     std::fs::create_dir_all(cache)
         .map_err(|e| io("cannot create", cache, e))?;
-    let aside = tempfile::Builder::new()
-        .prefix("building-template-")
-        .tempdir_in(cache)
+    let aside = Utf8TempDir::with_prefix_in("building-template-", cache)
         .map_err(|e| io("cannot create a directory in", cache, e))?;
-    let aside_dir = Utf8Path::from_path(aside.path())
-        .ok_or_else(|| DevDbError::NonUtf8Path(aside.path().to_owned()))?
-        .to_owned();
-    bins.hand_over(&aside_dir)?;
+    let aside_dir = aside.path();
+    bins.hand_over(aside_dir)?;
     info!(log, "building the PostgreSQL template data directory";
         "cache" => %cache);
     // Start a server on it once to create Baton's database, then stop it.

@@ -1,8 +1,8 @@
 //! Starting and stopping real PostgreSQL servers.
 
-use std::path::Path;
-
 use baton_dev_db::{DevDb, DevDbError, PersistentDb, PgBinaries};
+use camino::{Utf8Path, Utf8PathBuf};
+use camino_tempfile::Utf8TempDir;
 use slog::{Logger, o};
 
 fn log() -> Logger {
@@ -25,43 +25,41 @@ fn processes_using(dir: &str) -> Vec<String> {
 #[test]
 fn throwaway_server_leaves_nothing_behind_on_drop() {
     let db = DevDb::start(&log()).unwrap();
-    let dir = db.dir().to_string();
-    let pid = db.pid().unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
-    assert!(Path::new(&dir).join(".s.PGSQL.5432").exists(), "socket");
-    assert!(!processes_using(&dir).is_empty());
+    let dir = db.dir().to_owned();
+    let proc = Utf8PathBuf::from(format!("/proc/{}", db.pid().unwrap()));
+    assert!(proc.exists());
+    assert!(dir.join(".s.PGSQL.5432").exists(), "socket");
+    assert!(!processes_using(dir.as_str()).is_empty());
     drop(db);
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
-        "server still runs"
-    );
-    assert_eq!(processes_using(&dir), Vec::<String>::new());
-    assert!(!Path::new(&dir).exists(), "directory left behind");
+    assert!(!proc.exists(), "server still runs");
+    assert_eq!(processes_using(dir.as_str()), Vec::<String>::new());
+    assert!(!dir.exists(), "directory left behind");
 }
 
 #[test]
 fn template_cache_is_built_once_and_reused() {
-    let cache = tempfile::tempdir().unwrap();
-    let cache_dir = cache.path().to_str().unwrap().to_owned();
+    let cache = Utf8TempDir::new().unwrap();
+    let cache_dir = cache.path();
     let first = DevDb::builder()
-        .template_cache(&cache_dir)
+        .template_cache(cache_dir)
         .start(&log())
         .unwrap();
-    let entries = |d: &str| {
-        let mut names: Vec<String> = std::fs::read_dir(d)
+    let entries = |d: &Utf8Path| {
+        let mut names: Vec<String> = d
+            .read_dir_utf8()
             .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .map(|e| e.unwrap().file_name().to_owned())
             .collect();
         names.sort();
         names
     };
-    let after_first = entries(&cache_dir);
+    let after_first = entries(cache_dir);
     assert_eq!(after_first.len(), 1, "{after_first:?}");
     let second = DevDb::builder()
-        .template_cache(&cache_dir)
+        .template_cache(cache_dir)
         .start(&log())
         .unwrap();
-    assert_eq!(entries(&cache_dir), after_first);
+    assert_eq!(entries(cache_dir), after_first);
     assert_ne!(first.dir(), second.dir());
     assert!(second.dir().join(".s.PGSQL.5432").exists());
 }
@@ -90,9 +88,9 @@ fn missing_binaries_say_how_to_install_them() {
 
 #[test]
 fn persistent_server_survives_stop_and_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path().join("db");
-    let db = PersistentDb::new(dir.to_str().unwrap());
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("db");
+    let db = PersistentDb::new(&dir);
     assert!(!db.is_running().unwrap());
     let url = db.start().unwrap();
     assert!(db.is_running().unwrap());
