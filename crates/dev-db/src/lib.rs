@@ -84,6 +84,20 @@ pub enum DevDbError {
         /// What it printed (the end of it).
         output: String,
     },
+    /// The directory's path is too long for the server's Unix socket.
+    #[error(
+        "the data directory {dir} is too long: the server's socket in it \
+         would be a {socket_len}-byte path, and the system allows at most \
+         {max}; choose a shorter directory"
+    )]
+    PathTooLong {
+        /// The directory.
+        dir: Utf8PathBuf,
+        /// The socket path's length.
+        socket_len: usize,
+        /// The longest allowed.
+        max: usize,
+    },
     /// The server did not become ready in time, or exited.
     #[error("PostgreSQL did not start: {reason}; server log {log}: {tail}")]
     NotReady {

@@ -1,10 +1,19 @@
 //! A persistent local server for `baton db start` / `baton db stop`.
 
+use std::fs::File;
+
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::binaries::is_root;
-use crate::throwaway::{init_data_dir, server_settings};
+use crate::binaries::{is_root, tail};
+use crate::throwaway::{Durability, init_data_dir, server_settings};
 use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
+
+/// The longest Unix socket path the system takes (`sun_path` holds 108
+/// bytes with the final NUL on Linux; PostgreSQL has the same limit).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+/// The server's socket file name inside the directory.
+const SOCKET_FILE: &str = ".s.PGSQL.5432";
 
 /// The default data directory: `$BATON_DATA_DIR` if set; else
 /// `/var/lib/baton/db` as root (the server runs as `postgres`, which
@@ -32,16 +41,28 @@ pub fn default_data_dir() -> Utf8PathBuf {
 }
 
 /// A local server whose data survives: `DIR/data` holds the cluster, the
-/// socket and `server.log` sit in `DIR`.
+/// socket and `server.log` sit in `DIR`. Its server is durable (`fsync`
+/// on), unlike the throwaway ones tests use.
+///
+/// Several processes may start or stop it at once: each holds an
+/// exclusive lock on `DIR/.baton-lock` while it does, so one starts the
+/// server and the others find it running.
 #[derive(Clone, Debug)]
 pub struct PersistentDb {
     dir: Utf8PathBuf,
 }
 
 impl PersistentDb {
-    /// The server kept in `dir` (nothing is started yet).
+    /// The server kept in `dir` (nothing is started yet). A relative
+    /// `dir` is taken from the current directory, since the server and
+    /// the URL need the whole path.
     pub fn new(dir: impl Into<Utf8PathBuf>) -> PersistentDb {
-        PersistentDb { dir: dir.into() }
+        let dir = dir.into();
+        let dir = std::path::absolute(&dir)
+            .ok()
+            .and_then(|d| Utf8PathBuf::try_from(d).ok())
+            .unwrap_or(dir);
+        PersistentDb { dir }
     }
 
     /// Its directory.
@@ -76,30 +97,70 @@ impl PersistentDb {
         Ok(status.status.success())
     }
 
-    /// Starts the server if it is not running (creating the data
-    /// directory the first time) and returns its URL. Idempotent.
-    pub fn start(&self) -> Result<String, DevDbError> {
-        if self.is_running()? {
-            return Ok(self.url());
+    /// Refuses, before anything is created, a directory whose socket
+    /// path would be too long for the system.
+    fn check_socket_path(&self) -> Result<(), DevDbError> {
+        let socket = self.dir.join(SOCKET_FILE);
+        if socket.as_str().len() > MAX_SOCKET_PATH {
+            return Err(DevDbError::PathTooLong {
+                dir: self.dir.clone(),
+                socket_len: socket.as_str().len(),
+                max: MAX_SOCKET_PATH,
+            });
         }
-        let bins = PgBinaries::find()?;
+        Ok(())
+    }
+
+    /// Creates the directory if needed and takes the lock on it, held
+    /// until the returned file is dropped. Blocks while another process
+    /// holds it.
+    fn lock(&self) -> Result<File, DevDbError> {
+        self.check_socket_path()?;
         std::fs::create_dir_all(&self.dir).map_err(|e| DevDbError::Io {
             what: "cannot create the data directory",
             path: self.dir.clone(),
             source: e,
         })?;
+        let path = self.dir.join(".baton-lock");
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| DevDbError::Io {
+                what: "cannot open the lock file",
+                path: path.clone(),
+                source: e,
+            })?;
+        file.lock().map_err(|e| DevDbError::Io {
+            what: "cannot lock",
+            path,
+            source: e,
+        })?;
+        Ok(file)
+    }
+
+    /// Starts the server if it is not running (creating the data
+    /// directory the first time) and returns its URL. Idempotent, also
+    /// when several processes call it at once.
+    pub fn start(&self) -> Result<String, DevDbError> {
+        let _lock = self.lock()?;
+        if self.is_running()? {
+            return Ok(self.url());
+        }
+        let bins = PgBinaries::find()?;
         bins.hand_over(&self.dir)?;
         let fresh = !self.data().join("PG_VERSION").is_file();
         if fresh {
-            init_data_dir(&bins, &self.data())?;
+            init_data_dir(&bins, &self.data(), Durability::Durable)?;
         }
-        let options = server_settings(&self.dir)
+        let options = server_settings(&self.dir, Durability::Durable)
             .chunks(2)
             .map(|pair| format!("-c {}", shell_quote(&pair[1])))
             .collect::<Vec<_>>()
             .join(" ");
         let log = self.dir.join("server.log");
-        bins.run(
+        let started = bins.run(
             "pg_ctl",
             &[
                 "start",
@@ -113,7 +174,16 @@ impl PersistentDb {
                 "-o",
                 &options,
             ],
-        )?;
+        );
+        if let Err(e) = started {
+            // pg_ctl only says to examine the log: the cause is there.
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            return Err(DevDbError::NotReady {
+                reason: e.to_string(),
+                log,
+                tail: tail(&text),
+            });
+        }
         if fresh {
             bins.run(
                 "createdb",
@@ -126,6 +196,10 @@ impl PersistentDb {
     /// Stops the server; the data stays. Returns false if it was not
     /// running.
     pub fn stop(&self) -> Result<bool, DevDbError> {
+        if !self.data().join("PG_VERSION").is_file() {
+            return Ok(false);
+        }
+        let _lock = self.lock()?;
         if !self.is_running()? {
             return Ok(false);
         }

@@ -14,28 +14,50 @@ use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
 /// How long a server gets to become ready before we give up.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How much a local server promises about its data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A throwaway server: `fsync`, synchronous commit and full-page
+    /// writes off, for speed; a crash may lose or corrupt it.
+    Throwaway,
+    /// `baton db start`'s server, whose data is meant to last: the
+    /// server's durable defaults.
+    Durable,
+}
+
 /// Settings for every local server: only a Unix socket, SERIALIZABLE by
-/// default as on CockroachDB, and durability off (the data is throwaway or
-/// a developer's scratch database), plus statement statistics so tests can
-/// count what the server receives, and commit timestamps so tests can
-/// order writes of different processes by when the server committed them.
-pub(crate) fn server_settings(socket_dir: &Utf8Path) -> Vec<String> {
-    [
+/// default as on CockroachDB, durability as asked, plus statement
+/// statistics so tests can count what the server receives, and commit
+/// timestamps so tests can order writes of different processes by when
+/// the server committed them.
+pub(crate) fn server_settings(
+    socket_dir: &Utf8Path,
+    durability: Durability,
+) -> Vec<String> {
+    let mut settings = vec![
         "listen_addresses=".to_owned(),
         format!("unix_socket_directories={socket_dir}"),
         "port=5432".to_owned(),
         "default_transaction_isolation=serializable".to_owned(),
-        "fsync=off".to_owned(),
-        "synchronous_commit=off".to_owned(),
-        "full_page_writes=off".to_owned(),
         "shared_preload_libraries=pg_stat_statements".to_owned(),
         "pg_stat_statements.track=all".to_owned(),
         "max_connections=200".to_owned(),
         "track_commit_timestamp=on".to_owned(),
-    ]
-    .into_iter()
-    .flat_map(|s| ["-c".to_owned(), s])
-    .collect()
+    ];
+    if durability == Durability::Throwaway {
+        settings.extend(
+            [
+                "fsync=off",
+                "synchronous_commit=off",
+                "full_page_writes=off",
+            ]
+            .map(str::to_owned),
+        );
+    }
+    settings
+        .into_iter()
+        .flat_map(|s| ["-c".to_owned(), s])
+        .collect()
 }
 
 /// Options for a throwaway server.
@@ -67,7 +89,7 @@ impl DevDbBuilder {
                 let template = ensure_template(&bins, cache, log)?;
                 copy_dir(&template, &data)?;
             }
-            None => init_data_dir(&bins, &data)?,
+            None => init_data_dir(&bins, &data, Durability::Throwaway)?,
         }
         let log = log.new(o!("pg_dir" => dir.to_string()));
         let child = spawn_server(&bins, &dir, &data)?;
@@ -242,21 +264,22 @@ fn temp_root() -> Utf8PathBuf {
 pub(crate) fn init_data_dir(
     bins: &PgBinaries,
     data: &Utf8Path,
+    durability: Durability,
 ) -> Result<(), DevDbError> {
-    bins.run(
-        "initdb",
-        &[
-            "-D",
-            data.as_str(),
-            "-U",
-            USER_NAME,
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ],
-    )?;
+    let mut args = vec![
+        "-D",
+        data.as_str(),
+        "-U",
+        USER_NAME,
+        "--auth=trust",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    ];
+    if durability == Durability::Throwaway {
+        args.push("--no-sync");
+    }
+    bins.run("initdb", &args)?;
     Ok(())
 }
 
@@ -278,7 +301,7 @@ fn spawn_server(
     command
         .arg("-D")
         .arg(data)
-        .args(server_settings(dir))
+        .args(server_settings(dir, Durability::Throwaway))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

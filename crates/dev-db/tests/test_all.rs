@@ -102,3 +102,90 @@ fn persistent_server_survives_stop_and_start() {
     db.start().unwrap();
     assert!(db.stop().unwrap());
 }
+
+/// `baton db start` from several processes at once: one starts the
+/// server, the others find it running; all get the same URL.
+#[test]
+fn concurrent_starts_of_the_persistent_server_all_succeed() {
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("db");
+    let barrier = std::sync::Barrier::new(5);
+    let urls: Vec<Result<String, String>> = std::thread::scope(|s| {
+        let starts: Vec<_> = (0..5)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    PersistentDb::new(&dir).start().map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        starts.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let db = PersistentDb::new(&dir);
+    for url in &urls {
+        assert_eq!(url.as_deref(), Ok(db.url().as_str()), "{urls:?}");
+    }
+    assert!(db.stop().unwrap());
+}
+
+/// The persistent server keeps its data through a crash: `fsync` and
+/// full-page writes are on (only throwaway servers turn them off).
+#[test]
+fn the_persistent_server_is_durable_and_throwaway_ones_are_not() {
+    let opts = |data: &Utf8Path| {
+        std::fs::read_to_string(data.join("postmaster.opts")).unwrap()
+    };
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("db");
+    let db = PersistentDb::new(&dir);
+    db.start().unwrap();
+    let persistent = opts(&dir.join("data"));
+    db.stop().unwrap();
+    let throwaway = DevDb::start(&log()).unwrap();
+    let fast = opts(&throwaway.dir().join("data"));
+    for setting in ["fsync=off", "full_page_writes=off"] {
+        assert!(!persistent.contains(setting), "{persistent}");
+        assert!(fast.contains(setting), "{fast}");
+    }
+}
+
+#[test]
+fn a_relative_data_dir_is_taken_from_the_current_directory() {
+    let db = PersistentDb::new("some/relative/db");
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(db.dir().as_std_path(), cwd.join("some/relative/db"));
+    assert!(db.url().contains("%2Fsome%2Frelative%2Fdb"), "{}", db.url());
+}
+
+/// A directory too long for the socket is refused up front, saying why,
+/// and nothing is created.
+#[test]
+fn a_data_dir_too_long_for_the_socket_is_refused_up_front() {
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("d".repeat(100));
+    let err = PersistentDb::new(&dir).start().unwrap_err();
+    assert!(matches!(err, DevDbError::PathTooLong { .. }), "{err}");
+    assert!(
+        err.to_string().contains("choose a shorter directory"),
+        "{err}"
+    );
+    assert!(!dir.exists());
+}
+
+/// pg_ctl only says "examine the log output": the error carries the
+/// server's own reason from the log.
+#[test]
+fn a_failed_start_names_the_servers_reason() {
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("db");
+    let db = PersistentDb::new(&dir);
+    db.start().unwrap();
+    db.stop().unwrap();
+    let conf = dir.join("data/postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text.push_str("\nbaton_no_such_setting = 1\n");
+    std::fs::write(&conf, text).unwrap();
+    let err = db.start().unwrap_err().to_string();
+    assert!(err.contains("baton_no_such_setting"), "{err}");
+    assert!(!db.is_running().unwrap());
+}

@@ -38,11 +38,11 @@ pub use classify::{
     Classification, ClassifyError, Role, classify, decide_role, is_quiescing,
 };
 pub use expunge::expungeable_nexus_zones;
-pub use status::{
-    STALE_AFTER_INTERVALS, StatusFacts, Wait, Waiting, generation_in_control,
-    human_age, waiting_on,
-};
 pub use quiesce::{
     PeerDrain, QuiesceRefusal, peers_drained, quiesce_allowed,
     records_to_clean_up,
+};
+pub use status::{
+    STALE_AFTER_INTERVALS, StatusFacts, Wait, Waiting, generation_in_control,
+    human_age, waiting_on,
 };

@@ -16,7 +16,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use NexusRecordState::*;
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0).single().unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 25, 3, 0, 0)
+        .single()
+        .unwrap()
 }
 
 fn ago(seconds: i64) -> DateTime<Utc> {
@@ -95,9 +97,13 @@ fn no_target_or_a_disabled_one_stops_everything() {
 #[test]
 fn a_stuck_drain_names_each_old_nexus_and_why() {
     let story = HandoffStory::new(2);
-    let [a, b, c] = [story.old_nexus[0], story.old_nexus[1], story.old_nexus[2]];
-    let mut records: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Active)).collect();
+    let [a, b, c] =
+        [story.old_nexus[0], story.old_nexus[1], story.old_nexus[2]];
+    let mut records: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Active))
+        .collect();
     records.extend(story.new_nexus.iter().map(|id| record(*id, NotYet)));
     let mut stuck = report(a, "quiescing", Some(4));
     stuck.claims_held = 1;
@@ -143,10 +149,14 @@ fn a_stuck_drain_names_each_old_nexus_and_why() {
 #[test]
 fn step_2_names_the_oldest_work_and_step_3_the_peers() {
     let story = HandoffStory::new(3);
-    let [a, b, c] = [story.old_nexus[0], story.old_nexus[1], story.old_nexus[2]];
+    let [a, b, c] =
+        [story.old_nexus[0], story.old_nexus[1], story.old_nexus[2]];
     let bp = &story.handoff_started;
-    let mut records: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Active)).collect();
+    let mut records: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Active))
+        .collect();
     let mut working = report(a, "quiescing", Some(2));
     working.work_in_flight = 2;
     working.oldest_work = Some(Held {
@@ -156,8 +166,11 @@ fn step_2_names_the_oldest_work_and_step_3_the_peers() {
     let mut peers = report(b, "quiescing", Some(3));
     peers.last_drained_blueprint_id = Some(bp.id());
     records[1].last_drained_blueprint_id = Some(bp.id());
-    let reports =
-        [stored(working, 0), stored(peers, 0), stored(report(c, "running", None), 0)];
+    let reports = [
+        stored(working, 0),
+        stored(peers, 0),
+        stored(report(c, "running", None), 0),
+    ];
     let w = waits(Some((bp, true)), &records, &reports);
     assert_eq!(
         w[0].reason,
@@ -180,8 +193,11 @@ fn step_2_names_the_oldest_work_and_step_3_the_peers() {
 #[test]
 fn once_the_old_ones_quiesced_it_waits_on_the_new_ones() {
     let story = HandoffStory::new(4);
-    let mut records: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Quiesced)).collect();
+    let mut records: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Quiesced))
+        .collect();
     records.extend(story.new_nexus.iter().map(|id| record(*id, NotYet)));
     let n = story.new_nexus[0];
     let reports = [stored(report(n, "waiting_for_handoff", None), 1)];
@@ -198,8 +214,11 @@ fn once_the_old_ones_quiesced_it_waits_on_the_new_ones() {
         "{w:?}"
     );
     // Nothing not_yet: nobody can take over, and it says so.
-    let none: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Quiesced)).collect();
+    let none: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Quiesced))
+        .collect();
     let w = waits(Some((&story.handoff_started, true)), &none, &[]);
     assert!(w[0].reason.contains("no Nexus may take over"), "{w:?}");
 }
@@ -209,8 +228,11 @@ fn after_the_handoff_the_migration_the_bump_and_the_cleanup() {
     let story = HandoffStory::new(5);
     // The new generation in control and migrating; the old records
     // quiesced and their zones expunged, ready for cleanup.
-    let mut records: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Quiesced)).collect();
+    let mut records: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Quiesced))
+        .collect();
     records.extend(story.new_nexus.iter().map(|id| record(*id, Active)));
     let n = story.new_nexus[1];
     let reports = [stored(report(n, "migrating", None), 1)];
@@ -231,8 +253,11 @@ fn after_the_handoff_the_migration_the_bump_and_the_cleanup() {
         format!("Nexus {n} is applying schema migrations (for 30 s)")
     );
     // Generation 2 deployed before the bump: the records it lacks.
-    let old: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Active)).collect();
+    let old: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Active))
+        .collect();
     let w = waits(Some((&story.new_generation_deployed, true)), &old, &[]);
     assert_eq!(w.len(), 3, "{w:?}");
     assert!(w.iter().all(|w| w.waiting == Waiting::Bump));
@@ -244,8 +269,11 @@ fn after_the_handoff_the_migration_the_bump_and_the_cleanup() {
 #[test]
 fn the_generation_in_control_is_the_active_records() {
     let story = HandoffStory::new(6);
-    let old: Vec<_> =
-        story.old_nexus.iter().map(|id| record(*id, Active)).collect();
+    let old: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Active))
+        .collect();
     let one = Generation::new(1).unwrap();
     assert_eq!(
         generation_in_control(&story.handoff_started, &old),

@@ -3,5 +3,5 @@
 mod bump_and_expunge;
 mod classify_properties;
 mod decisions;
-mod status;
 mod mutated_documents;
+mod status;
