@@ -7,23 +7,23 @@ use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 
-use crate::commands::Failure;
+use crate::context::Context;
+use crate::failure::Failure;
 use crate::output;
 
 /// The seed of the demo's ids (RFD 588), so every run shows the same ids.
 const DEMO_SEED: u64 = 588;
 
-pub(crate) fn run(url: Option<String>) -> Result<(), Failure> {
+pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
     let started = Instant::now();
-    let runtime = crate::runtime()?;
-    let log = crate::logger();
+    let log = &ctx.log;
     // Kept until the end: dropping it stops the server and removes it.
     let mut server = None;
-    let url = match url {
+    let url = match ctx.database_url.clone() {
         Some(url) => url,
         None => {
             output::line("starting a throwaway PostgreSQL ...");
-            let db = DevDb::start(&log)
+            let db = DevDb::start(log)
                 .map_err(|e| Failure::failed(format!("{e}.")))?;
             output::line(&format!("  ready in {}", db.dir()));
             let url = db.url();
@@ -34,8 +34,8 @@ pub(crate) fn run(url: Option<String>) -> Result<(), Failure> {
     let options = RehearsalOptions::default();
     let story = HandoffStory::new(DEMO_SEED);
     let mut stage_number = 0;
-    let report = runtime
-        .block_on(rehearse(&log, &url, &story, &options, |stage| {
+    let report = ctx.block_on(async {
+        rehearse(log, &url, &story, &options, |stage| {
             stage_number += 1;
             output::line(&format!(
                 "\n== {stage_number}. {}: {}",
@@ -44,8 +44,10 @@ pub(crate) fn run(url: Option<String>) -> Result<(), Failure> {
             // The last blueprint lists every zone, so every generation.
             let all = &story.old_expunged;
             output::line(&output::records_table(&stage.records, Some(all)));
-        }))
-        .map_err(|e| Failure::failed(format!("the rehearsal failed: {e}.")))?;
+        })
+        .await
+        .map_err(|e| Failure::failed(format!("the rehearsal failed: {e}.")))
+    })?;
     let all_new_active = report
         .records
         .iter()

@@ -1,24 +1,74 @@
 //! `baton`: the operator's command line for the coordinated Nexus handoff.
 //!
 //! This binary parses arguments, calls the library crates and prints what
-//! they return. It holds no protocol logic of its own. Exit status: 0 on
-//! success, 1 when the operation ran and failed, 2 for bad input or usage.
+//! they return. It holds no protocol logic of its own. Each command group
+//! is one module with its arguments and its `run`; the modules below them
+//! (`context`, `failure`, `input`, `output`) import none of the groups, so
+//! no module imports one that imports it back.
 
-mod commands;
-mod database;
+mod access;
+mod blueprint;
+mod classify;
+mod context;
+mod db;
 mod demo;
+mod execute;
+mod failure;
+mod handoff;
+mod input;
 mod output;
-mod pure;
+mod records;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use slog::{Drain, Logger, o};
+use clap::{Parser, Subcommand};
 
-use commands::Failure;
+use context::Context;
+use failure::Failure;
+
+/// Hand control of a database safely from one Nexus generation to the next.
+#[derive(Debug, Parser)]
+#[command(
+    name = "baton",
+    version,
+    about,
+    after_help = "Exit status: 0 success; 1 the operation ran and failed \
+(or finished with a warning or a failed step); 2 bad input or usage.\n\n\
+Environment: BATON_DATABASE_URL (the database, as --database-url); \
+BATON_LOG (error, the default, warning, info or debug: logs on stderr); \
+BATON_DATA_DIR (the local database's data directory).\n\n\
+Without a database URL, the database commands use the local PostgreSQL \
+that `baton db start` runs in its default data directory ($BATON_DATA_DIR, \
+else /var/lib/baton/db for root, else ~/.local/share/baton/db)."
+)]
+struct Args {
+    /// PostgreSQL URL (a Unix socket works too:
+    /// postgresql://USER@%2Fpath%2Fto%2Fdir/DB). Default: the local
+    /// database started by `baton db start`, if it runs.
+    #[arg(long, global = true, env = "BATON_DATABASE_URL")]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    #[command(subcommand)]
+    Db(db::DbCommand),
+    #[command(subcommand)]
+    Blueprint(blueprint::BlueprintCommand),
+    Classify(classify::ClassifyArgs),
+    Execute(execute::ExecuteArgs),
+    #[command(subcommand)]
+    Records(records::RecordsCommand),
+    Handoff(handoff::HandoffArgs),
+    Access(access::AccessArgs),
+    /// Rehearse a complete handoff on a throwaway PostgreSQL.
+    Demo,
+}
 
 fn main() -> ExitCode {
-    let args = match commands::Args::try_parse() {
+    let args = match Args::try_parse() {
         Ok(args) => args,
         Err(error) => {
             // clap prints help and version to stdout with status 0, and
@@ -27,11 +77,7 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    if let Err(failure) = log_level() {
-        output::error(&failure.message);
-        return ExitCode::from(failure.status as u8);
-    }
-    match commands::run(args) {
+    match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
             output::error(&failure.message);
@@ -40,41 +86,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// The async runtime for the database commands.
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::failed(format!("cannot start the runtime: {e}.")))
-}
-
-/// The log level in `BATON_LOG` (default: errors only, so that stdout
-/// and stderr stay what the contract says they are); anything else set
-/// there is bad input, not silently ignored.
-fn log_level() -> Result<slog::Level, Failure> {
-    match std::env::var("BATON_LOG") {
-        Err(std::env::VarError::NotPresent) => Ok(slog::Level::Error),
-        Ok(value) => match value.as_str() {
-            "" | "error" => Ok(slog::Level::Error),
-            "warning" | "warn" => Ok(slog::Level::Warning),
-            "info" => Ok(slog::Level::Info),
-            "debug" => Ok(slog::Level::Debug),
-            other => Err(Failure::bad_input(format!(
-                "BATON_LOG={other:?} is not a log level; use error, \
-                 warning, info or debug."
-            ))),
-        },
-        Err(std::env::VarError::NotUnicode(_)) => Err(Failure::bad_input(
-            "BATON_LOG is not valid UTF-8; use error, warning, info or debug.",
-        )),
+fn run(args: Args) -> Result<(), Failure> {
+    let ctx = Context::new(args.database_url)?;
+    match args.command {
+        Command::Db(command) => db::run(&ctx, command),
+        Command::Blueprint(command) => blueprint::run(&ctx, command),
+        Command::Classify(args) => classify::run(args),
+        Command::Execute(args) => execute::run(&ctx, args),
+        Command::Records(command) => records::run(&ctx, command),
+        Command::Handoff(args) => handoff::run(&ctx, args),
+        Command::Access(args) => access::run(&ctx, args),
+        Command::Demo => demo::run(&ctx),
     }
-}
-
-/// Logs to stderr, at the level in `BATON_LOG` (checked in `main`).
-pub(crate) fn logger() -> Logger {
-    let level = log_level().unwrap_or(slog::Level::Error);
-    let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-    let drain = slog_term::FullFormat::new(decorator).build().fuse();
-    Logger::root(drain.filter_level(level).fuse(), o!())
 }

@@ -4,3 +4,4 @@ mod bad_input;
 mod common;
 mod database_commands;
 mod pure_commands;
+mod readme_tour;

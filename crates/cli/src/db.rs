@@ -1,0 +1,66 @@
+//! `baton db`: the local PostgreSQL and the schema.
+
+use baton_datastore::DataStore;
+use baton_dev_db::{PersistentDb, default_data_dir};
+use camino::Utf8PathBuf;
+use clap::Subcommand;
+
+use crate::context::Context;
+use crate::failure::Failure;
+use crate::output;
+
+/// Start, stop or migrate the local database.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DbCommand {
+    /// Start the local PostgreSQL (idempotent), apply migrations, print
+    /// its URL.
+    Start {
+        /// Where it keeps its data. Default: $BATON_DATA_DIR if set, else
+        /// /var/lib/baton/db for root, else $XDG_DATA_HOME/baton/db (or
+        /// ~/.local/share/baton/db).
+        #[arg(long)]
+        data_dir: Option<Utf8PathBuf>,
+    },
+    /// Stop the local PostgreSQL; the data stays.
+    Stop {
+        /// Where it keeps its data (default as for `db start`).
+        #[arg(long)]
+        data_dir: Option<Utf8PathBuf>,
+    },
+    /// Apply pending schema migrations (idempotent).
+    Migrate,
+}
+
+pub(crate) fn run(ctx: &Context, command: DbCommand) -> Result<(), Failure> {
+    let local = |dir: Option<Utf8PathBuf>| {
+        PersistentDb::new(dir.unwrap_or_else(default_data_dir))
+    };
+    match command {
+        DbCommand::Start { data_dir } => {
+            let db = local(data_dir);
+            let url =
+                db.start().map_err(|e| Failure::failed(format!("{e}.")))?;
+            ctx.block_on(async {
+                DataStore::new(&ctx.log, &url).migrate().await?;
+                Ok(())
+            })?;
+            output::line(&url);
+        }
+        DbCommand::Stop { data_dir } => {
+            let db = local(data_dir);
+            let was_running =
+                db.stop().map_err(|e| Failure::failed(format!("{e}.")))?;
+            output::line(&if was_running {
+                format!("stopped the local PostgreSQL in {}", db.dir())
+            } else {
+                format!("no local PostgreSQL runs in {}", db.dir())
+            });
+        }
+        DbCommand::Migrate => {
+            let ds = ctx.datastore()?;
+            let version = ctx.block_on(async { Ok(ds.migrate().await?) })?;
+            output::line(&format!("schema version {version}"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `baton execute`: one execution of the target (or a stored blueprint).
+
+use baton_datastore::DataStore;
+use baton_executor::{StepOutcome, realize_blueprint};
+use baton_types::Blueprint;
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use clap::Args;
+use slog::Logger;
+
+use crate::context::Context;
+use crate::failure::Failure;
+use crate::output;
+
+/// Execute the current target (or a stored blueprint) once.
+#[derive(Debug, Args)]
+#[group(skip)]
+#[command(group = clap::ArgGroup::new("identity")
+    .required(true)
+    .multiple(false)
+    .args(["nexus_id", "no_nexus_id"]))]
+pub(crate) struct ExecuteArgs {
+    /// Execute as this Nexus.
+    #[arg(long)]
+    nexus_id: Option<OmicronZoneUuid>,
+    /// Execute without a Nexus identity (records are then not written).
+    #[arg(long)]
+    no_nexus_id: bool,
+    /// Execute this stored blueprint instead of the current target.
+    #[arg(long)]
+    blueprint_id: Option<BlueprintUuid>,
+    /// Print one JSON document.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(ctx: &Context, args: ExecuteArgs) -> Result<(), Failure> {
+    let ds = ctx.datastore()?;
+    ctx.block_on(execute(&ctx.log, &ds, args))
+}
+
+async fn execute(
+    log: &Logger,
+    ds: &DataStore,
+    args: ExecuteArgs,
+) -> Result<(), Failure> {
+    let bp: Blueprint = match args.blueprint_id {
+        Some(id) => ds.blueprint_read(id).await?,
+        None => ds.target_blueprint().await?.1,
+    };
+    let report = realize_blueprint(log, ds, &bp, args.nexus_id).await;
+    if args.json {
+        output::json(&report);
+    } else {
+        output::line(&format!("executed blueprint {}", report.blueprint_id));
+        for step in &report.steps {
+            output::line(&format!(
+                "  {:<8} {}: {}",
+                step.outcome.as_str(),
+                step.name,
+                step.message.as_deref().unwrap_or("")
+            ));
+        }
+    }
+    if report.is_clean() {
+        return Ok(());
+    }
+    let failed: Vec<String> = report
+        .steps
+        .iter()
+        .filter(|s| {
+            !matches!(s.outcome, StepOutcome::Success | StepOutcome::Skipped)
+        })
+        .map(|s| {
+            let message = s.message.as_deref().unwrap_or("no message");
+            format!("{}: {}", s.name, message.trim_end_matches('.'))
+        })
+        .collect();
+    Err(Failure::failed(format!(
+        "execution finished with {} step(s) that did not succeed: {}.",
+        failed.len(),
+        failed.join("; ")
+    )))
+}

@@ -1,0 +1,231 @@
+//! `baton records`: read and change the `db_metadata_nexus` records.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use baton_datastore::DataStore;
+use baton_types::NexusRecord;
+use baton_uuid_kinds::OmicronZoneUuid;
+use clap::Subcommand;
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::failure::Failure;
+use crate::output;
+
+/// Read and change the db_metadata_nexus records.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RecordsCommand {
+    /// The db_metadata_nexus table, with each Nexus's generation in the
+    /// current target.
+    List {
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rack setup: insert these Nexus ids as active (empty table only).
+    Init {
+        /// A Nexus id (repeat the flag for more).
+        #[arg(long = "nexus-id", required = true)]
+        nexus_ids: Vec<OmicronZoneUuid>,
+    },
+    /// Mark Nexus instances quiesced, for ones that died without
+    /// quiescing. Refused unless the target says each should quiesce (or
+    /// --force), and, with or without --force, while a database
+    /// connection with that Nexus's id as application_name is open. Every
+    /// id is checked before any is marked.
+    Quiesce {
+        /// A Nexus id (repeat the flag for more).
+        #[arg(long = "nexus-id", required = true)]
+        nexus_ids: Vec<OmicronZoneUuid>,
+        /// Skip the target check (and the drain fence): dangerous.
+        #[arg(long)]
+        force: bool,
+        /// The Nexus is dead: terminate any connection still carrying
+        /// its id, then mark it.
+        #[arg(long)]
+        i_know_it_is_dead: bool,
+    },
+}
+
+pub(crate) fn run(
+    ctx: &Context,
+    command: RecordsCommand,
+) -> Result<(), Failure> {
+    let ds = ctx.datastore()?;
+    ctx.block_on(async {
+        match command {
+            RecordsCommand::List { json } => list(&ds, json).await,
+            RecordsCommand::Init { nexus_ids } => {
+                let ids: BTreeSet<OmicronZoneUuid> =
+                    nexus_ids.into_iter().collect();
+                ds.records_initialize(&ids).await?;
+                output::line(&format!(
+                    "initialized {} active record(s)",
+                    ids.len()
+                ));
+                Ok(())
+            }
+            RecordsCommand::Quiesce {
+                nexus_ids,
+                force,
+                i_know_it_is_dead,
+            } => {
+                let ids: BTreeSet<OmicronZoneUuid> =
+                    nexus_ids.into_iter().collect();
+                quiesce(&ds, &ids, force, i_know_it_is_dead).await
+            }
+        }
+    })
+}
+
+#[derive(Serialize)]
+struct RecordJson {
+    nexus_id: String,
+    state: &'static str,
+    /// The zone's generation in the current target; null when there is
+    /// no target or it does not list the zone.
+    generation: Option<u64>,
+    last_drained_blueprint_id: Option<String>,
+}
+
+async fn list(ds: &DataStore, json: bool) -> Result<(), Failure> {
+    let records = ds.records_list().await?;
+    // Only for the generation column: a table without a target is fine.
+    let target = ds.target_blueprint().await.ok().map(|(_, bp)| bp);
+    if json {
+        let rows: Vec<RecordJson> = records
+            .iter()
+            .map(|r: &NexusRecord| RecordJson {
+                nexus_id: r.nexus_id.to_string(),
+                state: r.state.as_str(),
+                generation: output::generation_of(target.as_ref(), r.nexus_id),
+                last_drained_blueprint_id: r
+                    .last_drained_blueprint_id
+                    .map(|id| id.to_string()),
+            })
+            .collect();
+        output::json(&rows);
+    } else {
+        output::line(&output::records_table(&records, target.as_ref()));
+    }
+    Ok(())
+}
+
+async fn quiesce(
+    ds: &DataStore,
+    ids: &BTreeSet<OmicronZoneUuid>,
+    force: bool,
+    i_know_it_is_dead: bool,
+) -> Result<(), Failure> {
+    // Every check first, so that a refusal marks none of them.
+    for &id in ids {
+        if !force {
+            quiesce_allowed(ds, id).await?;
+        }
+        if !i_know_it_is_dead {
+            not_connected(ds, id).await?;
+        }
+    }
+    for &id in ids {
+        if i_know_it_is_dead {
+            terminate(ds, id).await?;
+        }
+        ds.record_mark_quiesced(id).await?;
+        output::line(&format!("Nexus {id} is quiesced"));
+    }
+    Ok(())
+}
+
+/// The guard on `records quiesce`, with or without `--force`: a Nexus
+/// whose id is the `application_name` of an open connection is alive
+/// (every Nexus connection carries it), and marking a live Nexus
+/// `quiesced` would let two generations write at once.
+async fn not_connected(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Failure> {
+    let backends = ds.backends_of(nexus_id).await?;
+    if backends.is_empty() {
+        return Ok(());
+    }
+    let evidence: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            format!(
+                "backend pid {} from {} connected {}",
+                b.pid,
+                b.client_addr.as_deref().unwrap_or("a local socket"),
+                b.backend_start.map_or(
+                    "at an unknown time".to_owned(),
+                    |t| format!("at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))
+                )
+            )
+        })
+        .collect();
+    Err(Failure::failed(format!(
+        "refused to mark Nexus {nexus_id} quiesced: it looks alive, with {} \
+         open database connection(s) carrying its id ({}). Stop it first; if \
+         it is really dead, --i-know-it-is-dead terminates those connections \
+         and then marks it.",
+        backends.len(),
+        evidence.join("; ")
+    )))
+}
+
+/// With `--i-know-it-is-dead`: terminates the connections carrying
+/// `nexus_id` and waits until the server has closed them.
+async fn terminate(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Failure> {
+    if ds.backends_of(nexus_id).await?.is_empty() {
+        return Ok(());
+    }
+    let ended = ds.terminate_backends_of(nexus_id).await?;
+    output::note(&format!(
+        "terminated {ended} connection(s) of Nexus {nexus_id}; waiting for \
+         the server to close them"
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = ds.backends_of(nexus_id).await?;
+        if left.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(Failure::failed(format!(
+                "refused to mark Nexus {nexus_id} quiesced: {} of its \
+                 connection(s) are still open 10 s after being terminated \
+                 (pids {}).",
+                left.len(),
+                left.iter()
+                    .map(|b| b.pid.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The contract's guard on `records quiesce` without `--force`: the
+/// planner allows it only when the current target shows this Nexus's
+/// generation below the blueprint's.
+async fn quiesce_allowed(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Failure> {
+    let refused = |why: String| {
+        Failure::failed(format!(
+            "refused to mark Nexus {nexus_id} quiesced: {why}; use --force \
+             to bypass (dangerous: it skips the drain fence)."
+        ))
+    };
+    let (_, bp) = ds
+        .target_blueprint()
+        .await
+        .map_err(|e| refused(e.to_string()))?;
+    baton_planner::quiesce_allowed(&bp, nexus_id)
+        .map_err(|e| refused(e.to_string()))
+}
