@@ -5,6 +5,7 @@
 //! lexer that only has to tell code from comments and literals, which
 //! keeps it free of `syn`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -270,6 +271,7 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         problems.extend(check_member(&member, &text));
         problems.extend(check_files(root, &member));
         problems.extend(check_sources(root, &member)?);
+        problems.extend(check_module_loops(root, &member)?);
     }
     Ok(problems)
 }
@@ -525,6 +527,141 @@ fn check_sources(root: &Path, member: &str) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+/// No module of a crate imports, through `crate::`, a module that
+/// (directly or further on) imports it back: the layering inside a
+/// crate points one way too, as between crates. A module is a file
+/// `src/x.rs` or a folder `src/x/`; the crate root (`lib.rs`,
+/// `main.rs`) declares them all and is left out, as are names that are
+/// not modules (`crate::Error`).
+fn check_module_loops(root: &Path, member: &str) -> Result<Vec<String>> {
+    let src = root.join(member).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files)?;
+    files.sort();
+    let module_of = |file: &PathBuf| module_of(&src, file);
+    let modules: BTreeSet<String> =
+        files.iter().filter_map(module_of).collect();
+    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let Some(from) = module_of(file) else {
+            continue;
+        };
+        let text = read(file)?;
+        for named in crate_paths(&text) {
+            if named != from && modules.contains(named) {
+                imports
+                    .entry(from.clone())
+                    .or_default()
+                    .insert(named.to_owned());
+            }
+        }
+    }
+    let shown = |m: &str| format!("{member}/src/{m}");
+    let mut problems = Vec::new();
+    for (from, to) in &imports {
+        for next in to {
+            if let Some(path) = path_between(&imports, next, from) {
+                // Each loop is reported once, from its smallest module.
+                if path.iter().all(|m| m.as_str() >= from.as_str()) {
+                    let mut chain = vec![shown(from)];
+                    chain.extend(path.iter().map(|m| shown(m)));
+                    problems.push(format!(
+                        "a module imports one that imports it back: {}",
+                        chain.join(" -> ")
+                    ));
+                }
+            }
+        }
+    }
+    Ok(problems)
+}
+
+/// The modules named right after `crate::` in `source`'s code (not its
+/// comments or strings), a `crate::{a, b::c}` group giving each of its
+/// members.
+fn crate_paths(source: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (_, ident) in identifiers(source) {
+        if ident != "crate" {
+            continue;
+        }
+        let offset = ident.as_ptr() as usize - source.as_ptr() as usize;
+        let Some(rest) = source[offset + ident.len()..]
+            .trim_start()
+            .strip_prefix("::")
+            .map(str::trim_start)
+        else {
+            continue;
+        };
+        match rest.strip_prefix('{') {
+            Some(group) => {
+                let mut depth = 0;
+                let mut start = 0;
+                for (i, b) in group.bytes().enumerate() {
+                    match b {
+                        b'{' => depth += 1,
+                        b'}' if depth == 0 => {
+                            out.push(leading(&group[start..i]));
+                            break;
+                        }
+                        b'}' => depth -= 1,
+                        b',' if depth == 0 => {
+                            out.push(leading(&group[start..i]));
+                            start = i + 1;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            None => out.push(leading(rest)),
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
+}
+
+/// The module `file` belongs to: `src/x.rs` and `src/x/...` to `x`; none
+/// for the crate root.
+fn module_of(src: &Path, file: &Path) -> Option<String> {
+    let relative = file.strip_prefix(src).ok()?;
+    let first = relative.components().next()?.as_os_str().to_str()?;
+    let name = first.strip_suffix(".rs").unwrap_or(first);
+    (!matches!(name, "lib" | "main")).then(|| name.to_owned())
+}
+
+/// The identifier `s` starts with, after any white space.
+fn leading(s: &str) -> &str {
+    let s = s.trim_start();
+    let end = s.bytes().position(|b| !is_ident(b)).unwrap_or(s.len());
+    &s[..end]
+}
+
+/// A chain of imports from `start` to `goal` (ending with `goal`), if
+/// there is one.
+fn path_between(
+    imports: &BTreeMap<String, BTreeSet<String>>,
+    start: &str,
+    goal: &str,
+) -> Option<Vec<String>> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![vec![start.to_owned()]];
+    while let Some(path) = stack.pop() {
+        let last = path.last().expect("paths are never empty");
+        if last == goal {
+            return Some(path);
+        }
+        if !seen.insert(last.clone()) {
+            continue;
+        }
+        for next in imports.get(last).into_iter().flatten() {
+            let mut longer = path.clone();
+            longer.push(next.clone());
+            stack.push(longer);
+        }
+    }
+    None
 }
 
 /// Every `.rs` file under `dir`, which need not exist.
@@ -807,6 +944,34 @@ mod tests {
                  layering (baton-planner may name baton-types, \
                  baton-uuid-kinds)",
             ],
+        );
+    }
+
+    #[test]
+    fn tidy_catches_a_module_that_imports_one_importing_it_back() {
+        let ws = workspace(
+            "module-loop",
+            &[("crates/planner", &["baton-types"], "mod a;\nmod b;\n")],
+        );
+        // a -> b is fine alone; names that are not modules are ignored.
+        ws.write(
+            "crates/planner/src/a.rs",
+            "use crate::{Error, b::{self, f}};\n// crate::c in a comment\n",
+        );
+        ws.write("crates/planner/src/b/mod.rs", "use crate::Error;\n");
+        ws.write("crates/planner/src/c.rs", "const S: &str = \"crate::a\";\n");
+        assert_eq!(check(&ws.0).unwrap(), Vec::<String>::new());
+        // b's submodule names a back, through c: a loop of three.
+        ws.write(
+            "crates/planner/src/b/inner.rs",
+            "fn g() { crate::c::h(); }\n",
+        );
+        ws.write("crates/planner/src/c.rs", "use crate::a::Thing;\n");
+        assert_eq!(
+            check(&ws.0).unwrap(),
+            ["a module imports one that imports it back: \
+                 crates/planner/src/a -> crates/planner/src/b -> \
+                 crates/planner/src/c -> crates/planner/src/a"],
         );
     }
 
