@@ -3,5 +3,6 @@
 mod bad_input;
 mod common;
 mod database_commands;
+mod interrupted_demo;
 mod pure_commands;
 mod readme_tour;

@@ -21,6 +21,7 @@
 mod binaries;
 mod persistent;
 mod throwaway;
+mod watchdog;
 
 pub use binaries::PgBinaries;
 pub use persistent::{PersistentDb, default_data_dir};

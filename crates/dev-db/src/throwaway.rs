@@ -9,6 +9,7 @@ use camino_tempfile::Utf8TempDir;
 use slog::{Logger, info, o, warn};
 
 use crate::binaries::tail;
+use crate::watchdog::{KEPT_FILE, Watchdog, reap_orphans};
 use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME, socket_url};
 
 /// How long a server gets to become ready before we give up.
@@ -78,10 +79,15 @@ impl DevDbBuilder {
     pub fn start(self, log: &Logger) -> Result<DevDb, DevDbError> {
         let started = Instant::now();
         let bins = PgBinaries::find()?;
+        static REAPED: std::sync::Once = std::sync::Once::new();
+        REAPED.call_once(|| reap_orphans(&temp_root(), log));
         let temp = Utf8TempDir::with_prefix("baton-pg-").map_err(|e| {
             io("cannot create a temporary directory in", temp_root(), e)
         })?;
         let dir = temp.path().to_owned();
+        // Before anything that could outlive us is started.
+        let mut watchdog = Watchdog::start(&dir)
+            .map_err(|e| io("cannot start the watchdog for", &dir, e))?;
         bins.hand_over(&dir)?;
         let data = dir.join("data");
         match &self.template_cache {
@@ -93,12 +99,14 @@ impl DevDbBuilder {
         }
         let log = log.new(o!("pg_dir" => dir.to_string()));
         let child = spawn_server(&bins, &dir, &data)?;
+        watchdog.server(Some(child.id()));
         let mut db = DevDb {
             temp: Some(temp),
             dir,
             data,
             bins,
             child: Some(child),
+            watchdog: Some(watchdog),
             log,
         };
         db.wait_ready()?;
@@ -117,6 +125,11 @@ impl DevDbBuilder {
 /// A running throwaway PostgreSQL. Dropping it stops the server and
 /// removes its directory; if the thread is panicking (a failed test), the
 /// directory is kept and its path printed, for the server log.
+///
+/// If the owning process dies without dropping it (SIGKILL), a watchdog
+/// process stops the server and removes the directory within a fraction
+/// of a second; a directory that escapes even that (a power loss) is
+/// removed by the next throwaway server's start, once its owner is gone.
 #[derive(Debug)]
 pub struct DevDb {
     temp: Option<Utf8TempDir>,
@@ -124,6 +137,7 @@ pub struct DevDb {
     data: Utf8PathBuf,
     bins: PgBinaries,
     child: Option<Child>,
+    watchdog: Option<Watchdog>,
     log: Logger,
 }
 
@@ -183,13 +197,20 @@ impl DevDb {
             let _ = child.kill();
         }
         let _ = child.wait();
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.server(None);
+        }
         Ok(())
     }
 
     /// Starts the server again on the same data and socket.
     pub fn restart(&mut self) -> Result<(), DevDbError> {
         self.stop_server()?;
-        self.child = Some(spawn_server(&self.bins, &self.dir, &self.data)?);
+        let child = spawn_server(&self.bins, &self.dir, &self.data)?;
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.server(Some(child.id()));
+        }
+        self.child = Some(child);
         self.wait_ready()
     }
 
@@ -232,15 +253,22 @@ impl DevDb {
 impl Drop for DevDb {
     fn drop(&mut self) {
         let _ = self.stop_server();
-        let Some(temp) = self.temp.take() else { return };
-        if std::thread::panicking() {
+        // Without a panic, `temp` is removed when it goes out of scope.
+        let temp = self.temp.take();
+        if let Some(temp) = temp
+            && std::thread::panicking()
+        {
+            // Marked, so that no later start reaps it.
+            let _ = std::fs::write(temp.path().join(KEPT_FILE), "");
             let kept = temp.keep();
             eprintln!(
-                "baton-dev-db: test failed; kept the server directory {kept} \
-                 (server log: postgres.log)"
+                "baton-dev-db: test failed; kept the server directory \
+                 {kept} (server log: postgres.log)"
             );
         }
-        // Otherwise `temp` is removed here.
+        if let Some(watchdog) = self.watchdog.take() {
+            watchdog.stand_down();
+        }
     }
 }
 

@@ -189,3 +189,109 @@ fn a_failed_start_names_the_servers_reason() {
     assert!(err.contains("baton_no_such_setting"), "{err}");
     assert!(!db.is_running().unwrap());
 }
+
+/// Waits (up to a minute) until `done` holds, polling.
+fn wait_until(what: &str, done: impl Fn() -> bool) {
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !done() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        // Polling a condition, not sleeping in its place.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Not a test of its own: the process `a_killed_owners_server_is_stopped_
+/// and_removed` starts and kills. It starts a server, prints its
+/// directory and pid, and waits to be killed.
+#[test]
+#[ignore = "run by a_killed_owners_server_is_stopped_and_removed"]
+fn owner_process_for_the_kill_test() {
+    if std::env::var_os("BATON_DEV_DB_OWNER").is_none() {
+        return;
+    }
+    let db = DevDb::start(&log()).unwrap();
+    println!("\nserver {} {}", db.dir(), db.pid().unwrap());
+    let mut line = String::new();
+    // Blocks until killed (the parent never writes).
+    let _ = std::io::stdin().read_line(&mut line);
+    drop(db);
+}
+
+#[test]
+fn a_killed_owners_server_is_stopped_and_removed() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let mut owner = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "owner_process_for_the_kill_test", "--ignored"])
+        .args(["--nocapture", "--test-threads", "1"])
+        .env("BATON_DEV_DB_OWNER", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
+    let (dir, pid) = loop {
+        let mut line = String::new();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the owner ended");
+        // libtest prints its own lines around the test's.
+        if let Some((dir, pid)) = line
+            .trim()
+            .strip_prefix("server ")
+            .and_then(|l| l.split_once(' '))
+        {
+            break (Utf8PathBuf::from(dir), pid.to_owned());
+        }
+    };
+    let proc = Utf8PathBuf::from(format!("/proc/{pid}"));
+    assert!(proc.exists() && dir.exists(), "the server runs");
+    owner.kill().unwrap(); // SIGKILL: no destructor runs.
+    owner.wait().unwrap();
+    wait_until("the server stopped and its directory removed", || {
+        !proc.exists() && !dir.exists()
+    });
+}
+
+#[test]
+fn orphaned_directories_are_reaped_at_the_next_start() {
+    let root = Utf8PathBuf::try_from(std::env::temp_dir()).unwrap();
+    let me = std::process::id();
+    let dead = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    };
+    let make = |name: &str, owner: u32, kept: bool| {
+        let dir = root.join(format!("baton-pg-reap-test-{me}-{name}"));
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::write(dir.join("baton-owner.pid"), owner.to_string()).unwrap();
+        if kept {
+            std::fs::write(dir.join("baton-kept"), "").unwrap();
+        }
+        let old =
+            std::time::SystemTime::now() - std::time::Duration::from_secs(300);
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        dir
+    };
+    let orphan = make("orphan", dead, false);
+    let kept = make("kept", dead, true);
+    let owned = make("owned", me, false);
+    let db = DevDb::start(&log()).unwrap();
+    let (orphan_left, kept_left, owned_left) =
+        (orphan.exists(), kept.exists(), owned.exists());
+    drop(db);
+    for dir in [&orphan, &kept, &owned] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    assert!(!orphan_left, "the dead owner's directory was reaped");
+    assert!(kept_left, "a kept directory stays");
+    assert!(owned_left, "a live owner's directory stays");
+}
