@@ -123,7 +123,9 @@ const LAYERS: [(&str, &[&str]); 12] = [
 /// exactly that allowed use. So the compiler's name resolution plus this
 /// manifest rule is the precise check, and the source scan looks only
 /// for `baton_*` crate names.
-const SQL_DRIVER: [&str; 2] = ["diesel", "diesel-async"];
+/// The pool (`bb8`) and the wire driver (`tokio-postgres`) belong to it too.
+const SQL_DRIVER: [&str; 4] =
+    ["bb8", "diesel", "diesel-async", "tokio-postgres"];
 
 /// The one package that speaks SQL.
 const SPEAKS_SQL: &str = "baton-datastore";

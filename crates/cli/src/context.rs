@@ -60,6 +60,7 @@ impl Context {
     /// A datastore on [`Context::url`].
     pub(crate) fn datastore(&self) -> Result<DataStore, Failure> {
         let url = self.url()?;
+        baton_datastore::check_url(&url)?;
         // The pool starts its housekeeping task on the current runtime.
         let _entered = self.runtime.enter();
         Ok(DataStore::new(&self.log, &url))

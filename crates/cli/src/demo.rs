@@ -20,7 +20,10 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
     // Kept until the end: dropping it stops the server and removes it.
     let mut server = None;
     let url = match ctx.database_url.clone() {
-        Some(url) => url,
+        Some(url) => {
+            baton_datastore::check_url(&url)?;
+            url
+        }
         None => {
             output::line("starting a throwaway PostgreSQL ...");
             let db = DevDb::start(log)

@@ -35,13 +35,14 @@ impl Failure {
 }
 
 impl From<DbError> for Failure {
-    /// Unknown ids are bad input (2); everything else that the operation
-    /// ran into is a failure (1).
+    /// Unknown ids and a malformed URL are bad input (2); everything else
+    /// that the operation ran into is a failure (1), a connection that
+    /// could not be had included.
     fn from(e: DbError) -> Failure {
         match e {
-            DbError::BlueprintNotFound(_) | DbError::NotRegistered(_) => {
-                Failure::bad_input(format!("{e}."))
-            }
+            DbError::BlueprintNotFound(_)
+            | DbError::NotRegistered(_)
+            | DbError::MalformedUrl(_) => Failure::bad_input(format!("{e}.")),
             e => Failure::failed(format!("{e}.")),
         }
     }

@@ -402,3 +402,37 @@ fn blueprint_show_finds_a_stored_blueprint_by_id() {
     let err = env.fails(&["blueprint", "show", missing], 2);
     assert!(err.contains(missing), "{err}");
 }
+
+#[test]
+fn a_connection_failure_names_the_servers_reason_at_once() {
+    let env = Env::new();
+    let baton = |url: &str| {
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["records", "list"])
+            .env("BATON_DATABASE_URL", url)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let cases = [
+        ("postgresql://baton@host:notaport/db", 2, "URL is malformed"),
+        (
+            &env.db.url_for("no_such_db") as &str,
+            1,
+            "database \"no_such_db\" does not exist (SQLSTATE 3D000) \
+             (retrying will not help",
+        ),
+        (
+            "postgresql://baton@%2Fno%2Fsuch%2Fdir/baton",
+            1,
+            "no server socket where the URL points",
+        ),
+    ];
+    for (url, code, reason) in cases {
+        let out = baton(url);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{url}: {err}");
+        assert!(err.contains(reason), "{url}: {err}");
+        assert!(!err.contains("Timed out"), "{url}: {err}");
+    }
+}

@@ -6,16 +6,19 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bb8::RunError;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::bb8::{Pool, PooledConnection};
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, PoolableConnection,
     RecyclingMethod,
 };
-use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
 use slog::{Logger, info, o};
+use tokio::sync::watch;
 
 use crate::Error;
+use crate::connect::{ConnectFailure, Connector, FailureSink};
 use crate::fence::{Claim, Fence, OldestClaim, QuiescedClaim};
 
 /// A boxed future of one statement, borrowing the connection.
@@ -67,8 +70,10 @@ pub struct DataStore {
     fence: Arc<Fence>,
     config: Arc<DataStoreConfig>,
     url: Arc<str>,
-    /// What every new connection runs first.
-    setup: Arc<str>,
+    /// Opens every connection, pooled or dedicated.
+    connector: Connector,
+    /// The pool's failed connection attempts, as they happen.
+    connect_failures: Arc<watch::Sender<Option<ConnectFailure>>>,
     /// Serialization failures retried, over every clone of this store.
     retries: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -117,6 +122,22 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
+/// Checks, without connecting, that `url` is a connection string the
+/// driver understands: a `postgresql://` URL (Unix-socket and multi-host
+/// forms included, e.g. `postgresql:///baton?host=/a,/b&
+/// target_session_attrs=read-write`) or `key=value` pairs. A malformed
+/// one is bad input that no retry fixes.
+///
+/// ```
+/// assert!(baton_datastore::check_url("postgresql://u@%2Ftmp/db").is_ok());
+/// assert!(baton_datastore::check_url("postgresql://u@h:notaport/db").is_err());
+/// ```
+pub fn check_url(url: &str) -> Result<(), Error> {
+    crate::connect::parse(url)
+        .map(|_| ())
+        .map_err(Error::MalformedUrl)
+}
+
 /// A SQL string literal (single quotes doubled).
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -146,20 +167,15 @@ impl DataStore {
             ));
         }
         let setup: Arc<str> = Arc::from(setup);
-        let on_connect = setup.clone();
+        let connector =
+            Connector::new(url, setup.clone(), config.connect_timeout);
+        let for_pool = connector.clone();
         let mut manager_config = ManagerConfig::default();
         // Every connection runs every transaction, single statements
         // included, at SERIALIZABLE, whatever the server's default.
-        manager_config.custom_setup = Box::new(move |url| {
-            let url = url.to_owned();
-            let setup = on_connect.clone();
-            Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(&url).await?;
-                conn.batch_execute(&setup).await.map_err(|e| {
-                    diesel::ConnectionError::BadConnection(e.to_string())
-                })?;
-                Ok(conn)
-            })
+        manager_config.custom_setup = Box::new(move |_url| {
+            let connector = for_pool.clone();
+            Box::pin(async move { connector.connect_for_pool().await })
         });
         // No extra check query on checkout: an operation is one statement,
         // and a broken connection is caught by bb8's `has_broken` (which
@@ -167,10 +183,15 @@ impl DataStore {
         manager_config.recycling_method = RecyclingMethod::Fast;
         let manager =
             AsyncDieselConnectionManager::new_with_config(url, manager_config);
+        let connect_failures = Arc::new(watch::Sender::new(None));
         let pool = Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(0))
             .connection_timeout(config.connect_timeout)
+            // A failed attempt goes to the sink, and from there to the
+            // claim waiting for it (see connect.rs), not round again.
+            .retry_connection(false)
+            .error_sink(Box::new(FailureSink(connect_failures.clone())))
             .build_unchecked(manager);
         DataStore {
             log: log.new(o!("component" => "datastore")),
@@ -178,7 +199,8 @@ impl DataStore {
             fence: Arc::new(Fence::new(fence_waits_for_drain(&config))),
             config: Arc::new(config),
             url: Arc::from(url),
-            setup,
+            connector,
+            connect_failures,
             retries: Arc::default(),
         }
     }
@@ -192,21 +214,49 @@ impl DataStore {
         &self,
         op: &'static str,
     ) -> Result<AsyncPgConnection, Error> {
-        let refused = |e: &dyn std::fmt::Display| Error::Connection {
-            op,
-            message: e.to_string(),
-        };
-        let mut conn = tokio::time::timeout(
-            self.config.connect_timeout,
-            AsyncPgConnection::establish(&self.url),
-        )
-        .await
-        .map_err(|_| refused(&"timed out connecting"))?
-        .map_err(|e| refused(&e))?;
-        conn.batch_execute(&self.setup)
+        self.connector
+            .connect()
             .await
-            .map_err(|e| database_error(op, e))?;
-        Ok(conn)
+            .map_err(|f| Error::connection(op, &f))
+    }
+
+    /// A pooled connection; a failed connection attempt while waiting
+    /// fails it at once with the server's reason, and a wait that runs
+    /// out says what it waited for.
+    async fn pooled(
+        &self,
+        op: &'static str,
+    ) -> Result<PooledConnection<'static, AsyncPgConnection>, Error> {
+        let mut failures = self.connect_failures.subscribe();
+        tokio::select! {
+            got = self.pool.get_owned() => got.map_err(|e| match e {
+                RunError::User(e) => {
+                    Error::connection(op, &ConnectFailure::from_pool(&e))
+                }
+                RunError::TimedOut => Error::Connection {
+                    op,
+                    message: format!(
+                        "no connection within {} s: all {} of the pool's \
+                         connections are in use, or the server does not \
+                         answer",
+                        self.config.connect_timeout.as_secs_f64(),
+                        self.config.pool_size
+                    ),
+                    transient: true,
+                },
+            }),
+            Ok(()) = failures.changed() => {
+                let failure = failures.borrow_and_update().clone();
+                Err(match failure {
+                    Some(failure) => Error::connection(op, &failure),
+                    None => Error::Connection {
+                        op,
+                        message: "a connection attempt failed".to_owned(),
+                        transient: true,
+                    },
+                })
+            }
+        }
     }
 
     /// A connection, counted by the drain fence until dropped. Fails with
@@ -226,7 +276,7 @@ impl DataStore {
         // restarted) can sit in the pool until it is next handed out;
         // skip it for a fresh one. The check reads local state only.
         for _ in 0..=self.config.pool_size {
-            match self.pool.get_owned().await {
+            match self.pooled(op).await {
                 Ok(mut conn) => {
                     if conn.is_broken() {
                         continue;
@@ -240,17 +290,13 @@ impl DataStore {
                         store: self.clone(),
                     });
                 }
-                Err(e) => {
-                    return Err(Error::Connection {
-                        op,
-                        message: e.to_string(),
-                    });
-                }
+                Err(e) => return Err(e),
             }
         }
         Err(Error::Connection {
             op,
             message: "every pooled connection was broken".to_owned(),
+            transient: true,
         })
     }
 
@@ -287,14 +333,11 @@ impl DataStore {
         &self,
     ) -> Result<QuiescedClaim, Error> {
         self.fence.take_reserved()?;
-        match self.pool.get_owned().await {
+        match self.pooled("reserved quiesce claim").await {
             Ok(conn) => Ok(QuiescedClaim { conn }),
             Err(e) => {
                 self.fence.return_reserved();
-                Err(Error::Connection {
-                    op: "reserved quiesce claim",
-                    message: e.to_string(),
-                })
+                Err(e)
             }
         }
     }

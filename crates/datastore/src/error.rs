@@ -11,14 +11,22 @@ pub enum Error {
     /// quiescing). Permanent for this datastore.
     #[error("the datastore is quiesced: it hands out no new connections")]
     Quiesced,
-    /// No connection could be had (server down, pool exhausted).
+    /// No connection could be had: the server's or the system's reason
+    /// (authentication failed, no such database, no server there), or a
+    /// pool whose connections were all in use.
     #[error("cannot get a database connection for {op}: {message}")]
     Connection {
         /// The operation.
         op: &'static str,
-        /// Why (the URL's password never appears here).
+        /// Why, and whether retrying can help (the URL's password never
+        /// appears here).
         message: String,
+        /// True when the same call may succeed later.
+        transient: bool,
     },
+    /// The database URL is not one the driver understands.
+    #[error("the database URL is malformed: {0}")]
+    MalformedUrl(String),
     /// The database refused or failed the statement.
     #[error("database error in {op}: {message}")]
     Database {
@@ -156,16 +164,29 @@ impl Error {
         }
     }
 
+    /// A connection failure for `op`.
+    pub(crate) fn connection(
+        op: &'static str,
+        failure: &crate::connect::ConnectFailure,
+    ) -> Error {
+        Error::Connection {
+            op,
+            message: failure.message(),
+            transient: failure.transient,
+        }
+    }
+
     /// True when trying the same call again later may succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Connection { .. }
-            | Error::TooMuchContention { .. }
+            Error::Connection { transient, .. } => *transient,
+            Error::TooMuchContention { .. }
             | Error::HandoffStillActive(_)
             | Error::HandoffNotRegistered(_)
             | Error::HandoffWrongState { .. } => true,
             Error::Database { transient, .. } => *transient,
             Error::Quiesced
+            | Error::MalformedUrl(_)
             | Error::TargetChanged { .. }
             | Error::NotInControl { .. }
             | Error::NoTarget

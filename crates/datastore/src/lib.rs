@@ -14,6 +14,7 @@
 
 mod access;
 mod blueprints;
+mod connect;
 mod datastore;
 mod error;
 mod fence;
@@ -27,7 +28,7 @@ mod statement;
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use datastore::{
     DataStore, DataStoreConfig, StatementFuture, TransactionError, TxError,
-    TxFuture, redact_url,
+    TxFuture, check_url, redact_url,
 };
 pub use error::Error;
 pub use fence::{Claim, OldestClaim};

@@ -4,6 +4,7 @@ mod access;
 mod blueprints;
 mod cancel;
 mod common;
+mod connect;
 mod fence;
 mod handoff;
 mod isolation;
