@@ -270,3 +270,38 @@ fn a_bogus_log_level_is_bad_input_not_ignored() {
     assert!(text(&out.stderr).contains("BATON_LOG"), "{out:?}");
     assert!(out.stdout.is_empty(), "{out:?}");
 }
+
+#[test]
+fn blueprint_input_is_bounded_and_only_from_files_or_stdin() {
+    let dir = camino_tempfile::Utf8TempDir::new().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let big = dir.path().join("big.json");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(17 * 1024 * 1024)
+        .unwrap();
+    for (path, reason) in [
+        ("/dev/zero", "is not a regular file"),
+        (fifo.as_str(), "is not a regular file"),
+        (big.as_str(), "is larger than 16 MiB"),
+    ] {
+        let out = baton(&["blueprint", "validate", path]);
+        assert_eq!(out.status.code(), Some(2), "{path}: {out:?}");
+        assert!(text(&out.stderr).contains(reason), "{path}: {out:?}");
+    }
+    // Endless stdin is cut off at the limit, not read until memory ends.
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["blueprint", "validate", "-"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(text(&out.stderr).contains("stdin is larger than 16 MiB"));
+}
