@@ -2,6 +2,7 @@
 
 use baton_datastore::DataStore;
 use baton_executor::{StepOutcome, realize_blueprint};
+use baton_planner::AccessDecision;
 use baton_types::Blueprint;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use clap::Args;
@@ -43,10 +44,30 @@ async fn execute(
     ds: &DataStore,
     args: ExecuteArgs,
 ) -> Result<(), Failure> {
+    // A database this build must not use is not executed against.
+    let facts = ds.access_facts_for(args.nexus_id, &[]).await?;
+    let (decision, reason) = baton_planner::decide_access(&facts);
+    if decision == AccessDecision::Refuse {
+        return Err(Failure::failed(format!(
+            "refused to execute: the access check says refuse: {reason}"
+        )));
+    }
+    let target = ds.target_current().await?;
     let bp: Blueprint = match args.blueprint_id {
         Some(id) => ds.blueprint_read(id).await?,
         None => ds.target_blueprint().await?.1,
     };
+    if let Some(target) = target
+        && target.blueprint_id == bp.id()
+        && !target.enabled
+    {
+        return Err(Failure::failed(format!(
+            "refused to execute: the target, blueprint {}, is disabled, so \
+             executors do not act on it; `baton blueprint target set {} \
+             --enabled true` enables it.",
+            target.blueprint_id, target.blueprint_id
+        )));
+    }
     let report = realize_blueprint(log, ds, &bp, args.nexus_id).await;
     if args.json {
         output::json(&report);

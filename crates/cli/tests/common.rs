@@ -23,6 +23,15 @@ pub(crate) fn steady() -> Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// The system's `psql`, for statements the CLI has no command for.
+pub(crate) fn psql() -> PathBuf {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap()
+        .map(|e| e.unwrap().path().join("bin/psql"))
+        .find(|p| p.exists())
+        .expect("psql")
+}
+
 /// A throwaway server and the binary pointed at it.
 pub(crate) struct Env {
     pub(crate) db: DevDb,

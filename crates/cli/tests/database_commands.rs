@@ -309,11 +309,7 @@ fn records_quiesce_refuses_a_nexus_that_is_still_connected() {
     let env = Env::new();
     env.ok(&["records", "init", "--nexus-id", OLD[0]]);
     // A live "Nexus": a psql session carrying its id.
-    let psql = std::fs::read_dir("/usr/lib/postgresql")
-        .unwrap()
-        .map(|e| e.unwrap().path().join("bin/psql"))
-        .find(|p| p.exists())
-        .expect("psql");
+    let psql = common::psql();
     let mut live = Command::new(&psql)
         .arg(format!("{}?application_name={}", env.db.url(), OLD[0]))
         .args(["-c", "SELECT pg_sleep(60)"])
@@ -435,4 +431,41 @@ fn a_connection_failure_names_the_servers_reason_at_once() {
         assert!(err.contains(reason), "{url}: {err}");
         assert!(!err.contains("Timed out"), "{url}: {err}");
     }
+}
+
+#[test]
+fn execute_refuses_a_disabled_target_and_a_schema_from_the_future() {
+    let env = Env::new();
+    let steady = common::fixture("01-steady.json");
+    let steady = steady.to_str().unwrap();
+    env.ok(&[
+        "blueprint",
+        "import",
+        steady,
+        "--set-target",
+        "--enabled",
+        "false",
+    ]);
+    let err = env.fails(&["execute", "--nexus-id", OLD[0]], 1);
+    assert!(err.contains("is disabled"), "{err}");
+    assert_eq!(env.records(), vec![], "nothing was written");
+    let id = env.ok(&["blueprint", "list", "--json"]);
+    let id = serde_json::from_str::<serde_json::Value>(&id).unwrap()[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    env.ok(&["blueprint", "target", "set", &id, "--enabled", "true"]);
+    // A newer Baton migrated this database: this build must not use it.
+    let sql = "INSERT INTO baton_schema_version (version, name) \
+               VALUES (1000, 'from the future')";
+    let status = Command::new(common::psql())
+        .arg(env.db.url())
+        .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let err = env.fails(&["execute", "--nexus-id", OLD[0]], 1);
+    assert!(err.contains("access check says refuse"), "{err}");
+    assert_eq!(env.records(), vec![], "nothing was written");
 }
