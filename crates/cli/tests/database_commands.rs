@@ -469,3 +469,42 @@ fn execute_refuses_a_disabled_target_and_a_schema_from_the_future() {
     assert!(err.contains("access check says refuse"), "{err}");
     assert_eq!(env.records(), vec![], "nothing was written");
 }
+
+/// `db migrate` from several processes at once on fresh databases: every
+/// one succeeds (the migration lock serializes them), many times over.
+#[test]
+fn concurrent_migrations_from_several_processes_all_succeed() {
+    let env = Env::new();
+    for round in 0..5 {
+        let name = format!("concurrent_{round}");
+        let created = Command::new(common::psql())
+            .arg(env.db.url())
+            .args(["-v", "ON_ERROR_STOP=1", "-c"])
+            .arg(format!("CREATE DATABASE {name}"))
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(created.success());
+        let url = env.db.url_for(&name);
+        let children: Vec<_> = (0..6)
+            .map(|_| {
+                Command::new(env!("CARGO_BIN_EXE_baton"))
+                    .args(["db", "migrate"])
+                    .env("BATON_DATABASE_URL", &url)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(0), "{round}: {out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                "schema version 2"
+            );
+        }
+    }
+}

@@ -59,13 +59,16 @@ impl DataStore {
                 wanted: *wanted,
             });
         }
-        if version == 0 {
-            // No schema at all: there is no record table to read.
+        let drift = self.schema_drift(version).await?;
+        if version == 0 || !drift.is_empty() {
+            // No schema (there is no record table to read), or not the
+            // one recorded: the drift decides.
             return Ok(AccessFacts {
                 nexus_id,
                 records: 0,
                 own_state: None,
                 schemas,
+                drift,
             });
         }
         let raw = nexus_id.map(GenericUuid::into_untyped_uuid);
@@ -92,6 +95,7 @@ impl DataStore {
             records: row.records,
             own_state,
             schemas,
+            drift,
         })
     }
 }

@@ -23,7 +23,7 @@
 //! read-only database at the latest version migrates as a no-op.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::{Array, BigInt, Nullable, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
@@ -145,6 +145,33 @@ const BATON_MIGRATIONS: &[(i64, &str, &str)] = &[
 /// The schema version of Baton's own tables that this build wants.
 pub const SCHEMA_VERSION: i64 = BATON_MIGRATIONS[BATON_MIGRATIONS.len() - 1].0;
 
+/// The tables Baton's migrations create, each with the version that
+/// creates it, read from the migrations' own text so a new migration
+/// needs no second list.
+fn created_tables() -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for &(version, _, sql) in BATON_MIGRATIONS {
+        for line in sql.lines() {
+            let Some(rest) = line.trim().strip_prefix("CREATE TABLE ") else {
+                continue;
+            };
+            let rest = rest.trim_start_matches("IF NOT EXISTS ");
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            out.push((version, name));
+        }
+    }
+    out
+}
+
+#[derive(QueryableByName)]
+struct TableName {
+    #[diesel(sql_type = Text)]
+    table_name: String,
+}
+
 #[derive(QueryableByName)]
 struct Version {
     #[diesel(sql_type = Nullable<BigInt>)]
@@ -204,6 +231,52 @@ impl DataStore {
         Ok(version.version.unwrap_or(0))
     }
 
+    /// Where the tables disagree with `version`, the recorded schema
+    /// version: a table a recorded migration created that is missing, or
+    /// a table of an unrecorded one that exists. Empty when they agree.
+    pub async fn schema_drift(
+        &self,
+        version: i64,
+    ) -> Result<Vec<String>, Error> {
+        let tables = created_tables();
+        let names: Vec<String> =
+            tables.iter().map(|(_, n)| n.clone()).collect();
+        let present: Vec<TableName> = self
+            .retrying("schema drift", |conn| {
+                Box::pin(
+                    statement(
+                        "SELECT table_name::TEXT AS table_name \
+                         FROM information_schema.tables \
+                         WHERE table_schema = current_schema() \
+                         AND table_name = ANY ($1::TEXT[])",
+                    )
+                    .bind::<Array<Text>, _>(names.clone())
+                    .load(conn),
+                )
+            })
+            .await?;
+        let present: Vec<&str> =
+            present.iter().map(|t| t.table_name.as_str()).collect();
+        let mut drift = Vec::new();
+        for (created_by, table) in &tables {
+            let exists = present.contains(&table.as_str());
+            if *created_by <= version && !exists {
+                drift.push(format!(
+                    "table {table} is missing although schema version \
+                     {version} is recorded"
+                ));
+            }
+            if *created_by > version && exists {
+                drift.push(format!(
+                    "table {table} exists although only schema version \
+                     {version} is recorded (it comes with version \
+                     {created_by})"
+                ));
+            }
+        }
+        Ok(drift)
+    }
+
     /// A connection of its own holding the migration lock (released
     /// when it is dropped, which closes it).
     async fn locked_for_migration(
@@ -245,6 +318,15 @@ impl DataStore {
             return Err(Error::Schema(format!(
                 "the database is at schema version {current}, newer than \
                  this Baton's {SCHEMA_VERSION}; upgrade Baton"
+            )));
+        }
+        // Migrating over drift would fail halfway or build on a hole.
+        let drift = self.schema_drift(current).await?;
+        if !drift.is_empty() {
+            return Err(Error::Schema(format!(
+                "the database's tables do not match its recorded schema \
+                 version ({}); restore what is missing by hand, then migrate",
+                drift.join("; ")
             )));
         }
         let migrations: Vec<Migration> = BATON_MIGRATIONS

@@ -8,4 +8,5 @@ mod connect;
 mod fence;
 mod handoff;
 mod isolation;
+mod migrations;
 mod records;

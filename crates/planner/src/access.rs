@@ -57,6 +57,17 @@ fn differing(facts: &AccessFacts) -> String {
 pub fn decide_access(facts: &AccessFacts) -> (AccessDecision, String) {
     use AccessDecision::*;
     use SchemaComparison::*;
+    if !facts.drift.is_empty() {
+        return (
+            Refuse,
+            format!(
+                "the database's tables do not match its recorded schema \
+                 version ({}); restore what is missing by hand before any \
+                 Nexus uses it",
+                facts.drift.join("; ")
+            ),
+        );
+    }
     if facts.schema() == Newer {
         return (
             Refuse,

@@ -53,6 +53,22 @@ fn facts(
             applied,
             wanted: 5,
         }],
+        drift: Vec::new(),
+    }
+}
+
+#[test]
+fn schema_drift_is_refused_whatever_else_holds() {
+    let id = HandoffStory::new(1).old_nexus[0];
+    for situation in ["empty", "missing", "not_yet", "active", "quiesced"] {
+        for nexus_id in [Some(id), None] {
+            let mut f = facts(situation, nexus_id, 5);
+            f.drift = vec!["table bp_target is missing".to_owned()];
+            let (decision, reason) = decide_access(&f);
+            assert_eq!(decision, AccessDecision::Refuse, "{situation}");
+            assert!(reason.contains("bp_target is missing"), "{reason}");
+            assert!(!reason.contains("empty"), "{reason}");
+        }
     }
 }
 

@@ -68,6 +68,10 @@ pub struct AccessFacts {
     pub own_state: Option<NexusRecordState>,
     /// Each component's versions.
     pub schemas: Vec<SchemaFact>,
+    /// Where the tables disagree with the recorded schema version (a
+    /// table the version says exists is missing, or a table exists that
+    /// no recorded version created), in words; empty when they agree.
+    pub drift: Vec<String>,
 }
 
 impl AccessFacts {
