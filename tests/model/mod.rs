@@ -364,6 +364,12 @@ fn mutants() -> Vec<(&'static str, DataStoreConfig, Vec<Step>)> {
             config(Mutant::NoControlCheck),
             vec![Deploy, ExecuteAs(3, Which::Target)],
         ),
+        (
+            // A child relabelling a zone's generation becomes the target.
+            "no succession check",
+            config(Mutant::NoSuccessionCheck),
+            vec![Deploy, SetStaleTarget(0)],
+        ),
     ]
 }
 

@@ -36,6 +36,39 @@ pub(crate) struct BlueprintModel {
 }
 
 impl BlueprintModel {
+    /// A valid child that breaks the succession rules by relabelling one
+    /// zone's generation, if one can be made: an expunged zone (any other
+    /// generation will do), else an in-service zone below the blueprint's
+    /// generation (relabelled to it), else one of two or more in service
+    /// at the blueprint's generation (relabelled one above).
+    pub(crate) fn broken_child(&self) -> Option<BlueprintModel> {
+        let top = self.nexus_generation;
+        let pick = self
+            .zones
+            .iter()
+            .find(|(_, (_, s))| !s)
+            .map(|(&z, &(g, _))| (z, if g == 1 { 2 } else { 1 }))
+            .or_else(|| {
+                self.zones
+                    .iter()
+                    .find(|(_, (g, s))| *s && *g < top)
+                    .map(|(&z, _)| (z, top))
+            })
+            .or_else(|| {
+                let at_top: Vec<Zone> = self
+                    .zones
+                    .iter()
+                    .filter(|(_, (g, s))| *s && *g == top)
+                    .map(|(&z, _)| z)
+                    .collect();
+                (at_top.len() >= 2 && top < MAX_GENERATION)
+                    .then(|| (at_top[0], top + 1))
+            })?;
+        let mut child = self.clone();
+        child.zones.get_mut(&pick.0).expect("picked from it").0 = pick.1;
+        Some(child)
+    }
+
     pub(crate) fn in_service(&self, zone: Zone) -> bool {
         self.zones.get(&zone).is_some_and(|&(_, s)| s)
     }
@@ -134,7 +167,10 @@ pub(crate) enum Step {
     Bump,
     /// Expunge one Nexus zone (ready for cleanup); its process dies.
     Expunge(Zone),
-    /// Try to make an earlier blueprint the target: refused.
+    /// Try to make an earlier blueprint the target: refused. Then import,
+    /// as the target, a child of the target that breaks the succession
+    /// rules (a zone's generation relabelled), if one can be made:
+    /// refused too, and not stored.
     SetStaleTarget(usize),
     /// A running Nexus executes a blueprint.
     Execute(Zone, Which),

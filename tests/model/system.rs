@@ -188,20 +188,54 @@ impl System {
         self.chain.push(next);
     }
 
-    /// Two setters race with two identical children; one wins.
+    /// Two setters race with two identical children; one wins. A third
+    /// importer races them with a grandchild that breaks the succession
+    /// rules (a zone relabelled): it never becomes the target,
+    /// whichever order the three commit in, and being refused it is not
+    /// stored either.
     fn advance_racing(&mut self, model: &Model) {
         let parent = self.target().clone();
         let a = self.blueprint(model.target(), Some(&parent));
         let b = self.blueprint(model.target(), Some(&parent));
-        let (one, two) = (self.ctx.datastore(), self.ctx.datastore());
-        let (ra, rb) = self.block_on(async {
+        let broken = model.target().broken_child();
+        let bad = broken.map(|broken| self.blueprint(&broken, Some(&a)));
+        let (one, two, three) = (
+            self.ctx.datastore(),
+            self.ctx.datastore(),
+            self.ctx.datastore(),
+        );
+        let (ra, rb, rbad) = self.block_on(async {
             self.admin.blueprint_insert(&a).await.expect("import");
             self.admin.blueprint_insert(&b).await.expect("import");
+            let bad_import = async {
+                match &bad {
+                    Some(bad) => {
+                        Some(three.blueprint_import(bad, Some(true)).await)
+                    }
+                    None => None,
+                }
+            };
             tokio::join!(
                 one.target_set(a.id(), true),
-                two.target_set(b.id(), true)
+                two.target_set(b.id(), true),
+                bad_import,
             )
         });
+        if let (Some(bad), Some(rbad)) = (&bad, rbad) {
+            assert!(
+                matches!(
+                    rbad,
+                    Err(Error::SuccessionRefused(_)
+                        | Error::TargetNotChild { .. })
+                ),
+                "a grandchild breaking the succession rules: {rbad:?}"
+            );
+            let stored = self.block_on(self.admin.blueprint_read(bad.id()));
+            assert!(
+                matches!(stored, Err(Error::BlueprintNotFound(_))),
+                "a refused import stored its blueprint"
+            );
+        }
         let winner = match (ra, rb) {
             (Ok(_), Err(Error::TargetNotChild { .. })) => a,
             (Err(Error::TargetNotChild { .. }), Ok(_)) => b,
@@ -245,6 +279,23 @@ impl System {
                     matches!(result, Err(Error::TargetNotChild { .. })),
                     "an earlier blueprint became the target again: {result:?}"
                 );
+                if let Some(broken) = model.target().broken_child() {
+                    let parent = self.target().clone();
+                    let bad = self.blueprint(&broken, Some(&parent));
+                    let result = self.block_on(
+                        self.admin.blueprint_import(&bad, Some(true)),
+                    );
+                    assert!(
+                        matches!(result, Err(Error::SuccessionRefused(_))),
+                        "a child breaking the succession rules: {result:?}"
+                    );
+                    let stored =
+                        self.block_on(self.admin.blueprint_read(bad.id()));
+                    assert!(
+                        matches!(stored, Err(Error::BlueprintNotFound(_))),
+                        "a refused import stored its blueprint"
+                    );
+                }
             }
             Step::Execute(zone, which) => {
                 let blueprint = self.which(which);

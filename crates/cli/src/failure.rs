@@ -35,15 +35,23 @@ impl Failure {
 }
 
 impl From<DbError> for Failure {
-    /// Unknown ids and a malformed URL are bad input (2); everything else
-    /// that the operation ran into is a failure (1), a connection that
-    /// could not be had included.
+    /// Unknown ids, a malformed URL and a blueprint that breaks from its
+    /// parent are bad input (2); everything else that the operation ran
+    /// into is a failure (1), a connection that could not be had
+    /// included.
     fn from(e: DbError) -> Failure {
+        let text = e.to_string();
+        let sentence = if text.ends_with('.') {
+            text
+        } else {
+            format!("{text}.")
+        };
         match e {
             DbError::BlueprintNotFound(_)
             | DbError::NotRegistered(_)
-            | DbError::MalformedUrl(_) => Failure::bad_input(format!("{e}.")),
-            e => Failure::failed(format!("{e}.")),
+            | DbError::MalformedUrl(_)
+            | DbError::SuccessionRefused(_) => Failure::bad_input(sentence),
+            _ => Failure::failed(sentence),
         }
     }
 }

@@ -45,7 +45,7 @@ impl DataStore {
         nexus_id: Option<OmicronZoneUuid>,
         wanted: &[(String, i64)],
     ) -> Result<AccessFacts, Error> {
-        let version = self.schema_version().await?;
+        let (version, drift) = self.schema_state().await?;
         let mut schemas = Vec::with_capacity(wanted.len());
         for (component, wanted) in wanted {
             let applied = if component == BATON_COMPONENT {
@@ -59,7 +59,6 @@ impl DataStore {
                 wanted: *wanted,
             });
         }
-        let drift = self.schema_drift(version).await?;
         if version == 0 || !drift.is_empty() {
             // No schema (there is no record table to read), or not the
             // one recorded: the drift decides.

@@ -579,6 +579,15 @@ impl DataStore {
         std::borrow::Cow::Borrowed(sql)
     }
 
+    /// The rules a target change checks (a mutant's, in the model test).
+    pub(crate) fn target_rules(&self) -> crate::blueprints::Rules {
+        #[cfg(feature = "mutants")]
+        if self.config.mutant == crate::Mutant::NoSuccessionCheck {
+            return crate::blueprints::Rules::ParentOnly;
+        }
+        crate::blueprints::Rules::All
+    }
+
     /// The SQL of the handoff (a mutant's, in the model test).
     pub(crate) fn handoff_sql(
         &self,

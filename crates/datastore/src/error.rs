@@ -101,6 +101,11 @@ pub enum Error {
         /// The current target.
         current: BlueprintUuid,
     },
+    /// The blueprint is the current target's child but breaks from it
+    /// (an expunged zone back in service, a relabelled generation, a
+    /// generation moved by more than one).
+    #[error("{0}")]
+    SuccessionRefused(baton_types::SuccessionError),
     /// A stored document no longer reads as a blueprint.
     #[error("stored blueprint {id} cannot be read: {message}")]
     StoredBlueprintUnreadable {
@@ -193,6 +198,7 @@ impl Error {
             | Error::BlueprintNotFound(_)
             | Error::BlueprintConflict(_)
             | Error::TargetNotChild { .. }
+            | Error::SuccessionRefused(_)
             | Error::StoredBlueprintUnreadable { .. }
             | Error::AlreadyInitialized(_)
             | Error::NotRegistered(_)

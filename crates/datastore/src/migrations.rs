@@ -231,35 +231,50 @@ impl DataStore {
         Ok(version.version.unwrap_or(0))
     }
 
-    /// Where the tables disagree with `version`, the recorded schema
-    /// version: a table a recorded migration created that is missing, or
-    /// a table of an unrecorded one that exists. Empty when they agree.
-    pub async fn schema_drift(
-        &self,
-        version: i64,
-    ) -> Result<Vec<String>, Error> {
+    /// The recorded schema version of Baton's tables (0 for none), and
+    /// where the tables disagree with it: a table a recorded migration
+    /// created that is missing, or a table of an unrecorded one that
+    /// exists (empty when they agree). Read in one transaction, so a
+    /// migration committing meanwhile (its tables and its version row
+    /// commit together) is seen whole or not at all.
+    pub async fn schema_state(&self) -> Result<(i64, Vec<String>), Error> {
         let tables = created_tables();
-        let names: Vec<String> =
+        let mut names: Vec<String> =
             tables.iter().map(|(_, n)| n.clone()).collect();
-        let present: Vec<TableName> = self
-            .retrying("schema drift", |conn| {
-                Box::pin(
-                    statement(
+        names.push("baton_schema_version".to_owned());
+        let (version, present) = self
+            .transaction("schema state", |conn| {
+                let names = names.clone();
+                Box::pin(async move {
+                    let present: Vec<TableName> = statement(
                         "SELECT table_name::TEXT AS table_name \
                          FROM information_schema.tables \
                          WHERE table_schema = current_schema() \
                          AND table_name = ANY ($1::TEXT[])",
                     )
-                    .bind::<Array<Text>, _>(names.clone())
-                    .load(conn),
-                )
+                    .bind::<Array<Text>, _>(names)
+                    .load(conn)
+                    .await?;
+                    let present: Vec<String> =
+                        present.into_iter().map(|t| t.table_name).collect();
+                    if !present.iter().any(|t| t == "baton_schema_version") {
+                        return Ok::<_, TxError>((0, present));
+                    }
+                    let version: Version = load_one(
+                        statement(
+                            "SELECT max(version) AS version \
+                             FROM baton_schema_version",
+                        ),
+                        conn,
+                    )
+                    .await?;
+                    Ok((version.version.unwrap_or(0), present))
+                })
             })
             .await?;
-        let present: Vec<&str> =
-            present.iter().map(|t| t.table_name.as_str()).collect();
         let mut drift = Vec::new();
         for (created_by, table) in &tables {
-            let exists = present.contains(&table.as_str());
+            let exists = present.contains(table);
             if *created_by <= version && !exists {
                 drift.push(format!(
                     "table {table} is missing although schema version \
@@ -274,7 +289,7 @@ impl DataStore {
                 ));
             }
         }
-        Ok(drift)
+        Ok((version, drift))
     }
 
     /// A connection of its own holding the migration lock (released
@@ -313,7 +328,7 @@ impl DataStore {
     /// the resulting version. Idempotent, and safe to run from several
     /// processes at once.
     pub async fn migrate(&self) -> Result<i64, Error> {
-        let current = self.schema_version().await?;
+        let (current, drift) = self.schema_state().await?;
         if current > SCHEMA_VERSION {
             return Err(Error::Schema(format!(
                 "the database is at schema version {current}, newer than \
@@ -321,7 +336,6 @@ impl DataStore {
             )));
         }
         // Migrating over drift would fail halfway or build on a hole.
-        let drift = self.schema_drift(current).await?;
         if !drift.is_empty() {
             return Err(Error::Schema(format!(
                 "the database's tables do not match its recorded schema \

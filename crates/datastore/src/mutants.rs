@@ -24,6 +24,10 @@ pub enum Mutant {
     /// The record step and the cleanup write without checking that the
     /// executing Nexus is in control (an impersonator may write).
     NoControlCheck,
+    /// A target change checks that the parent is the current target but
+    /// not the succession rules (a child that breaks from its parent may
+    /// become the target).
+    NoSuccessionCheck,
 }
 
 /// `sql` with `guard` cut out; panics if `guard` is not in it, so a

@@ -1,6 +1,6 @@
 //! Stored blueprints and the target rules.
 
-use baton_datastore::Error;
+use baton_datastore::{DataStoreConfig, Error};
 
 use crate::common::{TestDb, blueprint, bp_id, handoff_zones, nexus};
 
@@ -109,5 +109,48 @@ async fn concurrent_setters_from_the_same_parent_one_loses_cleanly() {
         assert_eq!(current.blueprint_id, bp_id(winner));
         assert_eq!(current.version, 2 + round as i64);
         parent = winner;
+    }
+}
+
+/// B (a valid child of the target A) and C (B's child, bringing back a
+/// zone expunged since A) imported with the target at the same time, many
+/// times: C is refused every time, whichever runs first, and a refused
+/// import stores nothing. The succession rule is checked in the same
+/// transaction as the change, so the race cannot slip C past it.
+#[tokio::test]
+async fn a_refused_child_never_becomes_the_target_in_a_race() {
+    let t = TestDb::new().await;
+    let other = t.another(DataStoreConfig::default());
+    let zones = |back: bool| vec![nexus(1, 1, true), nexus(2, 1, back)];
+    let mut parent = None;
+    for round in 0..40u128 {
+        let n = 10 * round + 1;
+        let a = blueprint(n, parent, 1, zones(false));
+        let b = blueprint(n + 1, Some(n), 1, zones(false));
+        let c = blueprint(n + 2, Some(n + 1), 1, zones(true));
+        t.ds.blueprint_import(&a, Some(true)).await.unwrap();
+        let (b_done, c_done) = tokio::join!(
+            t.ds.blueprint_import(&b, Some(true)),
+            other.blueprint_import(&c, Some(true)),
+        );
+        b_done.unwrap();
+        let refused = c_done.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                Error::SuccessionRefused(_) | Error::TargetNotChild { .. }
+            ),
+            "round {round}: {refused:?}"
+        );
+        let target = t.ds.target_current().await.unwrap().unwrap();
+        assert_eq!(target.blueprint_id, b.id(), "round {round}");
+        assert!(
+            matches!(
+                t.ds.blueprint_read(c.id()).await,
+                Err(Error::BlueprintNotFound(_))
+            ),
+            "round {round}: the refused blueprint was stored"
+        );
+        parent = Some(n + 1);
     }
 }
