@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use baton_datastore::{DataStore, DataStoreConfig, Error};
+use baton_datastore::{DataStore, DataStoreConfig};
 use baton_executor::{STEP_ENSURE_RECORDS, StepOutcome, realize_blueprint};
 use baton_test_utils::db::Hook;
 use baton_types::{NexusRecord, NexusRecordState};
@@ -194,10 +194,8 @@ async fn handoff_interrupted(fault: Fault) {
         story.old_nexus.iter().all(|id| after[id] == Quiesced),
         "{after:?}"
     );
-    assert!(matches!(
-        ds.attempt_handoff(new).await,
-        Err(Error::HandoffStillActive(3))
-    ));
+    // A retry (as after a commit whose answer was lost): a no-op success.
+    assert_eq!(ds.attempt_handoff(new).await.unwrap(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,10 +240,16 @@ impl Model {
         }
     }
 
+    /// The next generation's zones can be deployed: none is in service,
+    /// and none was deployed and expunged before (its ids are taken: an
+    /// expunged zone never comes back, and the datastore refuses a
+    /// blueprint that brings one back).
     fn may_deploy(&self) -> bool {
         let target = self.target();
+        let next = target.nexus_generation + 1;
         target.newest_generation() == target.nexus_generation
             && target.nexus_generation < MAX_GENERATION
+            && !target.zones.values().any(|&(g, _)| g == next)
     }
 
     /// The planner's bump rule: zones at the next generation exist and

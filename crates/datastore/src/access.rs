@@ -5,8 +5,10 @@
 use baton_types::{AccessFacts, SchemaFact};
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable, Text, Uuid};
+use diesel::sql_types::{BigInt, Nullable, Uuid};
 
+use crate::schema::RecordState;
+use crate::schema::sql_types::DbMetadataNexusState;
 use crate::statement::{Bind, load_one, statement};
 use crate::{
     BATON_COMPONENT, DataStore, Error, SCHEMA_VERSION, SchemaComponent,
@@ -16,8 +18,8 @@ use crate::{
 struct FactsRow {
     #[diesel(sql_type = BigInt)]
     records: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    own_state: Option<String>,
+    #[diesel(sql_type = Nullable<DbMetadataNexusState>)]
+    own_state: Option<RecordState>,
 }
 
 impl DataStore {
@@ -74,9 +76,11 @@ impl DataStore {
         let row: FactsRow = self
             .retrying("access facts", |conn| {
                 Box::pin(
+                    // Two scalar subqueries in one round trip: the builder
+                    // would need two statements.
                     load_one(statement(
                         "SELECT (SELECT count(*) FROM db_metadata_nexus) AS records,
-                            (SELECT state::TEXT FROM db_metadata_nexus
+                            (SELECT state FROM db_metadata_nexus
                              WHERE nexus_id = $1) AS own_state",
                     )
                     .bind::<Nullable<Uuid>, _>(raw)
@@ -84,11 +88,7 @@ impl DataStore {
                 )
             })
             .await?;
-        let own_state = row
-            .own_state
-            .map(|s| s.parse())
-            .transpose()
-            .map_err(|e| Error::Schema(format!("{e}")))?;
+        let own_state = row.own_state.map(|s| s.0);
         Ok(AccessFacts {
             nexus_id,
             records: row.records,

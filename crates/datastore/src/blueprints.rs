@@ -3,7 +3,8 @@
 use baton_types::{Blueprint, parse_blueprint};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid};
 use chrono::{DateTime, Utc};
-use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
@@ -40,15 +41,12 @@ pub struct BlueprintSummary {
     pub comment: String,
 }
 
-#[derive(QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = crate::schema::bp_target, check_for_backend(Pg))]
 struct TargetRow {
-    #[diesel(sql_type = BigInt)]
     version: i64,
-    #[diesel(sql_type = Uuid)]
     blueprint_id: uuid::Uuid,
-    #[diesel(sql_type = Bool)]
     enabled: bool,
-    #[diesel(sql_type = Timestamptz)]
     time_made_target: DateTime<Utc>,
 }
 
@@ -71,46 +69,22 @@ struct InsertRow {
     existing: Option<String>,
 }
 
-#[derive(QueryableByName)]
-struct DocumentRow {
-    #[diesel(sql_type = Text)]
-    document: String,
-}
-
-#[derive(QueryableByName)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = crate::schema::blueprint, check_for_backend(Pg))]
 struct SummaryRow {
-    #[diesel(sql_type = Uuid)]
     id: uuid::Uuid,
-    #[diesel(sql_type = Nullable<Uuid>)]
     parent_blueprint_id: Option<uuid::Uuid>,
-    #[diesel(sql_type = BigInt)]
     nexus_generation: i64,
-    #[diesel(sql_type = Timestamptz)]
     time_created: DateTime<Utc>,
-    #[diesel(sql_type = Text)]
     comment: String,
-}
-
-#[derive(QueryableByName)]
-struct CurrentRow {
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-    #[diesel(sql_type = Uuid)]
-    blueprint_id: uuid::Uuid,
-    #[diesel(sql_type = Text)]
-    document: String,
-}
-
-#[derive(QueryableByName)]
-struct AppendedRow {
-    #[diesel(sql_type = BigInt)]
-    version: i64,
-    #[diesel(sql_type = Timestamptz)]
-    time_made_target: DateTime<Utc>,
 }
 
 /// Inserts a blueprint; says whether it was new, and the document
 /// stored under its id.
+///
+/// SQL text, not the query builder: a data-modifying CTE (the builder
+/// has no `WITH`), so insert-or-nothing and the stored
+/// document come back in one round trip.
 const INSERT_BLUEPRINT: &str = "WITH inserted AS (
     INSERT INTO blueprint (id, parent_blueprint_id, nexus_generation,
         time_created, creator, comment, document)
@@ -120,16 +94,6 @@ const INSERT_BLUEPRINT: &str = "WITH inserted AS (
 )
 SELECT EXISTS (SELECT 1 FROM inserted) AS inserted,
     (SELECT document FROM blueprint WHERE id = $1) AS existing";
-
-/// The current target and its blueprint's document.
-const CURRENT_TARGET: &str = "SELECT t.version, t.blueprint_id, b.document
-FROM bp_target t JOIN blueprint b ON b.id = t.blueprint_id
-ORDER BY t.version DESC LIMIT 1";
-
-const APPEND_TARGET: &str = "INSERT INTO bp_target
-    (version, blueprint_id, enabled, time_made_target)
-VALUES ($1, $2, $3, now())
-RETURNING version, time_made_target";
 
 /// Inserts `bp` on `conn` (inside the caller's transaction): `true` if
 /// new, `false` if the same document was there; a different document
@@ -178,7 +142,16 @@ async fn append_target_on(
     enabled: bool,
     rules: Rules,
 ) -> Result<BlueprintTarget, TxError> {
-    let current: Option<CurrentRow> = statement(CURRENT_TARGET)
+    use crate::schema::{blueprint, bp_target};
+    let current: Option<(i64, uuid::Uuid, String)> = bp_target::table
+        .inner_join(blueprint::table)
+        .select((
+            bp_target::version,
+            bp_target::blueprint_id,
+            blueprint::document,
+        ))
+        .order(bp_target::version.desc())
+        .limit(1)
         .load(conn)
         .await?
         .into_iter()
@@ -186,9 +159,8 @@ async fn append_target_on(
     let id = offered.id();
     let version = match current {
         None => 1,
-        Some(current) => {
-            let current_id =
-                BlueprintUuid::from_untyped_uuid(current.blueprint_id);
+        Some((current_version, current_id, current_document)) => {
+            let current_id = BlueprintUuid::from_untyped_uuid(current_id);
             if current_id != id {
                 if offered.parent_blueprint_id() != Some(current_id) {
                     return Err(TxError::Abort(Error::TargetNotChild {
@@ -197,18 +169,18 @@ async fn append_target_on(
                         current: current_id,
                     }));
                 }
-                let current_bp = read_document(current_id, &current.document)
+                let current_bp = read_document(current_id, &current_document)
                     .map_err(TxError::Abort)?;
                 // Only a mutant checks less.
                 if rules != Rules::All {
-                    return append(conn, offered, enabled, current.version + 1)
+                    return append(conn, offered, enabled, current_version + 1)
                         .await;
                 }
                 offered
                     .check_follows(&current_bp)
                     .map_err(|e| TxError::Abort(Error::SuccessionRefused(e)))?;
             }
-            current.version + 1
+            current_version + 1
         }
     };
     append(conn, offered, enabled, version).await
@@ -231,20 +203,26 @@ async fn append(
     enabled: bool,
     version: i64,
 ) -> Result<BlueprintTarget, TxError> {
+    use crate::schema::bp_target::dsl;
     let id = offered.id();
-    let row: AppendedRow = load_one(
-        statement(APPEND_TARGET)
-            .bind::<BigInt, _>(version)
-            .bind::<Uuid, _>(id.into_untyped_uuid())
-            .bind::<Bool, _>(enabled),
-        conn,
-    )
-    .await?;
+    let (version, time_made_target): (i64, DateTime<Utc>) =
+        diesel::insert_into(dsl::bp_target)
+            .values((
+                dsl::version.eq(version),
+                dsl::blueprint_id.eq(id.into_untyped_uuid()),
+                dsl::enabled.eq(enabled),
+                dsl::time_made_target.eq(diesel::dsl::now),
+            ))
+            .returning((dsl::version, dsl::time_made_target))
+            .load(conn)
+            .await?
+            .pop()
+            .ok_or(diesel::result::Error::NotFound)?;
     Ok(BlueprintTarget {
-        version: row.version,
+        version,
         blueprint_id: id,
         enabled,
-        time_made_target: row.time_made_target,
+        time_made_target,
     })
 }
 
@@ -324,39 +302,35 @@ impl DataStore {
         &self,
         id: BlueprintUuid,
     ) -> Result<Blueprint, Error> {
+        use crate::schema::blueprint::dsl;
         let raw = id.into_untyped_uuid();
-        let rows: Vec<DocumentRow> = self
+        let documents: Vec<String> = self
             .retrying("blueprint read", |conn| {
                 Box::pin(
-                    statement("SELECT document FROM blueprint WHERE id = $1")
-                        .bind::<Uuid, _>(raw)
+                    dsl::blueprint
+                        .filter(dsl::id.eq(raw))
+                        .select(dsl::document)
                         .load(conn),
                 )
             })
             .await?;
-        let row = rows
+        let document = documents
             .into_iter()
             .next()
             .ok_or(Error::BlueprintNotFound(id))?;
-        parse_blueprint(&row.document).map_err(|e| {
-            Error::StoredBlueprintUnreadable {
-                id,
-                message: e.to_string(),
-            }
-        })
+        read_document(id, &document)
     }
 
     /// Every stored blueprint, oldest first.
     pub async fn blueprint_list(&self) -> Result<Vec<BlueprintSummary>, Error> {
+        use crate::schema::blueprint::dsl;
         let rows: Vec<SummaryRow> = self
             .retrying("blueprint list", |conn| {
                 Box::pin(
-                    statement(
-                        "SELECT id, parent_blueprint_id, nexus_generation,
-                            time_created, comment
-                         FROM blueprint ORDER BY time_created, id",
-                    )
-                    .load(conn),
+                    dsl::blueprint
+                        .select(SummaryRow::as_select())
+                        .order((dsl::time_created, dsl::id))
+                        .load(conn),
                 )
             })
             .await?;
@@ -389,18 +363,18 @@ impl DataStore {
         Ok(self
             .transaction("target set", |conn| {
                 Box::pin(async move {
-                    let rows: Vec<DocumentRow> = statement(
-                        "SELECT document FROM blueprint WHERE id = $1",
-                    )
-                    .bind::<Uuid, _>(raw)
-                    .load(conn)
-                    .await?;
-                    let row = rows
+                    use crate::schema::blueprint::dsl;
+                    let documents: Vec<String> = dsl::blueprint
+                        .filter(dsl::id.eq(raw))
+                        .select(dsl::document)
+                        .load(conn)
+                        .await?;
+                    let document = documents
                         .into_iter()
                         .next()
                         .ok_or(TxError::Abort(Error::BlueprintNotFound(id)))?;
-                    let offered = read_document(id, &row.document)
-                        .map_err(TxError::Abort)?;
+                    let offered =
+                        read_document(id, &document).map_err(TxError::Abort)?;
                     append_target_on(conn, &offered, enabled, rules).await
                 })
             })
@@ -411,14 +385,15 @@ impl DataStore {
     pub async fn target_current(
         &self,
     ) -> Result<Option<BlueprintTarget>, Error> {
+        use crate::schema::bp_target::dsl;
         let rows: Vec<TargetRow> = self
             .retrying("target read", |conn| {
                 Box::pin(
-                    statement(
-                        "SELECT version, blueprint_id, enabled, time_made_target
-                         FROM bp_target ORDER BY version DESC LIMIT 1",
-                    )
-                    .load(conn),
+                    dsl::bp_target
+                        .select(TargetRow::as_select())
+                        .order(dsl::version.desc())
+                        .limit(1)
+                        .load(conn),
                 )
             })
             .await?;

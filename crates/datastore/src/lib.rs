@@ -23,6 +23,7 @@ mod migrations;
 mod mutants;
 mod operator;
 mod records;
+mod schema;
 mod statement;
 
 pub use blueprints::{BlueprintSummary, BlueprintTarget};

@@ -23,7 +23,9 @@
 //! read-only database at the latest version migrates as a no-op.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{Array, BigInt, Nullable, Text};
+use diesel::prelude::*;
+use diesel::sql_types::{Array, Text};
+
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
@@ -172,10 +174,34 @@ struct TableName {
     table_name: String,
 }
 
-#[derive(QueryableByName)]
-struct Version {
-    #[diesel(sql_type = Nullable<BigInt>)]
-    version: Option<i64>,
+/// The highest applied version of Baton's tables (0 for none).
+async fn baton_max(
+    conn: &mut diesel_async::AsyncPgConnection,
+) -> diesel::QueryResult<i64> {
+    use crate::schema::baton_schema_version::dsl;
+    let max: Option<i64> = dsl::baton_schema_version
+        .select(diesel::dsl::max(dsl::version))
+        .load(conn)
+        .await?
+        .pop()
+        .flatten();
+    Ok(max.unwrap_or(0))
+}
+
+/// The highest applied version of a service's component (0 for none).
+async fn component_max(
+    conn: &mut diesel_async::AsyncPgConnection,
+    component: &str,
+) -> diesel::QueryResult<i64> {
+    use crate::schema::baton_component_version::dsl;
+    let max: Option<i64> = dsl::baton_component_version
+        .filter(dsl::component.eq(component))
+        .select(diesel::dsl::max(dsl::version))
+        .load(conn)
+        .await?
+        .pop()
+        .flatten();
+    Ok(max.unwrap_or(0))
 }
 
 const CREATE_VERSION_TABLE: &str =
@@ -196,17 +222,9 @@ impl DataStore {
             return Ok(0);
         }
         let version = self
-            .retrying("schema version", |conn| {
-                Box::pin(load_one::<_, Version>(
-                    statement(
-                        "SELECT max(version) AS version \
-                         FROM baton_schema_version",
-                    ),
-                    conn,
-                ))
-            })
+            .retrying("schema version", |conn| Box::pin(baton_max(conn)))
             .await?;
-        Ok(version.version.unwrap_or(0))
+        Ok(version)
     }
 
     /// The applied version of a service's component: 0 if none of its
@@ -218,17 +236,11 @@ impl DataStore {
         let name = name.to_owned();
         let version = self
             .retrying("component version", |conn| {
-                Box::pin(load_one::<_, Version>(
-                    statement(
-                        "SELECT max(version) AS version \
-                         FROM baton_component_version WHERE component = $1",
-                    )
-                    .bind::<Text, _>(name.clone()),
-                    conn,
-                ))
+                let name = name.clone();
+                Box::pin(async move { component_max(conn, &name).await })
             })
             .await?;
-        Ok(version.version.unwrap_or(0))
+        Ok(version)
     }
 
     /// The recorded schema version of Baton's tables (0 for none), and
@@ -246,6 +258,7 @@ impl DataStore {
             .transaction("schema state", |conn| {
                 let names = names.clone();
                 Box::pin(async move {
+                    // SQL text: information_schema is not Baton's.
                     let present: Vec<TableName> = statement(
                         "SELECT table_name::TEXT AS table_name \
                          FROM information_schema.tables \
@@ -260,15 +273,7 @@ impl DataStore {
                     if !present.iter().any(|t| t == "baton_schema_version") {
                         return Ok::<_, TxError>((0, present));
                     }
-                    let version: Version = load_one(
-                        statement(
-                            "SELECT max(version) AS version \
-                             FROM baton_schema_version",
-                        ),
-                        conn,
-                    )
-                    .await?;
-                    Ok((version.version.unwrap_or(0), present))
+                    Ok((baton_max(conn).await?, present))
                 })
             })
             .await?;
@@ -290,6 +295,64 @@ impl DataStore {
             }
         }
         Ok((version, drift))
+    }
+
+    /// Where the database's columns differ from those this build's
+    /// queries are written against (`schema.rs`): a column the build
+    /// expects that is missing, or one the database has that the build
+    /// does not know. Empty when they agree; a test holds this build to
+    /// its own migrations with it.
+    pub async fn schema_mismatches(&self) -> Result<Vec<String>, Error> {
+        #[derive(QueryableByName)]
+        struct ColumnRow {
+            #[diesel(sql_type = Text)]
+            table_name: String,
+            #[diesel(sql_type = Text)]
+            column_name: String,
+        }
+        let declared = crate::schema::declared_tables();
+        let names: Vec<String> =
+            declared.iter().map(|(t, _)| (*t).to_owned()).collect();
+        let actual: Vec<ColumnRow> = self
+            .retrying("schema columns", |conn| {
+                // SQL text: information_schema is not Baton's.
+                Box::pin(
+                    statement(
+                        "SELECT table_name::TEXT AS table_name, \
+                         column_name::TEXT AS column_name \
+                         FROM information_schema.columns \
+                         WHERE table_schema = current_schema() \
+                         AND table_name = ANY ($1::TEXT[])",
+                    )
+                    .bind::<Array<Text>, _>(names.clone())
+                    .load(conn),
+                )
+            })
+            .await?;
+        let mut problems = Vec::new();
+        for (table, columns) in &declared {
+            let here: Vec<&str> = actual
+                .iter()
+                .filter(|c| c.table_name == *table)
+                .map(|c| c.column_name.as_str())
+                .collect();
+            for column in columns {
+                if !here.contains(&column.as_str()) {
+                    problems.push(format!(
+                        "{table}.{column} is missing from the database"
+                    ));
+                }
+            }
+            for column in here {
+                if !columns.iter().any(|c| c == column) {
+                    problems.push(format!(
+                        "{table}.{column} is in the database but not in \
+                         this build's schema"
+                    ));
+                }
+            }
+        }
+        Ok(problems)
     }
 
     /// A connection of its own holding the migration lock (released
@@ -456,32 +519,14 @@ impl Ledger {
         &self,
         conn: &mut diesel_async::AsyncPgConnection,
     ) -> diesel::QueryResult<i64> {
-        let done: Version = match self {
+        match self {
             Ledger::Baton => {
                 // Under the lock: no two processes create it.
                 conn.batch_execute(CREATE_VERSION_TABLE).await?;
-                load_one(
-                    statement(
-                        "SELECT max(version) AS version \
-                         FROM baton_schema_version",
-                    ),
-                    conn,
-                )
-                .await?
+                baton_max(conn).await
             }
-            Ledger::Component(name) => {
-                load_one(
-                    statement(
-                        "SELECT max(version) AS version \
-                         FROM baton_component_version WHERE component = $1",
-                    )
-                    .bind::<Text, _>(name.clone()),
-                    conn,
-                )
-                .await?
-            }
-        };
-        Ok(done.version.unwrap_or(0))
+            Ledger::Component(name) => component_max(conn, name).await,
+        }
     }
 
     /// Records `migration` as applied, in the migration's transaction.
@@ -492,25 +537,25 @@ impl Ledger {
     ) -> diesel::QueryResult<()> {
         match self {
             Ledger::Baton => {
-                statement(
-                    "INSERT INTO baton_schema_version (version, name) \
-                     VALUES ($1, $2)",
-                )
-                .bind::<BigInt, _>(migration.version)
-                .bind::<Text, _>(migration.name.clone())
-                .execute(conn)
-                .await?;
+                use crate::schema::baton_schema_version::dsl;
+                diesel::insert_into(dsl::baton_schema_version)
+                    .values((
+                        dsl::version.eq(migration.version),
+                        dsl::name.eq(&migration.name),
+                    ))
+                    .execute(conn)
+                    .await?;
             }
             Ledger::Component(name) => {
-                statement(
-                    "INSERT INTO baton_component_version \
-                     (component, version, name) VALUES ($1, $2, $3)",
-                )
-                .bind::<Text, _>(name.clone())
-                .bind::<BigInt, _>(migration.version)
-                .bind::<Text, _>(migration.name.clone())
-                .execute(conn)
-                .await?;
+                use crate::schema::baton_component_version::dsl;
+                diesel::insert_into(dsl::baton_component_version)
+                    .values((
+                        dsl::component.eq(name),
+                        dsl::version.eq(migration.version),
+                        dsl::name.eq(&migration.name),
+                    ))
+                    .execute(conn)
+                    .await?;
             }
         }
         Ok(())

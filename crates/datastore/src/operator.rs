@@ -35,6 +35,8 @@ pub struct Backend {
 impl DataStore {
     /// The backends whose `application_name` is this Nexus's id (this
     /// process's own connection excluded).
+    ///
+    /// SQL text: `pg_stat_activity` is a system view, not Baton's table.
     pub async fn backends_of(
         &self,
         nexus_id: OmicronZoneUuid,

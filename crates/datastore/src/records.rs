@@ -4,10 +4,14 @@ use std::collections::BTreeSet;
 
 use baton_types::{NexusRecord, NexusRecordState, RecordsToEnsure};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
-use diesel::QueryableByName;
+use diesel::pg::Pg;
+use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 
+use crate::schema::RecordState;
+use crate::schema::db_metadata_nexus;
+use crate::schema::sql_types::DbMetadataNexusState;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
@@ -35,28 +39,24 @@ pub(crate) struct Count {
     pub(crate) n: i64,
 }
 
-#[derive(QueryableByName)]
+/// A row of `db_metadata_nexus`, columns checked against `schema.rs`.
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = db_metadata_nexus, check_for_backend(Pg))]
 pub(crate) struct RecordRow {
-    #[diesel(sql_type = Uuid)]
     nexus_id: uuid::Uuid,
-    #[diesel(sql_type = Text)]
-    state: String,
-    #[diesel(sql_type = Nullable<Uuid>)]
     last_drained_blueprint_id: Option<uuid::Uuid>,
+    state: RecordState,
 }
 
-impl RecordRow {
-    fn into_record(self) -> Result<NexusRecord, Error> {
-        Ok(NexusRecord {
-            nexus_id: OmicronZoneUuid::from_untyped_uuid(self.nexus_id),
-            state: self
-                .state
-                .parse()
-                .map_err(|e| Error::Schema(format!("{e}")))?,
-            last_drained_blueprint_id: self
+impl From<RecordRow> for NexusRecord {
+    fn from(row: RecordRow) -> Self {
+        NexusRecord {
+            nexus_id: OmicronZoneUuid::from_untyped_uuid(row.nexus_id),
+            state: row.state.0,
+            last_drained_blueprint_id: row
                 .last_drained_blueprint_id
                 .map(BlueprintUuid::from_untyped_uuid),
-        })
+        }
     }
 }
 
@@ -68,8 +68,9 @@ struct GuardedRow {
     changed: i64,
     #[diesel(sql_type = BigInt)]
     records: i64,
+    /// As text (see `RecordState`'s `FromSql<Text>`).
     #[diesel(sql_type = Nullable<Text>)]
-    executing_state: Option<String>,
+    executing_state: Option<RecordState>,
 }
 
 /// The heart of the protocol, in one statement: insert the wanted rows
@@ -83,6 +84,8 @@ struct GuardedRow {
 /// The control check is what keeps a Nexus that is not in control (a
 /// `not_yet` one, or a tool impersonating a new-generation Nexus) from
 /// declaring its own generation `active` next to the one in control.
+/// SQL text, not the query builder: a data-modifying CTE (the builder
+/// has no `WITH`), so the guard and the write stay one statement.
 pub(crate) const ENSURE_RECORDS: &str = "
 WITH target AS (
     SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
@@ -108,6 +111,8 @@ SELECT (SELECT blueprint_id FROM target) AS current_target,
 /// target and the executing Nexus `$3` is in control, as the insert.
 /// Reading `bp_target` here is what orders this delete after any stale
 /// insert on PostgreSQL (see the protocol notes).
+/// SQL text, not the query builder: a data-modifying CTE (the builder
+/// has no `WITH`), so the guard and the write stay one statement.
 const DELETE_EXPUNGED: &str = "
 WITH target AS (
     SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
@@ -131,11 +136,8 @@ SELECT (SELECT blueprint_id FROM target) AS current_target,
 enum Filter {
     All,
     Ids(Vec<uuid::Uuid>),
-    States(Vec<String>),
+    States(Vec<RecordState>),
 }
-
-const SELECT_RECORDS: &str = "SELECT nexus_id, state::TEXT AS state, \
-     last_drained_blueprint_id FROM db_metadata_nexus";
 
 fn untyped(ids: impl IntoIterator<Item = OmicronZoneUuid>) -> Vec<uuid::Uuid> {
     ids.into_iter()
@@ -155,11 +157,7 @@ fn guarded(
             current,
         });
     }
-    let state = row
-        .executing_state
-        .map(|s| s.parse::<NexusRecordState>())
-        .transpose()
-        .map_err(|e| Error::Schema(format!("{e}")))?;
+    let state = row.executing_state.map(|s| s.0);
     if row.records > 0 && state != Some(NexusRecordState::Active) {
         return Err(Error::NotInControl {
             nexus_id: executing,
@@ -180,6 +178,8 @@ impl DataStore {
         let existing: Count = self
             .retrying("records initialize", |conn| {
                 Box::pin(
+                    // SQL text: a data-modifying CTE, so the emptiness
+                    // check and the insert are one statement.
                     load_one(statement(
                         "WITH existing AS (
                             SELECT count(*) AS n FROM db_metadata_nexus
@@ -251,39 +251,34 @@ impl DataStore {
         &self,
         states: &[NexusRecordState],
     ) -> Result<Vec<NexusRecord>, Error> {
-        let labels = states.iter().map(|s| s.as_str().to_owned()).collect();
-        self.records_where(Filter::States(labels)).await
+        let states = states.iter().copied().map(RecordState).collect();
+        self.records_where(Filter::States(states)).await
     }
 
     async fn records_where(
         &self,
         filter: Filter,
     ) -> Result<Vec<NexusRecord>, Error> {
+        use crate::schema::db_metadata_nexus::dsl;
         let rows: Vec<RecordRow> = self
-            .retrying("records read", |conn| match &filter {
-                Filter::All => Box::pin(
-                    statement(format!("{SELECT_RECORDS} ORDER BY nexus_id"))
-                        .load(conn),
-                ),
-                Filter::Ids(ids) => Box::pin(
-                    statement(format!(
-                        "{SELECT_RECORDS} WHERE nexus_id = ANY ($1::UUID[]) \
-                         ORDER BY nexus_id"
-                    ))
-                    .bind::<Array<Uuid>, _>(ids.clone())
-                    .load(conn),
-                ),
-                Filter::States(states) => Box::pin(
-                    statement(format!(
-                        "{SELECT_RECORDS} WHERE state::TEXT = ANY ($1::TEXT[]) \
-                         ORDER BY nexus_id"
-                    ))
-                    .bind::<Array<Text>, _>(states.clone())
-                    .load(conn),
-                ),
+            .retrying("records read", |conn| {
+                let query = dsl::db_metadata_nexus
+                    .select(RecordRow::as_select())
+                    .order(dsl::nexus_id)
+                    .into_boxed();
+                let query = match &filter {
+                    Filter::All => query,
+                    Filter::Ids(ids) => {
+                        query.filter(dsl::nexus_id.eq_any(ids.clone()))
+                    }
+                    Filter::States(states) => {
+                        query.filter(dsl::state.eq_any(states.clone()))
+                    }
+                };
+                Box::pin(query.load(conn))
             })
             .await?;
-        rows.into_iter().map(RecordRow::into_record).collect()
+        Ok(rows.into_iter().map(NexusRecord::from).collect())
     }
 
     /// Records the blueprint a quiescing Nexus drained against, only while
@@ -297,16 +292,19 @@ impl DataStore {
             nexus_id.into_untyped_uuid(),
             blueprint_id.into_untyped_uuid(),
         );
+        use crate::schema::db_metadata_nexus::dsl;
         let n = self
             .retrying("record update last drained", |conn| {
                 Box::pin(
-                    statement(
-                        "UPDATE db_metadata_nexus
-                         SET last_drained_blueprint_id = $2
-                         WHERE nexus_id = $1 AND state = 'active'",
+                    diesel::update(
+                        dsl::db_metadata_nexus
+                            .filter(dsl::nexus_id.eq(nexus))
+                            .filter(
+                                dsl::state
+                                    .eq(RecordState(NexusRecordState::Active)),
+                            ),
                     )
-                    .bind::<Uuid, _>(nexus)
-                    .bind::<Uuid, _>(bp)
+                    .set(dsl::last_drained_blueprint_id.eq(bp))
                     .execute(conn),
                 )
             })
@@ -324,9 +322,7 @@ impl DataStore {
         let raw = nexus_id.into_untyped_uuid();
         let n = self
             .retrying("record mark quiesced", |conn| {
-                Box::pin(
-                    statement(MARK_QUIESCED).bind::<Uuid, _>(raw).execute(conn),
-                )
+                Box::pin(mark_quiesced(raw).execute(conn))
             })
             .await?;
         if n == 0 {
@@ -358,13 +354,14 @@ impl DataStore {
         &self,
         ids: &BTreeSet<OmicronZoneUuid>,
     ) -> Result<usize, Error> {
+        use crate::schema::db_metadata_nexus::dsl;
         let raw = untyped(ids.iter().copied());
         self.retrying("records delete", |conn| {
             Box::pin(
-                statement(
-                    "DELETE FROM db_metadata_nexus WHERE nexus_id = ANY ($1::UUID[])",
+                diesel::delete(
+                    dsl::db_metadata_nexus
+                        .filter(dsl::nexus_id.eq_any(raw.clone())),
                 )
-                .bind::<Array<Uuid>, _>(raw.clone())
                 .execute(conn),
             )
         })
@@ -400,7 +397,9 @@ impl DataStore {
     /// The new generation takes over, atomically and in one statement: if
     /// no row is in a state other than `not_yet` or `quiesced`, and the
     /// caller's row is `not_yet`, every `not_yet` row becomes `active`.
-    /// Returns how many rows were promoted. Every refusal is transient.
+    /// Returns how many rows were promoted: 0 when the caller's row is
+    /// already `active`, which is success, so a handoff whose commit was
+    /// lost in flight can be retried. Every refusal is transient.
     pub async fn attempt_handoff(
         &self,
         nexus_id: OmicronZoneUuid,
@@ -415,14 +414,17 @@ impl DataStore {
                 ))
             })
             .await?;
+        // Already in control (a retry after an ambiguous commit, or a
+        // peer took over for all of us): nothing to do, and no refusal.
+        if row.my_state == Some(RecordState(NexusRecordState::Active)) {
+            return Ok(0);
+        }
         if row.blocking > 0 {
             return Err(Error::HandoffStillActive(row.blocking));
         }
-        let Some(state) = row.my_state else {
+        let Some(RecordState(state)) = row.my_state else {
             return Err(Error::HandoffNotRegistered(nexus_id));
         };
-        let state: NexusRecordState =
-            state.parse().map_err(|e| Error::Schema(format!("{e}")))?;
         if state != NexusRecordState::NotYet {
             return Err(Error::HandoffWrongState { nexus_id, state });
         }
@@ -441,9 +443,7 @@ async fn mark_on(
     let raw = nexus_id.into_untyped_uuid();
     let n = ds
         .retry_on("mark self quiesced", &mut claim.conn, |conn| {
-            Box::pin(
-                statement(MARK_QUIESCED).bind::<Uuid, _>(raw).execute(conn),
-            )
+            Box::pin(mark_quiesced(raw).execute(conn))
         })
         .await?;
     if n == 0 {
@@ -453,27 +453,36 @@ async fn mark_on(
 }
 
 /// The quiesce statement, shared by both quiesce paths.
-const MARK_QUIESCED: &str =
-    "UPDATE db_metadata_nexus SET state = 'quiesced' WHERE nexus_id = $1";
+fn mark_quiesced(
+    nexus_id: uuid::Uuid,
+) -> impl diesel_async::methods::ExecuteDsl<diesel_async::AsyncPgConnection>
++ Send
++ 'static {
+    use crate::schema::db_metadata_nexus::dsl;
+    diesel::update(dsl::db_metadata_nexus.filter(dsl::nexus_id.eq(nexus_id)))
+        .set(dsl::state.eq(RecordState(NexusRecordState::Quiesced)))
+}
 
 #[derive(QueryableByName)]
 struct HandoffRow {
     #[diesel(sql_type = BigInt)]
     blocking: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    my_state: Option<String>,
+    #[diesel(sql_type = Nullable<DbMetadataNexusState>)]
+    my_state: Option<RecordState>,
     #[diesel(sql_type = BigInt)]
     promoted: i64,
 }
 
 /// Counts rows *not* in the allowed states, so a state added later also
 /// blocks the handoff.
+/// SQL text, not the query builder: a data-modifying CTE (the builder
+/// has no `WITH`), so the guard and the write stay one statement.
 const HANDOFF: &str = "
 WITH blocking AS (
     SELECT count(*) AS n FROM db_metadata_nexus
     WHERE state NOT IN ('not_yet', 'quiesced')
 ), me AS (
-    SELECT state::TEXT AS state FROM db_metadata_nexus WHERE nexus_id = $1
+    SELECT state FROM db_metadata_nexus WHERE nexus_id = $1
 ), promoted AS (
     UPDATE db_metadata_nexus SET state = 'active'
     WHERE state = 'not_yet'

@@ -1,5 +1,14 @@
 //! Raw SQL that the connection may prepare once and reuse.
 //!
+//! The plain statements go through diesel's query builder over
+//! `schema.rs`, which checks their columns at compile time and whose
+//! statements diesel caches by itself. What the builder cannot say stays
+//! SQL text, each beside a comment saying why: the guarded
+//! single-statement writes (data-modifying CTEs: the record step, the
+//! cleanup, the handoff, rack setup, the blueprint insert), the access
+//! facts' two subqueries, and reads of system catalogs. This file is for
+//! those.
+//!
 //! diesel's `sql_query` marks every statement unsafe to cache, because its
 //! text could be built from anything; then each call costs a Parse and
 //! Describe round trip before the Bind and Execute, and the server plans
@@ -10,8 +19,10 @@
 //! Adding a parameter's value without writing a placeholder (the text has
 //! its own `$n`) needs `AstPass::push_bind_param_value_only`, which diesel
 //! makes public only behind its "third-party backend" feature; that is why
-//! the workspace enables it and pins diesel to 2.3.x. If a diesel release
-//! moves it, this file is the only one to change.
+//! the workspace enables it and pins diesel to 2.3.x. The builder's cache
+//! does not make it unnecessary: the hottest statement, the record step,
+//! is one of the guarded CTEs. If a diesel release moves it, this file is
+//! the only one to change.
 
 use std::borrow::Cow;
 use std::marker::PhantomData;

@@ -79,3 +79,25 @@ async fn a_dropped_table_is_named_by_access_and_by_migrate() {
     assert_eq!(decision, AccessDecision::Refuse, "{reason}");
     assert!(reason.contains("bp_target is missing"), "{reason}");
 }
+
+/// schema.rs, which the query builder checks every column name against,
+/// says what the migrations make: same tables, same columns.
+#[tokio::test]
+async fn schema_rs_matches_the_migrated_database() {
+    let t = TestDb::new().await;
+    assert_eq!(
+        t.ds.schema_mismatches().await.unwrap(),
+        Vec::<String>::new()
+    );
+    // The check has teeth: a column more, and one fewer.
+    run(&t.ds, "ALTER TABLE blueprint ADD COLUMN extra TEXT").await;
+    run(&t.ds, "ALTER TABLE bp_target DROP COLUMN enabled").await;
+    assert_eq!(
+        t.ds.schema_mismatches().await.unwrap(),
+        [
+            "blueprint.extra is in the database but not in this build's \
+             schema",
+            "bp_target.enabled is missing from the database",
+        ]
+    );
+}
