@@ -42,9 +42,11 @@ pub(crate) fn run(ctx: &Context, args: HandoffArgs) -> Result<(), Failure> {
     }
     let promoted = result?;
     if !json {
-        output::line(&format!(
-            "handoff done: {promoted} Nexus record(s) are now active"
-        ));
+        output::line(&if promoted == 0 {
+            format!("Nexus {nexus_id} is already active: nothing to do")
+        } else {
+            format!("handoff done: {promoted} Nexus record(s) are now active")
+        });
     }
     Ok(())
 }

@@ -23,7 +23,8 @@ pub(crate) enum RecordsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Rack setup: insert these Nexus ids as active (empty table only).
+    /// Rack setup: insert these Nexus ids as active (empty table only;
+    /// exactly these rows, all active, is success: a retry).
     Init {
         /// A Nexus id (repeat the flag for more).
         #[arg(long = "nexus-id", required = true)]

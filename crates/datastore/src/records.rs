@@ -169,7 +169,9 @@ fn guarded(
 
 impl DataStore {
     /// Rack setup: inserts these Nexus ids as `active`, refused (nothing
-    /// written) if the table holds any row.
+    /// written) if the table holds any other row. Exactly these rows,
+    /// all `active`, is success, so a retry after an ambiguous commit
+    /// succeeds.
     pub async fn records_initialize(
         &self,
         ids: &BTreeSet<OmicronZoneUuid>,
@@ -198,6 +200,17 @@ impl DataStore {
             })
             .await?;
         if existing.n > 0 {
+            // Exactly these rows, all active: this call's own earlier
+            // success (a retry after a commit whose answer was lost).
+            let records = self.records_list().await?;
+            let same = records.len() == ids.len()
+                && records.iter().all(|r| {
+                    ids.contains(&r.nexus_id)
+                        && r.state == NexusRecordState::Active
+                });
+            if same {
+                return Ok(());
+            }
             return Err(Error::AlreadyInitialized(existing.n));
         }
         Ok(())

@@ -42,7 +42,15 @@ async fn records_initialize_only_on_an_empty_table() {
     assert_eq!(states(&all), [(1, Active), (2, Active), (3, Active)]);
     let err = t.ds.records_initialize(&ids(&[4])).await.unwrap_err();
     assert!(matches!(err, Error::AlreadyInitialized(3)), "{err}");
+    // A subset, or the same ids once one has moved on, is refused too.
+    let err = t.ds.records_initialize(&ids(&[1, 2])).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized(3)), "{err}");
     assert_eq!(t.ds.records_list().await.unwrap(), all, "nothing written");
+    // Exactly these rows, all active: a retry of this very call.
+    t.ds.records_initialize(&ids(&[1, 2, 3])).await.unwrap();
+    t.ds.record_mark_quiesced(zone(3)).await.unwrap();
+    let err = t.ds.records_initialize(&ids(&[1, 2, 3])).await.unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized(3)), "{err}");
 }
 
 #[tokio::test]
