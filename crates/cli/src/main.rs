@@ -18,6 +18,7 @@ mod handoff;
 mod input;
 mod output;
 mod records;
+mod status;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,7 @@ enum Command {
     Records(records::RecordsCommand),
     Handoff(handoff::HandoffArgs),
     Access(access::AccessArgs),
+    Status(status::StatusArgs),
     /// Rehearse a complete handoff on a throwaway PostgreSQL.
     Demo,
 }
@@ -96,6 +98,7 @@ fn run(args: Args) -> Result<(), Failure> {
         Command::Records(command) => records::run(&ctx, command),
         Command::Handoff(args) => handoff::run(&ctx, args),
         Command::Access(args) => access::run(&ctx, args),
+        Command::Status(args) => status::run(&ctx, args),
         Command::Demo => demo::run(&ctx),
     }
 }

@@ -21,6 +21,13 @@ pub(crate) fn json(value: &impl serde::Serialize) {
     line(&text);
 }
 
+/// Writes a JSON document to stdout on one line (a stream of them).
+pub(crate) fn json_line(value: &impl serde::Serialize) {
+    let text =
+        serde_json::to_string(value).expect("output types always serialize");
+    line(&text);
+}
+
 /// Writes a progress note to stderr (what a wait waits on).
 pub(crate) fn note(text: &str) {
     let mut err = std::io::stderr().lock();

@@ -33,8 +33,9 @@ pub(crate) enum RecordsCommand {
     /// Mark Nexus instances quiesced, for ones that died without
     /// quiescing. Refused unless the target says each should quiesce (or
     /// --force), and, with or without --force, while a database
-    /// connection with that Nexus's id as application_name is open. Every
-    /// id is checked before any is marked.
+    /// connection with that Nexus's id as application_name is open or
+    /// while it reported its status within the last report interval
+    /// (5 s). Every id is checked before any is marked.
     Quiesce {
         /// A Nexus id (repeat the flag for more).
         #[arg(long = "nexus-id", required = true)]
@@ -42,8 +43,8 @@ pub(crate) enum RecordsCommand {
         /// Skip the target check (and the drain fence): dangerous.
         #[arg(long)]
         force: bool,
-        /// The Nexus is dead: terminate any connection still carrying
-        /// its id, then mark it.
+        /// The Nexus is dead, whatever the evidence: terminate any
+        /// connection still carrying its id, then mark it.
         #[arg(long)]
         i_know_it_is_dead: bool,
     },
@@ -126,6 +127,7 @@ async fn quiesce(
         }
         if !i_know_it_is_dead {
             not_connected(ds, id).await?;
+            not_reporting(ds, id).await?;
         }
     }
     for &id in ids {
@@ -171,6 +173,37 @@ async fn not_connected(
          and then marks it.",
         backends.len(),
         evidence.join("; ")
+    )))
+}
+
+/// The guard's second piece of evidence: a Nexus that wrote its status
+/// report within the last report interval is alive (its reports go on a
+/// connection of their own, which may have been between reports).
+async fn not_reporting(
+    ds: &DataStore,
+    nexus_id: OmicronZoneUuid,
+) -> Result<(), Failure> {
+    let interval = baton_nexus::Periods::default().report;
+    let reports = ds.reports_list().await?;
+    let Some(report) = reports.iter().find(|r| r.report.nexus_id == nexus_id)
+    else {
+        return Ok(());
+    };
+    let now = ds.database_now().await?;
+    let ago = (now - report.reported_at).num_milliseconds().max(0) as u64;
+    if u128::from(ago) > interval.as_millis() {
+        return Ok(());
+    }
+    Err(Failure::failed(format!(
+        "refused to mark Nexus {nexus_id} quiesced: it looks alive, having \
+         reported its status {} ago (at {}, {}). Stop it first; if it is \
+         really dead, --i-know-it-is-dead marks it anyway.",
+        baton_planner::human_age(ago),
+        report.reported_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        match report.report.step {
+            Some(step) => format!("{} step {step}", report.report.phase),
+            None => report.report.phase.clone(),
+        }
     )))
 }
 

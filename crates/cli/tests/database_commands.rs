@@ -274,7 +274,7 @@ fn db_start_gives_a_local_database_the_other_commands_find() {
     let migrated = baton(&["db", "migrate"]);
     assert_eq!(
         String::from_utf8(migrated.stdout).unwrap().trim(),
-        "schema version 2"
+        "schema version 3"
     );
     let stopped = baton(&["db", "stop"]);
     assert_eq!(stopped.status.code(), Some(0));
@@ -503,7 +503,7 @@ fn concurrent_migrations_from_several_processes_all_succeed() {
             assert_eq!(out.status.code(), Some(0), "{round}: {out:?}");
             assert_eq!(
                 String::from_utf8_lossy(&out.stdout).trim(),
-                "schema version 2"
+                "schema version 3"
             );
         }
     }

@@ -6,3 +6,4 @@ mod database_commands;
 mod interrupted_demo;
 mod pure_commands;
 mod readme_tour;
+mod status;

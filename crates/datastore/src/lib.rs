@@ -23,6 +23,7 @@ mod migrations;
 mod mutants;
 mod operator;
 mod records;
+mod reports;
 mod schema;
 mod statement;
 
@@ -74,3 +75,4 @@ pub use migrations::{
 pub use mutants::Mutant;
 pub use operator::Backend;
 pub use records::EnsureOutcome;
+pub use reports::Reporter;

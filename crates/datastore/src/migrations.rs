@@ -142,6 +142,11 @@ const BATON_MIGRATIONS: &[(i64, &str, &str)] = &[
         "component versions",
         include_str!("migrations/0002-component-versions.sql"),
     ),
+    (
+        3,
+        "nexus reports",
+        include_str!("migrations/0003-nexus-reports.sql"),
+    ),
 ];
 
 /// The schema version of Baton's own tables that this build wants.

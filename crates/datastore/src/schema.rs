@@ -73,6 +73,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    baton_nexus_report (nexus_id) {
+        nexus_id -> Uuid,
+        report -> Text,
+        reported_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(bp_target -> blueprint (blueprint_id));
 diesel::allow_tables_to_appear_in_same_query!(
     db_metadata_nexus,
@@ -80,6 +88,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     bp_target,
     baton_schema_version,
     baton_component_version,
+    baton_nexus_report,
 );
 
 /// A record state as the database stores it.
@@ -146,5 +155,6 @@ pub(crate) fn declared_tables() -> Vec<(&'static str, Vec<String>)> {
         table!(bp_target),
         table!(baton_schema_version),
         table!(baton_component_version),
+        table!(baton_nexus_report),
     ]
 }

@@ -78,6 +78,7 @@
 mod lifecycle;
 pub mod metrics;
 pub mod rehearsal;
+mod report;
 mod work;
 
 use std::sync::{Arc, Mutex};
@@ -200,6 +201,10 @@ pub struct Periods {
     pub retry_min: Duration,
     /// The longest wait between retries. Default 3 min.
     pub retry_max: Duration,
+    /// How often it writes its status report for `baton status`.
+    /// Default 5 s. `baton status` calls a Nexus that has not reported
+    /// for three of these possibly dead.
+    pub report: Duration,
 }
 
 impl Default for Periods {
@@ -209,6 +214,7 @@ impl Default for Periods {
             drain_recheck: Duration::from_secs(5),
             retry_min: Duration::from_millis(250),
             retry_max: Duration::from_secs(180),
+            report: Duration::from_secs(5),
         }
     }
 }
@@ -223,6 +229,7 @@ impl Periods {
             &mut self.drain_recheck,
             &mut self.retry_min,
             &mut self.retry_max,
+            &mut self.report,
         ] {
             *period = (*period).min(cap);
         }
@@ -352,6 +359,56 @@ pub struct NexusStatus {
     pub last_drained_blueprint_id: Option<BlueprintUuid>,
 }
 
+impl NexusStatus {
+    /// The snapshot as `baton status` reads it.
+    pub fn report(&self) -> baton_types::NexusReport {
+        let held = |o: &Oldest| baton_types::Held {
+            op: o.op.to_owned(),
+            age_ms: o.age_ms,
+        };
+        let (step, reason) = match &self.state {
+            NexusState::Quiescing { step } => (Some(*step), None),
+            NexusState::Refused { reason } | NexusState::Failed { reason } => {
+                (None, Some(reason.clone()))
+            }
+            _ => (None, None),
+        };
+        baton_types::NexusReport {
+            nexus_id: self.nexus_id,
+            phase: self.state.label().to_owned(),
+            step,
+            reason,
+            since: self.since,
+            work_in_flight: self.work_in_flight as u64,
+            oldest_work: self.oldest_work.as_ref().map(held),
+            claims_held: self.claims_held as u64,
+            oldest_claim: self.oldest_claim.as_ref().map(held),
+            last_drained_blueprint_id: self.last_drained_blueprint_id,
+        }
+    }
+}
+
+/// The snapshot [`Nexus::status`] returns.
+pub(crate) fn status_of(inner: &Inner) -> NexusStatus {
+    let (since, drained) = {
+        let shared = inner.shared.lock().expect("never poisoned");
+        (shared.since, shared.drained)
+    };
+    NexusStatus {
+        nexus_id: inner.id,
+        state: inner.state.borrow().clone(),
+        since,
+        work_in_flight: inner.work.in_flight(),
+        oldest_work: inner.work.oldest(),
+        claims_held: inner.ds.outstanding_claims(),
+        oldest_claim: inner.ds.oldest_claim().map(|c| Oldest {
+            op: c.op,
+            age_ms: work::millis(c.age),
+        }),
+        last_drained_blueprint_id: drained,
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) since: DateTime<Utc>,
@@ -359,7 +416,7 @@ pub(crate) struct Shared {
     pub(crate) drained: Option<BlueprintUuid>,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     id: OmicronZoneUuid,
     ds: DataStore,
     work: Arc<WorkTracker>,
@@ -367,13 +424,16 @@ struct Inner {
     state: watch::Receiver<NexusState>,
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
+    reporting: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // The last handle is gone: nothing can stop the task any more.
-        if let Some(task) = self.task.lock().expect("never poisoned").take() {
-            task.abort();
+        // The last handle is gone: nothing can stop the tasks any more.
+        for task in [&self.task, &self.reporting] {
+            if let Some(task) = task.lock().expect("never poisoned").take() {
+                task.abort();
+            }
         }
     }
 }
@@ -416,6 +476,9 @@ impl Nexus {
         }));
         let work = WorkTracker::new();
         let id = config.id;
+        let slot = report::SharedSlot::default();
+        let report_period = config.periods.report;
+        let report_log = log.clone();
         let task = tokio::spawn(lifecycle::run(lifecycle::Life {
             log,
             ds: ds.clone(),
@@ -424,18 +487,26 @@ impl Nexus {
             state: state_tx,
             shared: shared.clone(),
             stop: stop_rx,
+            report: slot.clone(),
         }));
-        Nexus {
-            inner: Arc::new(Inner {
-                id,
-                ds,
-                work,
-                shared,
-                state,
-                stop,
-                task: Mutex::new(Some(task)),
-            }),
-        }
+        let inner = Arc::new(Inner {
+            id,
+            ds,
+            work,
+            shared,
+            state,
+            stop,
+            task: Mutex::new(Some(task)),
+            reporting: Mutex::new(None),
+        });
+        let reporting = tokio::spawn(report::run(
+            Arc::downgrade(&inner),
+            slot,
+            report_period,
+            report_log,
+        ));
+        *inner.reporting.lock().expect("never poisoned") = Some(reporting);
+        Nexus { inner }
     }
 
     /// Its id.
@@ -466,23 +537,7 @@ impl Nexus {
 
     /// A snapshot of its state and load, for the service's own API.
     pub fn status(&self) -> NexusStatus {
-        let (since, drained) = {
-            let shared = self.inner.shared.lock().expect("never poisoned");
-            (shared.since, shared.drained)
-        };
-        NexusStatus {
-            nexus_id: self.inner.id,
-            state: self.state(),
-            since,
-            work_in_flight: self.inner.work.in_flight(),
-            oldest_work: self.inner.work.oldest(),
-            claims_held: self.inner.ds.outstanding_claims(),
-            oldest_claim: self.inner.ds.oldest_claim().map(|c| Oldest {
-                op: c.op,
-                age_ms: work::millis(c.age),
-            }),
-            last_drained_blueprint_id: drained,
-        }
+        status_of(&self.inner)
     }
 
     /// A database connection from the fenced pool, counted until

@@ -28,6 +28,8 @@ pub(crate) struct Life {
     pub(crate) state: watch::Sender<NexusState>,
     pub(crate) shared: Arc<Mutex<Shared>>,
     pub(crate) stop: watch::Receiver<bool>,
+    /// The status reporter, closed before the `quiesced` mark.
+    pub(crate) report: crate::report::SharedSlot,
 }
 
 /// Sets the state to `Failed` if the lifecycle panics, so that the
@@ -320,8 +322,11 @@ impl Life {
                 "oldest" => ?self.ds.oldest_claim());
             self.ds.wait_for_drain().await;
         }
-        // 5. Only now, through the reserved claim, say `quiesced`.
+        // 5. Only now, through the reserved claim, say `quiesced`; the
+        // status reporter's connection is closed first, so nothing of
+        // this instance touches the database after the mark.
         self.set(NexusState::Quiescing { step: 5 });
+        crate::report::close(&self.report).await;
         let mut backoff = Backoff::new(self);
         loop {
             match self.ds.record_mark_self_quiesced(self.id()).await {

@@ -70,11 +70,14 @@ impl Ledger {
             }
             None => "100",
         };
+        // The caller's own job length wins.
+        if !extra.contains(&"--job-ms") {
+            command.args(["--job-ms", job_ms]);
+        }
         let mut child = command
             .args(["--database-url", url, "--nexus-id", &id.to_string()])
             .args(["--schema-version", &schema.to_string()])
             .args(["--period-ms", "100", "--write-period-ms", "10"])
-            .args(["--job-ms", job_ms])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -238,7 +241,7 @@ where
     }
 }
 
-async fn count(ds: &DataStore, sql: &'static str) -> i64 {
+pub(crate) async fn count(ds: &DataStore, sql: &'static str) -> i64 {
     #[derive(QueryableByName)]
     struct N {
         #[diesel(sql_type = baton_datastore::diesel::sql_types::BigInt)]
@@ -277,6 +280,38 @@ pub(crate) fn rack_at_generation_1(
     (db, url, ds)
 }
 
+/// Deploys generation 2: its blueprint made the target, its `not_yet`
+/// records written by the running generation, its ledger processes
+/// started and waiting for the handoff.
+pub(crate) fn deploy_generation_2(
+    rt: &tokio::runtime::Runtime,
+    ds: &DataStore,
+    story: &HandoffStory,
+    url: &str,
+) -> Vec<Ledger> {
+    rt.block_on(async {
+        import(ds, &story.new_generation_deployed).await;
+        until("the not_yet records of generation 2", || async {
+            let records = ds.records_list().await.expect("records");
+            story.new_nexus.iter().all(|id| {
+                records.iter().any(|r| {
+                    r.nexus_id == *id && r.state == NexusRecordState::NotYet
+                })
+            })
+        })
+        .await;
+    });
+    let mut new: Vec<Ledger> = story
+        .new_nexus
+        .iter()
+        .map(|id| Ledger::spawn(url, *id, 2, None))
+        .collect();
+    for ledger in &mut new {
+        ledger.wait_state("waiting_for_handoff");
+    }
+    new
+}
+
 /// Runs one whole handoff of ledger processes and collects the facts.
 fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
     println!("ledger handoff: seed {seed}, variant {variant:?}");
@@ -292,26 +327,7 @@ fn run_handoff(seed: u64, variant: Variant, mutant: Option<&str>) -> Run {
     for ledger in &mut old {
         ledger.wait_state("running");
     }
-    rt.block_on(async {
-        import(&ds, &story.new_generation_deployed).await;
-        until("the not_yet records of generation 2", || async {
-            let records = ds.records_list().await.expect("records");
-            story.new_nexus.iter().all(|id| {
-                records.iter().any(|r| {
-                    r.nexus_id == *id && r.state == NexusRecordState::NotYet
-                })
-            })
-        })
-        .await;
-    });
-    let mut new: Vec<Ledger> = story
-        .new_nexus
-        .iter()
-        .map(|id| Ledger::spawn(&url, *id, 2, None))
-        .collect();
-    for ledger in &mut new {
-        ledger.wait_state("waiting_for_handoff");
-    }
+    let mut new = deploy_generation_2(&rt, &ds, &story, &url);
     rt.block_on(async {
         until("generation 1 to finish some jobs", || async {
             count(

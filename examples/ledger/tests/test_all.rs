@@ -3,3 +3,4 @@
 
 mod handoff;
 mod metrics;
+mod status;

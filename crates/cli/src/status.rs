@@ -1,0 +1,271 @@
+//! `baton status`: the whole handoff at once, from the target, the
+//! records and each instance's last report.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use baton_datastore::{DataStore, Error as DbError};
+use baton_planner::{StatusFacts, Wait, generation_in_control, human_age};
+use baton_types::{Blueprint, Held, NexusRecord, StoredReport};
+use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde::Serialize;
+use tabled::Tabled;
+
+use crate::context::Context;
+use crate::failure::Failure;
+use crate::output;
+
+const FIELDS: &str = "\
+JSON fields (stable):
+  target                 {blueprint_id, nexus_generation, enabled}, or null
+  generation_in_control  the generation of the active records, or null
+  nexus                  one entry per Nexus zone of the target and per record:
+    nexus_id, generation (in the target, or null), record (active, not_yet,
+    quiesced, or null), phase (as last reported: starting,
+    waiting_for_record, waiting_for_handoff, migrating, running, quiescing,
+    quiesced, refused, stopped, failed; null if it never reported), step
+    (the quiesce step), since (when it entered the phase, RFC 3339),
+    reported_ago_ms, last_drained_blueprint_id, work_in_flight,
+    oldest_work {op, age_ms}, claims_held, oldest_claim {op, age_ms}
+  waiting_on             what the handoff, the bump or the cleanup waits on:
+    [{waiting (execution, handoff, bump, cleanup), nexus_id (or null),
+    reason}]; empty when nothing waits
+  done                   true when nothing waits
+
+With --watch, the view is redrawn every --interval seconds until nothing
+waits; with --watch --json, one JSON object per line per redraw.";
+
+/// The whole handoff at once: the target, the generation in control,
+/// every Nexus (record, last reported phase, work and claims), and what
+/// the handoff, the bump or the cleanup waits on.
+#[derive(Debug, Args)]
+#[command(after_help = FIELDS)]
+pub(crate) struct StatusArgs {
+    /// Print one JSON document (one per line with --watch).
+    #[arg(long)]
+    json: bool,
+    /// Redraw until nothing waits.
+    #[arg(long)]
+    watch: bool,
+    /// Seconds between redraws with --watch.
+    #[arg(long, default_value_t = 2.0)]
+    interval: f64,
+}
+
+#[derive(Serialize)]
+struct TargetJson {
+    blueprint_id: BlueprintUuid,
+    nexus_generation: u64,
+    enabled: bool,
+}
+
+#[derive(Serialize)]
+struct NexusJson {
+    nexus_id: OmicronZoneUuid,
+    generation: Option<u64>,
+    record: Option<&'static str>,
+    phase: Option<String>,
+    step: Option<u8>,
+    since: Option<DateTime<Utc>>,
+    reported_ago_ms: Option<u64>,
+    last_drained_blueprint_id: Option<BlueprintUuid>,
+    work_in_flight: Option<u64>,
+    oldest_work: Option<Held>,
+    claims_held: Option<u64>,
+    oldest_claim: Option<Held>,
+}
+
+#[derive(Serialize)]
+struct StatusJson {
+    target: Option<TargetJson>,
+    generation_in_control: Option<u64>,
+    nexus: Vec<NexusJson>,
+    waiting_on: Vec<Wait>,
+    done: bool,
+}
+
+pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
+    if !(args.interval.is_finite() && args.interval > 0.0) {
+        return Err(Failure::bad_input(format!(
+            "--interval {} is not a positive number of seconds.",
+            args.interval
+        )));
+    }
+    let ds = ctx.datastore()?;
+    ctx.block_on(async {
+        loop {
+            let status = gather(&ds).await?;
+            if args.json {
+                if args.watch {
+                    output::json_line(&status);
+                } else {
+                    output::json(&status);
+                }
+            } else {
+                if args.watch {
+                    output::line(&format!(
+                        "-- {} --",
+                        Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+                    ));
+                }
+                output::line(&render(&status));
+            }
+            if !args.watch || status.done {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
+        }
+    })
+}
+
+async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
+    let target = match ds.target_blueprint().await {
+        Ok((target, bp)) => Some((bp, target.enabled)),
+        Err(DbError::NoTarget) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let records = ds.records_list().await?;
+    let reports = ds.reports_list().await?;
+    let now = ds.database_now().await?;
+    let facts = StatusFacts {
+        target: target.as_ref().map(|(bp, enabled)| (bp, *enabled)),
+        records: &records,
+        reports: &reports,
+        now,
+        report_interval: baton_nexus::Periods::default().report,
+    };
+    let waiting_on = baton_planner::waiting_on(&facts);
+    let blueprint = target.as_ref().map(|(bp, _)| bp);
+    Ok(StatusJson {
+        target: target.as_ref().map(|(bp, enabled)| TargetJson {
+            blueprint_id: bp.id(),
+            nexus_generation: bp.nexus_generation().get(),
+            enabled: *enabled,
+        }),
+        generation_in_control: blueprint
+            .and_then(|bp| generation_in_control(bp, &records))
+            .map(|g| g.get()),
+        nexus: nexus_rows(blueprint, &records, &reports, now),
+        done: waiting_on.is_empty(),
+        waiting_on,
+    })
+}
+
+fn nexus_rows(
+    blueprint: Option<&Blueprint>,
+    records: &[NexusRecord],
+    reports: &[StoredReport],
+    now: DateTime<Utc>,
+) -> Vec<NexusJson> {
+    let mut ids: BTreeSet<OmicronZoneUuid> =
+        records.iter().map(|r| r.nexus_id).collect();
+    if let Some(bp) = blueprint {
+        ids.extend(bp.nexus_zones().map(|z| z.zone_id));
+    }
+    ids.into_iter()
+        .map(|id| {
+            let record = records.iter().find(|r| r.nexus_id == id);
+            let report = reports.iter().find(|r| r.report.nexus_id == id);
+            let r = report.map(|s| &s.report);
+            NexusJson {
+                nexus_id: id,
+                generation: blueprint
+                    .and_then(|bp| bp.nexus_zones().find(|z| z.zone_id == id))
+                    .map(|z| z.nexus_generation.get()),
+                record: record.map(|r| r.state.as_str()),
+                phase: r.map(|r| r.phase.clone()),
+                step: r.and_then(|r| r.step),
+                since: r.map(|r| r.since),
+                reported_ago_ms: report.map(|s| {
+                    u64::try_from((now - s.reported_at).num_milliseconds())
+                        .unwrap_or(0)
+                }),
+                last_drained_blueprint_id: record
+                    .and_then(|r| r.last_drained_blueprint_id)
+                    .or(r.and_then(|r| r.last_drained_blueprint_id)),
+                work_in_flight: r.map(|r| r.work_in_flight),
+                oldest_work: r.and_then(|r| r.oldest_work.clone()),
+                claims_held: r.map(|r| r.claims_held),
+                oldest_claim: r.and_then(|r| r.oldest_claim.clone()),
+            }
+        })
+        .collect()
+}
+
+#[derive(Tabled)]
+struct Row {
+    #[tabled(rename = "NEXUS ID")]
+    id: OmicronZoneUuid,
+    #[tabled(rename = "GEN")]
+    generation: String,
+    #[tabled(rename = "RECORD")]
+    record: &'static str,
+    #[tabled(rename = "PHASE")]
+    phase: String,
+    #[tabled(rename = "REPORTED")]
+    reported: String,
+    #[tabled(rename = "WORK")]
+    work: String,
+    #[tabled(rename = "CLAIMS")]
+    claims: String,
+    #[tabled(rename = "OLDEST CLAIM")]
+    oldest_claim: String,
+}
+
+fn render(status: &StatusJson) -> String {
+    let dash = || "-".to_owned();
+    let mut text = match &status.target {
+        Some(t) => format!(
+            "target: blueprint {} (nexus_generation {}, {}); generation in \
+             control: {}",
+            t.blueprint_id,
+            t.nexus_generation,
+            if t.enabled { "enabled" } else { "disabled" },
+            status
+                .generation_in_control
+                .map_or("none".to_owned(), |g| g.to_string())
+        ),
+        None => "target: none".to_owned(),
+    };
+    let rows = status.nexus.iter().map(|n| Row {
+        id: n.nexus_id,
+        generation: n.generation.map_or_else(dash, |g| g.to_string()),
+        record: n.record.unwrap_or("-"),
+        phase: match (&n.phase, n.step, n.since) {
+            (Some(phase), Some(step), Some(since)) => format!(
+                "{phase} step {step} since {}",
+                since.format("%H:%M:%S")
+            ),
+            (Some(phase), _, Some(since)) => {
+                format!("{phase} since {}", since.format("%H:%M:%S"))
+            }
+            (Some(phase), _, None) => phase.clone(),
+            (None, ..) => "never reported".to_owned(),
+        },
+        reported: n
+            .reported_ago_ms
+            .map_or_else(dash, |ms| format!("{} ago", human_age(ms))),
+        work: n.work_in_flight.map_or_else(dash, |w| w.to_string()),
+        claims: n.claims_held.map_or_else(dash, |c| c.to_string()),
+        oldest_claim: n.oldest_claim.as_ref().map_or_else(dash, |c| {
+            format!("{} ({})", human_age(c.age_ms), c.op)
+        }),
+    });
+    text.push('\n');
+    text.push_str(&output::table(rows, "no Nexus zones and no records"));
+    if status.waiting_on.is_empty() {
+        text.push_str("\nwaiting on nothing: the handoff is done");
+    } else {
+        text.push_str("\nwaiting on:");
+        for wait in &status.waiting_on {
+            let what = serde_json::to_value(wait.waiting)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            text.push_str(&format!("\n  - {what}: {}", wait.reason));
+        }
+    }
+    text
+}

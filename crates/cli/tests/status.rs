@@ -1,0 +1,152 @@
+//! `baton status`: what a handoff waits on, from the records, the target
+//! and the instances' reports.
+
+use baton_datastore::DataStore;
+use baton_types::{Held, NexusReport};
+use baton_uuid_kinds::OmicronZoneUuid;
+use chrono::{TimeZone, Utc};
+use expectorate::assert_contents;
+
+use crate::common::{Env, fixture};
+
+/// The generation-1 Nexus of the fixtures, and one of generation 2.
+const OLD: [&str; 3] = [
+    "e5121482-3929-4d22-a255-accb1a466884",
+    "f38b2ffc-80a4-4f5a-91c9-bc701e7ea419",
+    "f3f49249-dc28-4f90-a5ae-c7978306d03b",
+];
+
+/// Ages (`0.3 s`, `4 m 12 s`) become `<age>` and runs of spaces one, so
+/// that a snapshot does not depend on the clock or on column widths.
+fn masked(text: &str) -> String {
+    let units = ["s", "m", "h"];
+    text.lines()
+        .map(|line| {
+            let words: Vec<&str> =
+                line.split(' ').filter(|w| !w.is_empty()).collect();
+            let mut out: Vec<&str> = Vec::new();
+            let mut i = 0;
+            while i < words.len() {
+                let is_age = |j: usize| {
+                    words.get(j).is_some_and(|w| w.parse::<f64>().is_ok())
+                        && words.get(j + 1).is_some_and(|u| units.contains(u))
+                };
+                if is_age(i) {
+                    while is_age(i) {
+                        i += 2;
+                    }
+                    out.push("<age>");
+                } else {
+                    out.push(words[i]);
+                    i += 1;
+                }
+            }
+            out.join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn report(id: &str, step: u8, claim: Option<Held>, work: u64) -> NexusReport {
+    NexusReport {
+        nexus_id: id.parse::<OmicronZoneUuid>().unwrap(),
+        phase: "quiescing".to_owned(),
+        step: Some(step),
+        reason: None,
+        since: Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap(),
+        work_in_flight: work,
+        oldest_work: (work > 0).then(|| Held {
+            op: "nightly job".to_owned(),
+            age_ms: 61_000,
+        }),
+        claims_held: u64::from(claim.is_some()),
+        oldest_claim: claim,
+        last_drained_blueprint_id: None,
+    }
+}
+
+/// Three old Nexus mid-drain after the bump: one holds a claim in step 4,
+/// one waits for its work in step 2, one never reported.
+#[test]
+fn status_says_what_a_stuck_drain_waits_on() {
+    let env = Env::new();
+    let path = |name: &str| fixture(name).to_str().unwrap().to_owned();
+    env.ok(&[
+        "blueprint",
+        "import",
+        &path("01-steady.json"),
+        "--set-target",
+    ]);
+    let mut init = vec!["records", "init"];
+    init.extend(OLD.iter().flat_map(|id| ["--nexus-id", id]));
+    env.ok(&init);
+    env.ok(&[
+        "blueprint",
+        "import",
+        &path("02-new-generation-deployed.json"),
+        "--set-target",
+    ]);
+    env.ok(&["execute", "--nexus-id", OLD[0]]);
+    env.ok(&[
+        "blueprint",
+        "import",
+        &path("03-handoff-started.json"),
+        "--set-target",
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let ds = DataStore::new(&log, &env.db.url());
+        let claim = Held {
+            op: "ledger job".to_owned(),
+            age_ms: 252_000,
+        };
+        let mut reporter = ds.reporter().await.unwrap();
+        reporter
+            .report(&report(OLD[0], 4, Some(claim), 0))
+            .await
+            .unwrap();
+        reporter.report(&report(OLD[1], 2, None, 1)).await.unwrap();
+    });
+
+    let text = env.ok(&["status"]);
+    assert_contents("tests/output/status-stuck-drain.txt", &masked(&text));
+
+    let json = env.json(&["status", "--json"]);
+    assert_eq!(json["done"], false);
+    assert_eq!(json["target"]["nexus_generation"], 2);
+    assert_eq!(json["generation_in_control"], 1);
+    let waits = json["waiting_on"].as_array().unwrap();
+    let waited: Vec<&str> = waits
+        .iter()
+        .filter_map(|w| w["nexus_id"].as_str())
+        .collect();
+    assert_eq!(waited, OLD, "every old Nexus is waited on");
+    let first = &waits[0]["reason"].as_str().unwrap();
+    assert!(first.contains("quiesce step 4"), "{first}");
+    assert!(first.contains("4 m 12 s (ledger job)"), "{first}");
+    let nexus = json["nexus"].as_array().unwrap();
+    let stuck = nexus.iter().find(|n| n["nexus_id"] == OLD[0]).unwrap();
+    assert_eq!(stuck["step"], 4);
+    assert_eq!(stuck["claims_held"], 1);
+    assert_eq!(stuck["oldest_claim"]["op"], "ledger job");
+    assert_eq!(stuck["oldest_claim"]["age_ms"], 252_000);
+    let silent = nexus.iter().find(|n| n["nexus_id"] == OLD[2]).unwrap();
+    assert_eq!(silent["phase"], serde_json::Value::Null);
+
+    // A Nexus that just reported is alive: forcing it quiesced is
+    // refused, naming when it reported, unless the operator says it is
+    // dead.
+    let err =
+        env.fails(&["records", "quiesce", "--force", "--nexus-id", OLD[0]], 1);
+    assert!(err.contains("reported its status"), "{err}");
+    assert!(err.contains("quiescing step 4"), "{err}");
+    env.ok(&[
+        "records",
+        "quiesce",
+        "--force",
+        "--i-know-it-is-dead",
+        "--nexus-id",
+        OLD[0],
+    ]);
+}
