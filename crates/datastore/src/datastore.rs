@@ -41,6 +41,16 @@ pub struct DataStoreConfig {
     /// Sent as `application_name` on every connection, so an operator
     /// can see which process holds a backend (a Nexus sends its id).
     pub application_name: Option<String>,
+    /// How long one attempt of an operation (a statement, or a whole
+    /// transaction) may wait for the server before it fails and its
+    /// connection is discarded. Default 2 min: far above any legitimate
+    /// wait of Baton's statements (they take no long locks, and a
+    /// serialization conflict fails fast under SERIALIZABLE), so only a
+    /// server that stopped answering (a node reset behind a proxy that
+    /// keeps the TCP connection up, where keepalives see nothing) runs
+    /// into it, and then a drain waiting on that claim ends instead of
+    /// hanging.
+    pub statement_deadline: Duration,
     /// A deliberate bug, for the model test's teeth only.
     #[cfg(feature = "mutants")]
     pub mutant: crate::Mutant,
@@ -54,6 +64,7 @@ impl Default for DataStoreConfig {
             max_attempts: 12,
             base_backoff: Duration::from_millis(2),
             application_name: None,
+            statement_deadline: Duration::from_secs(120),
             #[cfg(feature = "mutants")]
             mutant: crate::Mutant::None,
         }
@@ -508,7 +519,30 @@ impl DataStore {
                 Conn::Held(held) => held,
                 Conn::Fresh => &mut fresh.insert(self.claim(op).await?).conn,
             };
-            let outcome = attempt.run(connection).await;
+            let deadline = self.config.statement_deadline;
+            let outcome =
+                match tokio::time::timeout(deadline, attempt.run(connection))
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        // Its answer may still come: nobody may use this
+                        // connection again, so the pool discards it.
+                        discard(connection);
+                        return Err(TransactionError::Datastore(
+                            Error::Connection {
+                                op,
+                                message: format!(
+                                    "the server did not answer within the \
+                                     statement deadline ({} s); the \
+                                     connection was discarded",
+                                    deadline.as_secs_f64()
+                                ),
+                                transient: true,
+                            },
+                        ));
+                    }
+                };
             let was_fresh = fresh.take().is_some();
             match outcome {
                 Ok(value) => return Ok(value),
@@ -798,6 +832,14 @@ impl Claim {
         let store = self.store.clone();
         store.transaction_on(op, &mut self.conn, f).await
     }
+}
+
+/// Marks `conn` broken, so that the pool closes it instead of handing it
+/// out again.
+fn discard(conn: &mut AsyncPgConnection) {
+    use diesel_async::TransactionManager;
+    type Manager = <AsyncPgConnection as diesel_async::AsyncConnection>::TransactionManager;
+    Manager::transaction_manager_status_mut(conn).set_in_error();
 }
 
 pub(crate) fn is_serialization_failure(e: &DieselError) -> bool {

@@ -5,6 +5,7 @@ mod blueprints;
 mod cancel;
 mod common;
 mod connect;
+mod deadline;
 mod fence;
 mod handoff;
 mod isolation;
