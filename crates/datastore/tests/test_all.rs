@@ -10,3 +10,4 @@ mod handoff;
 mod isolation;
 mod migrations;
 mod records;
+mod schema;
