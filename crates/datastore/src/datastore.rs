@@ -99,6 +99,40 @@ impl std::fmt::Debug for DataStore {
 
 /// The URL with any password replaced by `****`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
+    // Forms the URL parser refuses keep the hand-written redaction: a
+    // multi-host URL (`h1:5432,h2:5433` is not one host and port), and a
+    // `key=value` string, which is not a URL at all and passes unchanged,
+    // as it always has.
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redact_by_hand(url);
+    };
+    if parsed.password().is_some() && parsed.set_password(Some("****")).is_err()
+    {
+        return redact_by_hand(url);
+    }
+    // The raw query, not `query_pairs`: re-encoding would turn a socket
+    // path's `/` into `%2F` and make the redacted URL differ needlessly.
+    if let Some(query) = parsed.query() {
+        let query = redact_query(query);
+        parsed.set_query(Some(&query));
+    }
+    parsed.into()
+}
+
+/// A query string with every `...password=` parameter's value replaced.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|part| match part.split_once("password=") {
+            Some((before, _)) => format!("{before}password=****"),
+            None => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// [`redact_url`] for the forms the URL parser refuses.
+fn redact_by_hand(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
@@ -120,16 +154,7 @@ pub fn redact_url(url: &str) -> String {
         }
         None => out.push_str(authority),
     }
-    let tail = &rest[authority_end..];
-    // A password can also be a query parameter.
-    let tail: Vec<String> = tail
-        .split('&')
-        .map(|part| match part.split_once("password=") {
-            Some((before, _)) => format!("{before}password=****"),
-            None => part.to_owned(),
-        })
-        .collect();
-    out.push_str(&tail.join("&"));
+    out.push_str(&redact_query(&rest[authority_end..]));
     out
 }
 
@@ -920,6 +945,21 @@ mod tests {
                 "postgresql:///db?host=/tmp&password=****",
             ),
             ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+            (
+                "postgresql://u:secret@h1:5432,h2:5433/db",
+                "postgresql://u:****@h1:5432,h2:5433/db",
+            ),
+            (
+                "postgresql://u:secret@[::1]:5432/db?sslmode=disable",
+                "postgresql://u:****@[::1]:5432/db?sslmode=disable",
+            ),
+            (
+                "postgresql:///db?host=/a,/b&password=secret&\
+                 target_session_attrs=read-write",
+                "postgresql:///db?host=/a,/b&password=****&\
+                 target_session_attrs=read-write",
+            ),
+            ("host=/tmp dbname=baton", "host=/tmp dbname=baton"),
         ] {
             let got = redact_url(url);
             assert_eq!(got, want);

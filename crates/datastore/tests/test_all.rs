@@ -11,3 +11,4 @@ mod handoff;
 mod isolation;
 mod migrations;
 mod records;
+mod schema;
