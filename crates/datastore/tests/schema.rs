@@ -28,8 +28,8 @@ mod declared;
 
 use declared::sql_types::DbMetadataNexusState;
 use declared::{
-    RecordState, baton_component_version, baton_schema_version, blueprint,
-    bp_target, db_metadata_nexus,
+    RecordState, baton_component_version, baton_nexus_report,
+    baton_schema_version, blueprint, bp_target, db_metadata_nexus,
 };
 
 /// A column as `information_schema.columns` describes it: name, type
@@ -124,6 +124,10 @@ fn declared_tables() -> BTreeMap<String, BTreeSet<Described>> {
         (
             "baton_component_version".to_owned(),
             columns_of::<baton_component_version::table>(),
+        ),
+        (
+            "baton_nexus_report".to_owned(),
+            columns_of::<baton_nexus_report::table>(),
         ),
     ])
 }
@@ -265,4 +269,15 @@ async fn every_table_loads_through_schema_rs() {
         .await
         .unwrap();
     assert!(components.iter().all(|c| c.1 >= 1));
+    let reports: Vec<(uuid::Uuid, String, DateTime<Utc>)> =
+        t.ds.run("load reports", |conn| {
+            Box::pin(
+                baton_nexus_report::table
+                    .select(baton_nexus_report::all_columns)
+                    .load(conn),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(reports.is_empty(), "nobody reported yet");
 }
