@@ -150,3 +150,29 @@ fn status_says_what_a_stuck_drain_waits_on() {
         OLD[0],
     ]);
 }
+
+/// `--watch --json` redraws as one JSON object per line until nothing
+/// waits; here something always does (no target), so it is stopped.
+#[test]
+fn status_watch_json_prints_one_object_per_line_per_redraw() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let env = Env::new();
+    let mut watch = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["status", "--watch", "--json", "--interval", "0.05"])
+        .env("BATON_DATABASE_URL", env.db.url())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    for _ in 0..3 {
+        let line = lines.next().expect("a redraw").unwrap();
+        let status: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(status["done"], false, "{line}");
+        assert_eq!(status["waiting_on"][0]["waiting"], "execution", "{line}");
+    }
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+}

@@ -579,6 +579,13 @@ impl DataStore {
                             && was_fresh
                             && is_unsent(&e)) =>
                 {
+                    if is_serialization_failure(&e) {
+                        metrics::counter!(
+                            SERIALIZATION_RETRIES,
+                            "op" => op
+                        )
+                        .increment(1);
+                    }
                     self.backoff(op, &mut tries).await?;
                 }
                 Err(TxError::Database(e)) => {
@@ -858,6 +865,10 @@ impl Claim {
         store.transaction_on(op, &mut self.conn, f).await
     }
 }
+
+/// The metric counting retries after a serialization failure (SQLSTATE
+/// 40001), by operation (label `op`), through the `metrics` facade.
+pub const SERIALIZATION_RETRIES: &str = "baton_serialization_retries_total";
 
 /// Marks `conn` broken, so that the pool closes it instead of handing it
 /// out again.

@@ -29,8 +29,8 @@ mod statement;
 
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use datastore::{
-    DataStore, DataStoreConfig, StatementFuture, TransactionError, TxError,
-    TxFuture, check_url, redact_url,
+    DataStore, DataStoreConfig, SERIALIZATION_RETRIES, StatementFuture,
+    TransactionError, TxError, TxFuture, check_url, redact_url,
 };
 pub use error::Error;
 pub use fence::{Claim, OldestClaim};

@@ -18,6 +18,8 @@ pub const HANDOFF_ATTEMPTS: &str = "baton_handoff_attempts_total";
 pub const DRAIN_SECONDS: &str = "baton_drain_duration_seconds";
 /// Units of the service's work in flight (work guards).
 pub const WORK_IN_FLIGHT: &str = "baton_work_in_flight";
+/// Database claims held (sampled every report period).
+pub const CLAIMS_HELD: &str = "baton_claims_held";
 
 /// Every phase label, so that the phase gauge has one series per phase.
 const PHASES: [&str; 10] = [
@@ -58,6 +60,12 @@ pub(crate) fn work_in_flight(n: usize) {
     // Precise enough: a service has far fewer than 2^53 units in flight.
     #[allow(clippy::cast_precision_loss)]
     metrics::gauge!(WORK_IN_FLIGHT).set(n as f64);
+}
+
+pub(crate) fn claims_held(n: usize) {
+    // Precise enough: a pool holds far fewer than 2^53 connections.
+    #[allow(clippy::cast_precision_loss)]
+    metrics::gauge!(CLAIMS_HELD).set(n as f64);
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn reportable(state: &NexusState) -> bool {
 }
 
 /// Reports every `period` until the instance ends or the reporter is
-/// closed.
+/// closed (and samples the claims gauge as often).
 pub(crate) async fn run(
     inner: Weak<Inner>,
     slot: SharedSlot,
@@ -61,6 +61,7 @@ pub(crate) async fn run(
         let status = crate::status_of(&nexus);
         let ds = nexus.ds.clone();
         drop(nexus);
+        crate::metrics::claims_held(status.claims_held);
         if status.state.is_final() {
             close(&slot).await;
             return;

@@ -79,6 +79,7 @@ fn a_running_and_a_waiting_ledger_export_their_metrics() {
             "baton_execution_steps_total{step=\"ensure_records\",outcome=\"success\"}",
             "baton_execution_steps_total{step=\"cleanup_records\",outcome=\"success\"}",
             "baton_work_in_flight",
+            "baton_claims_held",
         ],
     );
     assert!(body.contains("# TYPE baton_nexus_phase gauge"), "{body}");
