@@ -2,6 +2,7 @@
 //! real PostgreSQL.
 
 mod common;
+mod failover;
 mod faults;
 mod handoff;
 mod model;

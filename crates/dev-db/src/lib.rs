@@ -120,7 +120,7 @@ pub fn socket_url(socket_dir: &camino::Utf8Path, database: &str) -> String {
 /// What the socket directory escapes in the URL's host position: every
 /// byte but RFC 3986's unreserved characters (letters, digits, `-._~`),
 /// so `/` and `%` are always escaped and the URL parses as one host.
-const HOST: &AsciiSet = &NON_ALPHANUMERIC
+pub(crate) const HOST: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

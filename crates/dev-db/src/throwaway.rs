@@ -65,6 +65,7 @@ pub(crate) fn server_settings(
 #[derive(Clone, Debug, Default)]
 pub struct DevDbBuilder {
     template_cache: Option<Utf8PathBuf>,
+    standby: bool,
 }
 
 impl DevDbBuilder {
@@ -72,6 +73,15 @@ impl DevDbBuilder {
     /// each server, so a test suite pays `initdb` once, not per test.
     pub fn template_cache(mut self, dir: impl Into<Utf8PathBuf>) -> Self {
         self.template_cache = Some(dir.into());
+        self
+    }
+
+    /// Also runs a streaming, synchronous standby of the server, for
+    /// failover tests: a commit is acknowledged only once the standby
+    /// has it. See [`DevDb::failover_url`], [`DevDb::kill_primary`] and
+    /// [`DevDb::promote_standby`].
+    pub fn standby(mut self) -> Self {
+        self.standby = true;
         self
     }
 
@@ -98,14 +108,21 @@ impl DevDbBuilder {
             None => init_data_dir(&bins, &data, Durability::Throwaway)?,
         }
         let log = log.new(o!("pg_dir" => dir.to_string()));
-        let child = spawn_server(&bins, &dir, &data)?;
-        watchdog.server(Some(child.id()));
+        let extra = if self.standby {
+            PRIMARY_SETTINGS.iter().map(|s| (*s).to_owned()).collect()
+        } else {
+            Vec::new()
+        };
+        let child = spawn_server(&bins, &dir, &data, &extra)?;
+        watchdog.server("primary", Some(child.id()));
         let mut db = DevDb {
             temp: Some(temp),
             dir,
             data,
             bins,
             child: Some(child),
+            extra,
+            standby: None,
             watchdog: Some(watchdog),
             log,
         };
@@ -115,6 +132,9 @@ impl DevDbBuilder {
                 "createdb",
                 &["-h", db.dir.as_str(), "-U", USER_NAME, DATABASE_NAME],
             )?;
+        }
+        if self.standby {
+            db.start_standby()?;
         }
         info!(db.log, "throwaway PostgreSQL ready";
             "elapsed_ms" => started.elapsed().as_millis() as u64);
@@ -137,9 +157,30 @@ pub struct DevDb {
     data: Utf8PathBuf,
     bins: PgBinaries,
     child: Option<Child>,
+    /// Settings beyond [`server_settings`] (a primary's, for a standby).
+    extra: Vec<String>,
+    standby: Option<Standby>,
     watchdog: Option<Watchdog>,
     log: Logger,
 }
+
+/// A streaming standby of a [`DevDb`], in its `standby/` subdirectory.
+#[derive(Debug)]
+struct Standby {
+    dir: Utf8PathBuf,
+    data: Utf8PathBuf,
+    child: Option<Child>,
+}
+
+/// The primary's settings when it has a synchronous standby
+/// (`synchronous_commit = on` overrides the throwaway default). The
+/// standby is named synchronous once it streams (`wait_sync`): named
+/// before, every commit would wait for a standby not there yet.
+const PRIMARY_SETTINGS: [&str; 3] = [
+    "synchronous_commit=on",
+    "wal_level=replica",
+    "max_wal_senders=4",
+];
 
 impl DevDb {
     /// Starts a throwaway server with default options.
@@ -175,40 +216,28 @@ impl DevDb {
     /// Stops the server, keeping the data, so a test can see what clients
     /// do while the database is gone. [`DevDb::restart`] brings it back.
     pub fn stop_server(&mut self) -> Result<(), DevDbError> {
-        let Some(mut child) = self.child.take() else {
-            return Ok(());
-        };
-        let stopped = self.bins.run(
-            "pg_ctl",
-            &[
-                "stop",
-                "-D",
-                self.data.as_str(),
-                "-m",
-                "fast",
-                "-w",
-                "-t",
-                "60",
-            ],
-        );
-        if let Err(error) = stopped {
-            warn!(self.log, "pg_ctl stop failed; killing the server";
-                "error" => %error);
-            let _ = child.kill();
-        }
-        let _ = child.wait();
-        if let Some(watchdog) = &mut self.watchdog {
-            watchdog.server(None);
-        }
+        self.stop_primary("fast");
         Ok(())
+    }
+
+    /// Stops the primary in `mode` (`pg_ctl stop -m MODE`), killing it
+    /// if that fails.
+    fn stop_primary(&mut self, mode: &str) {
+        if let Some(child) = self.child.take() {
+            stop(&self.bins, &self.data, child, mode, &self.log);
+            if let Some(watchdog) = &mut self.watchdog {
+                watchdog.server("primary", None);
+            }
+        }
     }
 
     /// Starts the server again on the same data and socket.
     pub fn restart(&mut self) -> Result<(), DevDbError> {
         self.stop_server()?;
-        let child = spawn_server(&self.bins, &self.dir, &self.data)?;
+        let child =
+            spawn_server(&self.bins, &self.dir, &self.data, &self.extra)?;
         if let Some(watchdog) = &mut self.watchdog {
-            watchdog.server(Some(child.id()));
+            watchdog.server("primary", Some(child.id()));
         }
         self.child = Some(child);
         self.wait_ready()
@@ -250,8 +279,171 @@ impl DevDb {
     }
 }
 
+impl DevDb {
+    /// Takes a base backup of the running server into `standby/data`,
+    /// starts it as a streaming standby on its own socket in `standby/`,
+    /// and waits until the primary counts it as synchronous.
+    fn start_standby(&mut self) -> Result<(), DevDbError> {
+        let dir = self.dir.join("standby");
+        std::fs::create_dir(&dir)
+            .map_err(|e| io("cannot create the standby directory", &dir, e))?;
+        self.bins.hand_over(&dir)?;
+        let data = dir.join("data");
+        self.bins.run(
+            "pg_basebackup",
+            &[
+                "-h",
+                self.dir.as_str(),
+                "-U",
+                USER_NAME,
+                "-D",
+                data.as_str(),
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ],
+        )?;
+        // Following the primary, under the name the primary waits for.
+        let signal = data.join("standby.signal");
+        std::fs::write(&signal, "")
+            .map_err(|e| io("cannot write", &signal, e))?;
+        self.bins.hand_over(&signal)?;
+        let conf = data.join("postgresql.auto.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
+        text.push_str(&format!(
+            "primary_conninfo = 'host={} port=5432 user={USER_NAME} \
+             application_name=baton_standby'\n",
+            self.dir
+        ));
+        std::fs::write(&conf, text)
+            .map_err(|e| io("cannot write", &conf, e))?;
+        self.bins.hand_over(&conf)?;
+        let child = spawn_server(&self.bins, &dir, &data, &[])?;
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.server("standby", Some(child.id()));
+        }
+        self.standby = Some(Standby {
+            dir,
+            data,
+            child: Some(child),
+        });
+        self.wait_sync()
+    }
+
+    /// Makes the standby synchronous, and waits until the primary
+    /// reports it so: from then on, a commit is acknowledged only once
+    /// the standby has it.
+    fn wait_sync(&mut self) -> Result<(), DevDbError> {
+        self.psql(&[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            "ALTER SYSTEM SET synchronous_standby_names = 'baton_standby'",
+            "-c",
+            "SELECT pg_reload_conf()",
+        ])?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let out = self.psql(&[
+                "-Atc",
+                "SELECT sync_state FROM pg_stat_replication \
+                 WHERE application_name = 'baton_standby'",
+            ]);
+            if out.is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout).trim() == "sync"
+            }) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(self.not_ready(
+                    "the standby never became synchronous".to_owned(),
+                ));
+            }
+            // Polling a condition, not sleeping in its place.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `psql` on the primary's database, with `args`.
+    fn psql(&self, args: &[&str]) -> Result<std::process::Output, DevDbError> {
+        let mut all = vec![
+            "-h",
+            self.dir.as_str(),
+            "-U",
+            USER_NAME,
+            "-d",
+            DATABASE_NAME,
+        ];
+        all.extend(args);
+        self.bins.run("psql", &all)
+    }
+
+    /// Stops the standby, if there is one.
+    fn stop_standby(&mut self) {
+        let Some(standby) = &mut self.standby else {
+            return;
+        };
+        let Some(child) = standby.child.take() else {
+            return;
+        };
+        stop(&self.bins, &standby.data, child, "fast", &self.log);
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.server("standby", None);
+        }
+    }
+
+    /// A URL that names the primary and then the standby, for sessions
+    /// that can write: a client follows a promotion by reconnecting
+    /// (`None` without a standby).
+    pub fn failover_url(&self) -> Option<String> {
+        let standby = self.standby.as_ref()?;
+        let escape = |dir: &Utf8Path| {
+            percent_encoding::utf8_percent_encode(dir.as_str(), crate::HOST)
+                .to_string()
+        };
+        Some(format!(
+            "postgresql://{USER_NAME}@{},{}/{DATABASE_NAME}\
+             ?target_session_attrs=read-write",
+            escape(&self.dir),
+            escape(&standby.dir)
+        ))
+    }
+
+    /// The standby's directory (its socket and `postgres.log`).
+    pub fn standby_dir(&self) -> Option<&Utf8Path> {
+        self.standby.as_ref().map(|s| s.dir.as_path())
+    }
+
+    /// Kills the primary as a crash would (`pg_ctl stop -m immediate`):
+    /// no checkpoint, every connection cut.
+    pub fn kill_primary(&mut self) -> Result<(), DevDbError> {
+        self.stop_primary("immediate");
+        Ok(())
+    }
+
+    /// Promotes the standby to a primary (`pg_ctl promote`), once it
+    /// accepts writes.
+    pub fn promote_standby(&mut self) -> Result<(), DevDbError> {
+        let Some(standby) = &self.standby else {
+            return Err(DevDbError::NotReady {
+                reason: "there is no standby to promote".to_owned(),
+                log: self.dir.join("postgres.log"),
+                tail: String::new(),
+            });
+        };
+        self.bins.run(
+            "pg_ctl",
+            &["promote", "-D", standby.data.as_str(), "-w", "-t", "60"],
+        )?;
+        Ok(())
+    }
+}
+
 impl Drop for DevDb {
     fn drop(&mut self) {
+        self.stop_standby();
         let _ = self.stop_server();
         // Without a panic, `temp` is removed when it goes out of scope.
         let temp = self.temp.take();
@@ -282,6 +474,27 @@ fn io(
         path: path.into(),
         source,
     }
+}
+
+/// Stops the server of `data` with `pg_ctl stop -m MODE`, killing it if
+/// that fails, and reaps it.
+fn stop(
+    bins: &PgBinaries,
+    data: &Utf8Path,
+    mut child: Child,
+    mode: &str,
+    log: &Logger,
+) {
+    let stopped = bins.run(
+        "pg_ctl",
+        &["stop", "-D", data.as_str(), "-m", mode, "-w", "-t", "60"],
+    );
+    if let Err(error) = stopped {
+        warn!(log, "pg_ctl stop failed; killing the server";
+            "error" => %error);
+        let _ = child.kill();
+    }
+    let _ = child.wait();
 }
 
 /// Where temporary directories go (`$TMPDIR`, else `/tmp`), for messages.
@@ -315,6 +528,7 @@ fn spawn_server(
     bins: &PgBinaries,
     dir: &Utf8Path,
     data: &Utf8Path,
+    extra: &[String],
 ) -> Result<Child, DevDbError> {
     let log_path = dir.join("postgres.log");
     let log = File::options()
@@ -330,6 +544,7 @@ fn spawn_server(
         .arg("-D")
         .arg(data)
         .args(server_settings(dir, Durability::Throwaway))
+        .args(extra.iter().flat_map(|s| ["-c".to_owned(), s.clone()]))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);

@@ -3,7 +3,8 @@
 //! watchdog, and directories that still escape are reaped later.
 //!
 //! The watchdog is a small shell process reading a pipe whose only writer
-//! is the owner. The owner tells it the server's pid (`pid N`) and, when
+//! is the owner. The owner tells it each server's pid (`server primary
+//! N`, `server standby N`; no pid: stopped) and, when
 //! it has cleaned up itself, stands it down (`done`). If the pipe closes
 //! without `done`, the owner died: the watchdog stops the server
 //! (SIGQUIT, PostgreSQL's immediate shutdown) and removes the directory.
@@ -23,16 +24,22 @@ use slog::{Logger, info, warn};
 /// The watchdog's script: `$1` is the directory to remove.
 const SCRIPT: &str = r#"
 trap '' INT TERM HUP
-pid=
-while read -r word arg; do
+primary=
+standby=
+while read -r word role pid; do
     case "$word" in
-        pid) pid=$arg ;;
+        server)
+            case "$role" in
+                primary) primary=$pid ;;
+                standby) standby=$pid ;;
+            esac ;;
         done) exit 0 ;;
     esac
 done
-if [ -n "$pid" ] && kill -QUIT "$pid" 2>/dev/null; then
+for pid in $primary $standby; do kill -QUIT "$pid" 2>/dev/null; done
+for pid in $primary $standby; do
     while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-fi
+done
 rm -rf -- "$1"
 "#;
 
@@ -64,9 +71,13 @@ impl Watchdog {
         Ok(Watchdog { child, pipe })
     }
 
-    /// The server now runs as `pid` (`None`: it is stopped).
-    pub(crate) fn server(&mut self, pid: Option<u32>) {
-        let line = pid.map_or("pid\n".to_owned(), |p| format!("pid {p}\n"));
+    /// The server in `role` (`primary` or `standby`) now runs as `pid`
+    /// (`None`: it is stopped).
+    pub(crate) fn server(&mut self, role: &str, pid: Option<u32>) {
+        let line = match pid {
+            Some(pid) => format!("server {role} {pid}\n"),
+            None => format!("server {role}\n"),
+        };
         self.say(&line);
     }
 

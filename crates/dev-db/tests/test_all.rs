@@ -295,3 +295,39 @@ fn orphaned_directories_are_reaped_at_the_next_start() {
     assert!(kept_left, "a kept directory stays");
     assert!(owned_left, "a live owner's directory stays");
 }
+
+/// A primary with a synchronous standby: the standby streams, a promoted
+/// standby takes writes, and the failover URL finds whichever is the
+/// writable one.
+#[test]
+fn a_standby_follows_the_primary_and_takes_over_when_promoted() {
+    let mut db = DevDb::builder().standby().start(&log()).unwrap();
+    let url = db.failover_url().expect("a standby");
+    let psql = |url: &str, sql: &str| {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .unwrap()
+            .map(|e| e.unwrap().path().join("bin/psql"))
+            .find(|p| p.exists())
+            .unwrap();
+        let out = std::process::Command::new(bin)
+            .arg(url)
+            .args(["-q", "-v", "ON_ERROR_STOP=1", "-Atc", sql])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        )
+    };
+    assert!(psql(&url, "CREATE TABLE t (n INT); INSERT INTO t VALUES (1)").0);
+    db.kill_primary().unwrap();
+    db.promote_standby().unwrap();
+    // The acknowledged row is there, and the promoted standby writes.
+    let (ok, rows) =
+        psql(&url, "INSERT INTO t VALUES (2); SELECT count(*) FROM t");
+    assert!(ok, "{rows}");
+    assert_eq!(rows, "2");
+    let standby = db.standby_dir().unwrap().to_owned();
+    drop(db);
+    assert!(!standby.exists(), "the standby's directory is removed");
+}

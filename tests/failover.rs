@@ -1,0 +1,157 @@
+//! A database failover mid-handoff loses nothing acknowledged: a primary
+//! with a synchronous standby is killed as a crash would (`-m
+//! immediate`) while an operation of the handoff is in flight, the
+//! standby is promoted, and the clients, on a URL naming both servers
+//! for read-write sessions, reconnect to it. Every operation is retried
+//! until it succeeds (each is idempotent or recognises its own earlier
+//! success), and the end state holds every acknowledged operation and
+//! never two generations active.
+
+use std::collections::BTreeSet;
+use std::sync::mpsc;
+
+use baton_datastore::{DataStore, Error};
+use baton_dev_db::DevDb;
+use baton_planner::classify;
+use baton_types::NexusRecordState::{Active, NotYet, Quiesced};
+use baton_types::story::HandoffStory;
+
+use crate::common::log;
+
+/// The handoff's operations, in order, as an operator's tools and the
+/// Nexus instances would run them.
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    DeployNewGeneration,
+    WriteNotYetRecords,
+    Bump,
+    Quiesce(usize),
+    Handoff,
+}
+
+const OPS: [Op; 7] = [
+    Op::DeployNewGeneration,
+    Op::WriteNotYetRecords,
+    Op::Bump,
+    Op::Quiesce(0),
+    Op::Quiesce(1),
+    Op::Quiesce(2),
+    Op::Handoff,
+];
+
+async fn run(
+    ds: &DataStore,
+    story: &HandoffStory,
+    op: Op,
+) -> Result<(), Error> {
+    match op {
+        Op::DeployNewGeneration => ds
+            .blueprint_import(&story.new_generation_deployed, Some(true))
+            .await
+            .map(drop),
+        Op::WriteNotYetRecords => {
+            let bp = &story.new_generation_deployed;
+            let executing = story.old_nexus[0];
+            let c = classify(bp, executing).expect("an old Nexus");
+            ds.records_ensure(bp.id(), executing, &c.records)
+                .await
+                .map(drop)
+        }
+        Op::Bump => ds
+            .blueprint_import(&story.handoff_started, Some(true))
+            .await
+            .map(drop),
+        Op::Quiesce(n) => ds.record_mark_quiesced(story.old_nexus[n]).await,
+        Op::Handoff => ds.attempt_handoff(story.new_nexus[0]).await.map(drop),
+    }
+}
+
+/// The whole handoff with the primary killed while operation `kill_at`
+/// is in flight.
+async fn handoff_across_a_failover(kill_at: usize) {
+    let story = HandoffStory::new(588);
+    let mut db = DevDb::builder()
+        .template_cache(env!("CARGO_TARGET_TMPDIR"))
+        .standby()
+        .start(&log())
+        .expect("a primary and its standby");
+    let ds = DataStore::new(&log(), &db.failover_url().expect("a standby"));
+    ds.migrate().await.unwrap();
+    let old: BTreeSet<_> = story.old_nexus.iter().copied().collect();
+    ds.records_initialize(&old).await.unwrap();
+    ds.blueprint_import(&story.steady, Some(true))
+        .await
+        .unwrap();
+
+    // The killer waits for its cue, then crashes the primary and
+    // promotes the standby while the operation runs.
+    let (cue, cued) = mpsc::channel::<()>();
+    let killer = std::thread::spawn(move || {
+        cued.recv().expect("the cue");
+        db.kill_primary().expect("killed");
+        db.promote_standby().expect("promoted");
+        db
+    });
+    let mut acknowledged = Vec::new();
+    let mut failures = 0;
+    for (i, op) in OPS.into_iter().enumerate() {
+        if i == kill_at {
+            cue.send(()).unwrap();
+        }
+        // Retried until it succeeds: an operation cut off by the crash
+        // (even while committing) is safe to run again.
+        loop {
+            match run(&ds, &story, op).await {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(e.is_transient(), "{op:?}: {e}");
+                    failures += 1;
+                    assert!(failures < 10_000, "{op:?} never succeeded: {e}");
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+        acknowledged.push(op);
+    }
+    let db = killer.join().expect("the killer");
+
+    // Everything acknowledged is there, on the promoted standby.
+    assert_eq!(acknowledged.len(), OPS.len());
+    let target = ds.target_current().await.unwrap().unwrap();
+    assert_eq!(target.blueprint_id, story.handoff_started.id());
+    let records = ds.records_list().await.unwrap();
+    for id in &story.old_nexus {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.nexus_id == *id && r.state == Quiesced),
+            "kill at {kill_at}: old Nexus {id} lost its quiesced mark: {records:?}"
+        );
+    }
+    for id in &story.new_nexus {
+        assert!(
+            records
+                .iter()
+                .any(|r| r.nexus_id == *id && r.state == Active),
+            "kill at {kill_at}: new Nexus {id} is not active: {records:?}"
+        );
+    }
+    assert!(records.iter().all(|r| r.state != NotYet));
+    // Never two generations active: only the new ones are.
+    let active: Vec<_> = records.iter().filter(|r| r.state == Active).collect();
+    assert_eq!(active.len(), story.new_nexus.len(), "{records:?}");
+    println!(
+        "primary killed at {:?}: {failures} attempt(s) cut off and retried, \
+         {} operation(s) acknowledged, 0 lost",
+        OPS[kill_at],
+        acknowledged.len()
+    );
+    drop(db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_during_any_handoff_operation_loses_nothing_acknowledged() {
+    for kill_at in 0..OPS.len() {
+        handoff_across_a_failover(kill_at).await;
+    }
+}
