@@ -181,6 +181,14 @@ async fn handoff_interrupted(fault: Fault) {
         .await;
     let error = result.expect_err("the interrupted handoff fails");
     assert!(error.is_transient(), "{fault:?}: {error}");
+    // Cut off with the statement sent: the caller is told it may have
+    // taken effect (here it did not) and that a retry is safe.
+    assert!(
+        error
+            .to_string()
+            .contains("may or may not have taken effect"),
+        "{fault:?}: {error}"
+    );
     let ds = DataStore::new(&log(), &world.db.url());
     assert_eq!(states(&ds).await, before, "{fault:?}: a partial handoff");
     // Again: every not_yet row promoted, once.

@@ -890,10 +890,9 @@ pub(crate) fn is_serialization_failure(e: &DieselError) -> bool {
 /// statement is retried as after a serialization failure; a transaction
 /// is not. (tokio-postgres reports a connection that dies
 /// *during* a statement the same way; then the statement may have run.
-/// Every Baton operation is safe to repeat: a repeat after an unseen
-/// success changes nothing or reports the state the caller then finds,
-/// such as a handoff's "wrong state: active", which the Nexus lifecycle
-/// answers by checking its access again.)
+/// Every Baton operation is safe to repeat: each is idempotent or
+/// recognises its own earlier success, such as a handoff by a Nexus
+/// already `active`.)
 pub(crate) fn is_unsent(e: &DieselError) -> bool {
     matches!(
         e,
@@ -911,10 +910,21 @@ pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
         ) | DieselError::BrokenTransactionManager
     ) || matches!(&e, DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
         if info.message().contains("terminat") || info.message().contains("connection"));
+    // A connection lost with the statement (or its COMMIT) sent: the
+    // caller cannot know whether it took effect, and should be told so.
+    let message = if transient {
+        format!(
+            "{e} (the connection was lost before the answer came: the \
+             operation may or may not have taken effect; retrying it is \
+             safe)"
+        )
+    } else {
+        e.to_string()
+    };
     Error::Database {
         op,
         sqlstate: sqlstate(&e),
-        message: e.to_string(),
+        message,
         transient,
     }
 }
