@@ -227,7 +227,7 @@ fn soak(factor: u32) -> Result<()> {
         "--profile",
         "soak",
         "-E",
-        "test(/^model::|^stress::|^faults::|^handoff::|mutated_documents/)",
+        "test(/^model::|^stress::|^faults::|^failover::|^handoff::|mutated_documents/)",
     ])
     .env("BATON_SOAK", factor.to_string())
     .current_dir(tidy::workspace_root())

@@ -366,6 +366,61 @@ impl DevDb {
         }
     }
 
+    /// Whether a commit on the primary waits for the standby (`true`, as
+    /// started) or not (asynchronous replication: a standby that lags or
+    /// is down does not hold commits up, and a failover may lose them).
+    pub fn set_synchronous(&mut self, on: bool) -> Result<(), DevDbError> {
+        let names = if on { "baton_standby" } else { "" };
+        self.psql(&[
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            &format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'"),
+            "-c",
+            "SELECT pg_reload_conf()",
+        ])?;
+        Ok(())
+    }
+
+    /// Stops the standby (its data stays), as a lagging or failed
+    /// standby would be: what the primary commits now, it does not have.
+    pub fn stop_standby_server(&mut self) {
+        self.stop_standby();
+    }
+
+    /// Starts the stopped standby again on its data; it streams from the
+    /// primary if one runs.
+    pub fn start_standby_server(&mut self) -> Result<(), DevDbError> {
+        let Some(standby) = &mut self.standby else {
+            return Ok(());
+        };
+        if standby.child.is_some() {
+            return Ok(());
+        }
+        let child = spawn_server(&self.bins, &standby.dir, &standby.data, &[])?;
+        if let Some(watchdog) = &mut self.watchdog {
+            watchdog.server("standby", Some(child.id()));
+        }
+        standby.child = Some(child);
+        // A hot standby writes "standby" as its pid file's status once it
+        // accepts read-only connections.
+        let pid_file = standby.data.join("postmaster.pid");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !std::fs::read_to_string(&pid_file).is_ok_and(|s| {
+            s.lines().any(|l| matches!(l.trim(), "standby" | "ready"))
+        }) {
+            if Instant::now() > deadline {
+                return Err(self.not_ready(
+                    "the restarted standby never became ready".to_owned(),
+                ));
+            }
+            // Polling a condition, not sleeping in its place.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
     /// `psql` on the primary's database, with `args`.
     fn psql(&self, args: &[&str]) -> Result<std::process::Output, DevDbError> {
         let mut all = vec![
