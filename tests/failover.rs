@@ -221,3 +221,42 @@ async fn asynchronous_replication_can_lose_a_quiesced_mark_and_the_operator_reco
     assert_eq!(ds.attempt_handoff(story.new_nexus[0]).await.unwrap(), 3);
     drop(db);
 }
+
+/// A failover while the schema is being migrated: the migration is
+/// retried on the promoted standby, and the schema ends whole, at the
+/// latest version, without drift (each migration commits its tables and
+/// its version row together).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_mid_migration_leaves_a_whole_schema() {
+    let mut db = DevDb::builder()
+        .template_cache(env!("CARGO_TARGET_TMPDIR"))
+        .standby()
+        .start(&log())
+        .expect("a primary and its standby");
+    let ds = DataStore::new(&log(), &db.failover_url().expect("a standby"));
+    let killer = std::thread::spawn(move || {
+        db.kill_primary().expect("killed");
+        db.promote_standby().expect("promoted");
+        db
+    });
+    let mut failures = 0;
+    let version = loop {
+        match ds.migrate().await {
+            Ok(version) => break version,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                failures += 1;
+                assert!(failures < 10_000, "never migrated: {e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    };
+    let db = killer.join().expect("the killer");
+    assert_eq!(version, baton_datastore::SCHEMA_VERSION);
+    let (recorded, drift) = ds.schema_state().await.unwrap();
+    assert_eq!(recorded, baton_datastore::SCHEMA_VERSION);
+    assert_eq!(drift, Vec::<String>::new());
+    assert_eq!(ds.schema_mismatches().await.unwrap(), Vec::<String>::new());
+    println!("migration across a failover: {failures} attempt(s) cut off");
+    drop(db);
+}
