@@ -47,7 +47,7 @@ impl Context {
         }
         let local = PersistentDb::new(default_data_dir());
         if local.is_running().unwrap_or(false) {
-            return Ok(local.url());
+            return Ok(local.client_url());
         }
         Err(Failure::bad_input(format!(
             "no database to use: pass --database-url URL (or set \

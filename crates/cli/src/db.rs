@@ -15,6 +15,11 @@ pub(crate) enum DbCommand {
     /// Start the local PostgreSQL (idempotent), apply migrations, print
     /// its URL.
     Start {
+        /// Also run a streaming synchronous standby in DIR/standby, and
+        /// print a URL naming both for read-write sessions, so clients
+        /// follow a promotion (`pg_ctl promote -D DIR/standby/data`).
+        #[arg(long)]
+        standby: bool,
         /// Where it keeps its data. Default: $BATON_DATA_DIR if set, else
         /// /var/lib/baton/db for root, else $XDG_DATA_HOME/baton/db (or
         /// ~/.local/share/baton/db).
@@ -36,10 +41,14 @@ pub(crate) fn run(ctx: &Context, command: DbCommand) -> Result<(), Failure> {
         PersistentDb::new(dir.unwrap_or_else(default_data_dir))
     };
     match command {
-        DbCommand::Start { data_dir } => {
+        DbCommand::Start { standby, data_dir } => {
             let db = local(data_dir);
-            let url =
-                db.start().map_err(|e| Failure::failed(format!("{e}.")))?;
+            let started = if standby {
+                db.start_with_standby()
+            } else {
+                db.start().map(|_| db.client_url())
+            };
+            let url = started.map_err(|e| Failure::failed(format!("{e}.")))?;
             ctx.block_on(async {
                 DataStore::new(&ctx.log, &url).migrate().await?;
                 Ok(())

@@ -20,6 +20,7 @@
 
 mod binaries;
 mod persistent;
+mod standby;
 mod throwaway;
 mod watchdog;
 

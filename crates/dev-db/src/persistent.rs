@@ -84,17 +84,7 @@ impl PersistentDb {
         if !self.data().join("PG_VERSION").is_file() {
             return Ok(false);
         }
-        let bins = PgBinaries::find()?;
-        let status = bins
-            .command("pg_ctl")
-            .args(["status", "-D", self.data().as_str()])
-            .output()
-            .map_err(|e| DevDbError::Io {
-                what: "cannot run pg_ctl status for",
-                path: self.data(),
-                source: e,
-            })?;
-        Ok(status.status.success())
+        running(&PgBinaries::find()?, &self.data())
     }
 
     /// Refuses, before anything is created, a directory whose socket
@@ -154,27 +144,8 @@ impl PersistentDb {
         if fresh {
             init_data_dir(&bins, &self.data(), Durability::Durable)?;
         }
-        let options = server_settings(&self.dir, Durability::Durable)
-            .chunks(2)
-            .map(|pair| format!("-c {}", shell_quote(&pair[1])))
-            .collect::<Vec<_>>()
-            .join(" ");
         let log = self.dir.join("server.log");
-        let started = bins.run(
-            "pg_ctl",
-            &[
-                "start",
-                "-D",
-                self.data().as_str(),
-                "-l",
-                log.as_str(),
-                "-w",
-                "-t",
-                "60",
-                "-o",
-                &options,
-            ],
-        );
+        let started = pg_ctl_start(&bins, &self.dir, &self.data(), &log);
         if let Err(e) = started {
             // pg_ctl only says to examine the log: the cause is there.
             let text = std::fs::read_to_string(&log).unwrap_or_default();
@@ -193,23 +164,121 @@ impl PersistentDb {
         Ok(self.url())
     }
 
-    /// Stops the server; the data stays. Returns false if it was not
-    /// running.
+    /// Stops the server (and its standby, if it has one); the data
+    /// stays. Returns false if it was not running.
     pub fn stop(&self) -> Result<bool, DevDbError> {
         if !self.data().join("PG_VERSION").is_file() {
             return Ok(false);
         }
         let _lock = self.lock()?;
+        let bins = PgBinaries::find()?;
+        let standby = self.standby_data();
+        if standby.join("PG_VERSION").is_file() && running(&bins, &standby)? {
+            bins.run(
+                "pg_ctl",
+                &["stop", "-D", standby.as_str(), "-m", "fast", "-w"],
+            )?;
+        }
         if !self.is_running()? {
             return Ok(false);
         }
-        let bins = PgBinaries::find()?;
         bins.run(
             "pg_ctl",
             &["stop", "-D", self.data().as_str(), "-m", "fast", "-w"],
         )?;
         Ok(true)
     }
+
+    fn standby_dir(&self) -> Utf8PathBuf {
+        self.dir.join("standby")
+    }
+
+    fn standby_data(&self) -> Utf8PathBuf {
+        self.standby_dir().join("data")
+    }
+
+    /// With a standby: a URL naming the server and then its standby for
+    /// read-write sessions, so clients follow a promotion; else the
+    /// plain [`PersistentDb::url`].
+    pub fn client_url(&self) -> String {
+        if !self.standby_data().join("PG_VERSION").is_file() {
+            return self.url();
+        }
+        crate::standby::failover_url(&self.dir, &self.standby_dir())
+    }
+
+    /// [`PersistentDb::start`], plus a streaming synchronous standby in
+    /// `DIR/standby` (created from a base backup the first time); a
+    /// commit is acknowledged only once the standby has it. Returns
+    /// [`PersistentDb::client_url`]. Idempotent.
+    pub fn start_with_standby(&self) -> Result<String, DevDbError> {
+        let standby_socket = self.standby_dir().join(SOCKET_FILE);
+        if standby_socket.as_str().len() > MAX_SOCKET_PATH {
+            return Err(DevDbError::PathTooLong {
+                dir: self.standby_dir(),
+                socket_len: standby_socket.as_str().len(),
+                max: MAX_SOCKET_PATH,
+            });
+        }
+        self.start()?;
+        let _lock = self.lock()?;
+        let bins = PgBinaries::find()?;
+        let data = self.standby_data();
+        if !data.join("PG_VERSION").is_file() {
+            crate::standby::base_backup(&bins, &self.dir, &self.standby_dir())?;
+        }
+        if !running(&bins, &data)? {
+            let log = self.standby_dir().join("server.log");
+            pg_ctl_start(&bins, &self.standby_dir(), &data, &log)?;
+        }
+        let log = self.standby_dir().join("server.log");
+        crate::standby::make_synchronous(&bins, &self.dir, &log)?;
+        Ok(self.client_url())
+    }
+}
+
+/// Starts the durable server of `data` with its socket in `dir`, logging
+/// to `log`, and waits until it accepts connections.
+fn pg_ctl_start(
+    bins: &PgBinaries,
+    dir: &Utf8Path,
+    data: &Utf8Path,
+    log: &Utf8Path,
+) -> Result<std::process::Output, DevDbError> {
+    let options = server_settings(dir, Durability::Durable)
+        .chunks(2)
+        .map(|pair| format!("-c {}", shell_quote(&pair[1])))
+        .collect::<Vec<_>>()
+        .join(" ");
+    bins.run(
+        "pg_ctl",
+        &[
+            "start",
+            "-D",
+            data.as_str(),
+            "-l",
+            log.as_str(),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            &options,
+        ],
+    )
+}
+
+/// True if the server of `data` runs.
+fn running(bins: &PgBinaries, data: &Utf8Path) -> Result<bool, DevDbError> {
+    let status = bins
+        .command("pg_ctl")
+        .args(["status", "-D", data.as_str()])
+        .output()
+        .map_err(|e| DevDbError::Io {
+            what: "cannot run pg_ctl status for",
+            path: data.to_owned(),
+            source: e,
+        })?;
+    Ok(status.status.success())
 }
 
 fn shell_quote(value: &str) -> String {

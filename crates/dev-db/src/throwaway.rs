@@ -285,40 +285,7 @@ impl DevDb {
     /// and waits until the primary counts it as synchronous.
     fn start_standby(&mut self) -> Result<(), DevDbError> {
         let dir = self.dir.join("standby");
-        std::fs::create_dir(&dir)
-            .map_err(|e| io("cannot create the standby directory", &dir, e))?;
-        self.bins.hand_over(&dir)?;
-        let data = dir.join("data");
-        self.bins.run(
-            "pg_basebackup",
-            &[
-                "-h",
-                self.dir.as_str(),
-                "-U",
-                USER_NAME,
-                "-D",
-                data.as_str(),
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-            ],
-        )?;
-        // Following the primary, under the name the primary waits for.
-        let signal = data.join("standby.signal");
-        std::fs::write(&signal, "")
-            .map_err(|e| io("cannot write", &signal, e))?;
-        self.bins.hand_over(&signal)?;
-        let conf = data.join("postgresql.auto.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap_or_default();
-        text.push_str(&format!(
-            "primary_conninfo = 'host={} port=5432 user={USER_NAME} \
-             application_name=baton_standby'\n",
-            self.dir
-        ));
-        std::fs::write(&conf, text)
-            .map_err(|e| io("cannot write", &conf, e))?;
-        self.bins.hand_over(&conf)?;
+        let data = crate::standby::base_backup(&self.bins, &self.dir, &dir)?;
         let child = spawn_server(&self.bins, &dir, &data, &[])?;
         if let Some(watchdog) = &mut self.watchdog {
             watchdog.server("standby", Some(child.id()));
@@ -332,54 +299,17 @@ impl DevDb {
     }
 
     /// Makes the standby synchronous, and waits until the primary
-    /// reports it so: from then on, a commit is acknowledged only once
-    /// the standby has it.
+    /// reports it so.
     fn wait_sync(&mut self) -> Result<(), DevDbError> {
-        self.psql(&[
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            "ALTER SYSTEM SET synchronous_standby_names = 'baton_standby'",
-            "-c",
-            "SELECT pg_reload_conf()",
-        ])?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            let out = self.psql(&[
-                "-Atc",
-                "SELECT sync_state FROM pg_stat_replication \
-                 WHERE application_name = 'baton_standby'",
-            ]);
-            if out.is_ok_and(|o| {
-                String::from_utf8_lossy(&o.stdout).trim() == "sync"
-            }) {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(self.not_ready(
-                    "the standby never became synchronous".to_owned(),
-                ));
-            }
-            // Polling a condition, not sleeping in its place.
-            #[allow(clippy::disallowed_methods)]
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let log = self.dir.join("standby/postgres.log");
+        crate::standby::make_synchronous(&self.bins, &self.dir, &log)
     }
 
     /// Whether a commit on the primary waits for the standby (`true`, as
     /// started) or not (asynchronous replication: a standby that lags or
     /// is down does not hold commits up, and a failover may lose them).
     pub fn set_synchronous(&mut self, on: bool) -> Result<(), DevDbError> {
-        let names = if on { "baton_standby" } else { "" };
-        self.psql(&[
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            &format!("ALTER SYSTEM SET synchronous_standby_names = '{names}'"),
-            "-c",
-            "SELECT pg_reload_conf()",
-        ])?;
-        Ok(())
+        crate::standby::set_synchronous(&self.bins, &self.dir, on)
     }
 
     /// Stops the standby (its data stays), as a lagging or failed
@@ -421,20 +351,6 @@ impl DevDb {
         Ok(())
     }
 
-    /// `psql` on the primary's database, with `args`.
-    fn psql(&self, args: &[&str]) -> Result<std::process::Output, DevDbError> {
-        let mut all = vec![
-            "-h",
-            self.dir.as_str(),
-            "-U",
-            USER_NAME,
-            "-d",
-            DATABASE_NAME,
-        ];
-        all.extend(args);
-        self.bins.run("psql", &all)
-    }
-
     /// Stops the standby, if there is one.
     fn stop_standby(&mut self) {
         let Some(standby) = &mut self.standby else {
@@ -454,16 +370,7 @@ impl DevDb {
     /// (`None` without a standby).
     pub fn failover_url(&self) -> Option<String> {
         let standby = self.standby.as_ref()?;
-        let escape = |dir: &Utf8Path| {
-            percent_encoding::utf8_percent_encode(dir.as_str(), crate::HOST)
-                .to_string()
-        };
-        Some(format!(
-            "postgresql://{USER_NAME}@{},{}/{DATABASE_NAME}\
-             ?target_session_attrs=read-write",
-            escape(&self.dir),
-            escape(&standby.dir)
-        ))
+        Some(crate::standby::failover_url(&self.dir, &standby.dir))
     }
 
     /// The standby's directory (its socket and `postgres.log`).

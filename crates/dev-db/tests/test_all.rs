@@ -331,3 +331,30 @@ fn a_standby_follows_the_primary_and_takes_over_when_promoted() {
     drop(db);
     assert!(!standby.exists(), "the standby's directory is removed");
 }
+
+#[test]
+fn a_persistent_server_can_have_a_synchronous_standby() {
+    let temp = Utf8TempDir::new().unwrap();
+    let dir = temp.path().join("db");
+    std::fs::create_dir_all(&dir).unwrap();
+    // The server's user must reach the directory.
+    std::fs::set_permissions(
+        temp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let db = PersistentDb::new(&dir);
+    let url = db.start_with_standby().unwrap();
+    assert!(
+        url.contains(",") && url.contains("target_session_attrs"),
+        "{url}"
+    );
+    assert_eq!(db.start_with_standby().unwrap(), url, "idempotent");
+    assert_eq!(db.client_url(), url);
+    assert!(dir.join("standby/data/standby.signal").exists());
+    assert!(db.stop().unwrap());
+    assert_eq!(
+        processes_using(dir.join("standby").as_str()),
+        Vec::<String>::new()
+    );
+}
