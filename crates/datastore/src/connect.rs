@@ -80,7 +80,33 @@ impl ConnectFailure {
 /// `postgresql://` URL, multi-host and Unix-socket forms included, or
 /// `key=value` pairs), without connecting.
 pub(crate) fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())
+    tokio_postgres::Config::from_str(&split_query_lists(url))
+        .map_err(|e| e.to_string())
+}
+
+/// `...?host=/a,/b&port=1,2` as `...?host=/a&host=/b&port=1&port=2`:
+/// libpq takes a comma-separated list in a query parameter, but the
+/// driver only splits lists in the URL's authority and takes a repeated
+/// parameter instead. Other URLs and `key=value` strings pass unchanged.
+fn split_query_lists(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else {
+        return url.to_owned();
+    };
+    if !(url.starts_with("postgresql://") || url.starts_with("postgres://")) {
+        return url.to_owned();
+    }
+    let pairs: Vec<String> = query
+        .split('&')
+        .flat_map(|pair| match pair.split_once('=') {
+            Some((key @ ("host" | "hostaddr" | "port"), values))
+                if values.contains(',') =>
+            {
+                values.split(',').map(|v| format!("{key}={v}")).collect()
+            }
+            _ => vec![pair.to_owned()],
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
 }
 
 /// Opens connections the way every Baton connection is opened.

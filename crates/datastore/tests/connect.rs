@@ -119,3 +119,23 @@ async fn a_malformed_url_is_bad_input_before_and_after_connecting() {
     check_url("postgresql:///baton?host=/a,/b&target_session_attrs=read-write")
         .unwrap();
 }
+
+/// The socket directory may also come as a `host` query parameter (the
+/// libpq form), one or several, with an empty host before the path.
+#[tokio::test]
+async fn the_query_form_of_a_socket_url_connects() {
+    let t = TestDb::new().await;
+    let dir = t.db.dir();
+    for url in [
+        format!("postgresql:///baton?host={dir}&user=baton"),
+        format!(
+            "postgresql:///baton?host=/no/such/dir,{dir}&user=baton\
+             &target_session_attrs=read-write"
+        ),
+    ] {
+        let ds = DataStore::with_config(&log(), &url, patient());
+        ds.records_list()
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+}
