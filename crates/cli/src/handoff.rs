@@ -9,6 +9,10 @@ use crate::failure::Failure;
 use crate::output;
 
 /// Attempt the handoff as a new-generation Nexus.
+///
+/// A Nexus already active succeeds with nothing to do, so a handoff
+/// whose answer was lost (a connection cut while committing) is safe to
+/// run again.
 #[derive(Debug, Args)]
 pub(crate) struct HandoffArgs {
     /// The Nexus taking over.
