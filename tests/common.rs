@@ -23,23 +23,36 @@ pub(crate) struct World {
     pub(crate) db: DevDb,
     pub(crate) ds: DataStore,
     pub(crate) story: HandoffStory,
+    /// The URL every client here uses.
+    url: String,
 }
 
 impl World {
     /// A migrated database at rack setup: the old records active and the
     /// steady blueprint the target.
     pub(crate) async fn new() -> World {
-        let db = DevDb::builder()
+        World::on(DevDb::builder()).await
+    }
+
+    /// [`World::new`] on a primary with a synchronous standby, every
+    /// client on the URL that follows a promotion.
+    pub(crate) async fn with_standby() -> World {
+        World::on(DevDb::builder().standby()).await
+    }
+
+    async fn on(builder: baton_dev_db::DevDbBuilder) -> World {
+        let db = builder
             .template_cache(env!("CARGO_TARGET_TMPDIR"))
             .start(&log())
             .unwrap();
-        let ds = DataStore::new(&log(), &db.url());
+        let url = db.failover_url().unwrap_or_else(|| db.url());
+        let ds = DataStore::new(&log(), &url);
         ds.migrate().await.unwrap();
         let story = HandoffStory::new(42);
         ds.records_initialize(&story.old_nexus.iter().copied().collect())
             .await
             .unwrap();
-        let world = World { db, ds, story };
+        let world = World { db, ds, story, url };
         world.target(&world.story.steady.clone()).await;
         world
     }
@@ -69,7 +82,7 @@ impl World {
 
     /// A Nexus's settings here: every period at most 20 ms.
     pub(crate) fn config(&self, id: OmicronZoneUuid) -> NexusConfig {
-        NexusConfig::new(id, self.db.url())
+        NexusConfig::new(id, self.url.clone())
             .with_periods(Periods::default().capped(Duration::from_millis(20)))
     }
 
@@ -179,4 +192,57 @@ pub(crate) fn soak_factor() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+/// Real instances through a handoff, with `interrupt` applied to the
+/// database once the first old instance is quiescing (a restart, a
+/// failover): three old ones running, three new ones waiting, the bump;
+/// the instances carry on by themselves, and the old ones end
+/// `quiesced`, the new ones `running`, only the new generation active.
+pub(crate) async fn real_instances_hand_off_across(
+    world: &mut World,
+    interrupt: impl FnOnce(&mut DevDb),
+) {
+    use baton_nexus::NexusState;
+    let story = world.story.clone();
+    let old: Vec<Nexus> =
+        story.old_nexus.iter().map(|id| world.start(*id)).collect();
+    for nexus in &old {
+        until(nexus, |s| *s == NexusState::Running).await;
+    }
+    world.deploy_new_generation().await;
+    let new: Vec<Nexus> =
+        story.new_nexus.iter().map(|id| world.start(*id)).collect();
+    for nexus in &new {
+        until(nexus, |s| *s == NexusState::WaitingForHandoff).await;
+    }
+    world.target(&story.handoff_started).await;
+    until(&old[0], |s| matches!(s, NexusState::Quiescing { .. })).await;
+    interrupt(&mut world.db);
+    for nexus in &old {
+        assert_eq!(
+            until(nexus, |s| *s == NexusState::Quiesced).await,
+            NexusState::Quiesced
+        );
+    }
+    for nexus in &new {
+        assert_eq!(
+            until(nexus, |s| *s == NexusState::Running).await,
+            NexusState::Running
+        );
+    }
+    let records = world.ds.records_list().await.unwrap();
+    for r in &records {
+        let old = story.old_nexus.contains(&r.nexus_id);
+        let want = if old {
+            NexusRecordState::Quiesced
+        } else {
+            NexusRecordState::Active
+        };
+        assert_eq!(r.state, want, "{records:?}");
+    }
+    assert_eq!(records.len(), 6, "{records:?}");
+    for nexus in new {
+        nexus.stop().await;
+    }
 }

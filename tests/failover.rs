@@ -260,3 +260,17 @@ async fn a_failover_mid_migration_leaves_a_whole_schema() {
     println!("migration across a failover: {failures} attempt(s) cut off");
     drop(db);
 }
+
+/// Real Nexus instances, the old generation quiescing and the new one
+/// waiting, when the primary crashes and the standby is promoted: the
+/// instances reconnect by themselves and the handoff completes, the old
+/// generation quiesced and the new one active.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_instances_finish_the_handoff_across_a_failover() {
+    let mut world = crate::common::World::with_standby().await;
+    crate::common::real_instances_hand_off_across(&mut world, |db| {
+        db.kill_primary().unwrap();
+        db.promote_standby().unwrap();
+    })
+    .await;
+}

@@ -18,9 +18,7 @@ use baton_types::{NexusRecord, NexusRecordState};
 use baton_uuid_kinds::OmicronZoneUuid;
 use tokio::sync::Notify;
 
-use baton_nexus::{Nexus, NexusState};
-
-use crate::common::{World, log, until};
+use crate::common::{World, log, real_instances_hand_off_across};
 
 use NexusRecordState::{Active, NotYet, Quiesced};
 
@@ -292,44 +290,9 @@ async fn an_exhausted_pool_fails_cleanly_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_instances_finish_the_handoff_after_a_server_restart() {
     let mut world = World::new().await;
-    let story = world.story.clone();
-    let old: Vec<Nexus> =
-        story.old_nexus.iter().map(|id| world.start(*id)).collect();
-    for nexus in &old {
-        until(nexus, |s| *s == NexusState::Running).await;
-    }
-    world.deploy_new_generation().await;
-    let new: Vec<Nexus> =
-        story.new_nexus.iter().map(|id| world.start(*id)).collect();
-    for nexus in &new {
-        until(nexus, |s| *s == NexusState::WaitingForHandoff).await;
-    }
-    world.target(&story.handoff_started).await;
-    until(&old[0], |s| matches!(s, NexusState::Quiescing { .. })).await;
-    world.db.stop_server().unwrap();
-    world.db.restart().unwrap();
-    for nexus in &old {
-        assert_eq!(
-            until(nexus, |s| *s == NexusState::Quiesced).await,
-            NexusState::Quiesced
-        );
-    }
-    for nexus in &new {
-        assert_eq!(
-            until(nexus, |s| *s == NexusState::Running).await,
-            NexusState::Running
-        );
-    }
-    let records = states(&world.ds).await;
-    assert!(
-        story.old_nexus.iter().all(|id| records[id] == Quiesced),
-        "{records:?}"
-    );
-    assert!(
-        story.new_nexus.iter().all(|id| records[id] == Active),
-        "{records:?}"
-    );
-    for nexus in new {
-        nexus.stop().await;
-    }
+    real_instances_hand_off_across(&mut world, |db| {
+        db.stop_server().unwrap();
+        db.restart().unwrap();
+    })
+    .await;
 }
