@@ -66,6 +66,27 @@ async fn run(
     }
 }
 
+/// Runs `attempt` until it succeeds, as a client across a failover must:
+/// an operation cut off by the crash (even while committing) is safe to
+/// run again. Every failure must be transient; `failures` counts them.
+async fn retried<T, F, Fut>(what: &str, failures: &mut u32, attempt: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    loop {
+        match attempt().await {
+            Ok(value) => return value,
+            Err(e) => {
+                assert!(e.is_transient(), "{what}: {e}");
+                *failures += 1;
+                assert!(*failures < 10_000, "{what} never succeeded: {e}");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
 /// A primary with a synchronous standby, migrated, with the
 /// generation-1 records as at rack setup; the datastore on the URL that
 /// follows a promotion.
@@ -106,19 +127,8 @@ async fn handoff_across_a_failover(kill_at: usize) {
         if i == kill_at {
             cue.send(()).unwrap();
         }
-        // Retried until it succeeds: an operation cut off by the crash
-        // (even while committing) is safe to run again.
-        loop {
-            match run(&ds, &story, op).await {
-                Ok(()) => break,
-                Err(e) => {
-                    assert!(e.is_transient(), "{op:?}: {e}");
-                    failures += 1;
-                    assert!(failures < 10_000, "{op:?} never succeeded: {e}");
-                    tokio::task::yield_now().await;
-                }
-            }
-        }
+        retried(&format!("{op:?}"), &mut failures, || run(&ds, &story, op))
+            .await;
         acknowledged.push(op);
     }
     let db = killer.join().expect("the killer");
@@ -240,17 +250,7 @@ async fn a_failover_mid_migration_leaves_a_whole_schema() {
         db
     });
     let mut failures = 0;
-    let version = loop {
-        match ds.migrate().await {
-            Ok(version) => break version,
-            Err(e) => {
-                assert!(e.is_transient(), "{e}");
-                failures += 1;
-                assert!(failures < 10_000, "never migrated: {e}");
-                tokio::task::yield_now().await;
-            }
-        }
-    };
+    let version = retried("migrate", &mut failures, || ds.migrate()).await;
     let db = killer.join().expect("the killer");
     assert_eq!(version, baton_datastore::SCHEMA_VERSION);
     let (recorded, drift) = ds.schema_state().await.unwrap();
