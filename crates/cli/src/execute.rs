@@ -52,10 +52,14 @@ async fn execute(
             "refused to execute: the access check says refuse: {reason}"
         )));
     }
-    let target = ds.target_current().await?;
-    let bp: Blueprint = match args.blueprint_id {
-        Some(id) => ds.blueprint_read(id).await?,
-        None => ds.target_blueprint().await?.1,
+    // The target is read once: for the blueprint to execute (unless one
+    // is named) and for whether it is enabled.
+    let (target, bp): (_, Blueprint) = match args.blueprint_id {
+        Some(id) => (ds.target_current().await?, ds.blueprint_read(id).await?),
+        None => {
+            let (target, bp) = ds.target_blueprint().await?;
+            (Some(target), bp)
+        }
     };
     if let Some(target) = target
         && target.blueprint_id == bp.id()

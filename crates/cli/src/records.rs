@@ -3,9 +3,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use baton_datastore::DataStore;
-use baton_types::NexusRecord;
+use baton_datastore::{DataStore, Error as DbError};
+use baton_types::{Blueprint, NexusRecord, StoredReport};
 use baton_uuid_kinds::OmicronZoneUuid;
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 use serde::Serialize;
 
@@ -120,14 +121,25 @@ async fn quiesce(
     force: bool,
     i_know_it_is_dead: bool,
 ) -> Result<(), Failure> {
-    // Every check first, so that a refusal marks none of them.
+    // Every check first, so that a refusal marks none of them; what the
+    // checks read is read once for all the ids.
+    let target = if force {
+        None
+    } else {
+        Some(ds.target_blueprint().await.map(|(_, bp)| bp))
+    };
+    let reports = if i_know_it_is_dead {
+        None
+    } else {
+        Some((ds.reports_list().await?, ds.database_now().await?))
+    };
     for &id in ids {
-        if !force {
-            quiesce_allowed(ds, id).await?;
+        if let Some(target) = &target {
+            quiesce_allowed(target, id)?;
         }
-        if !i_know_it_is_dead {
+        if let Some((reports, now)) = &reports {
             not_connected(ds, id).await?;
-            not_reporting(ds, id).await?;
+            not_reporting(reports, *now, id)?;
         }
     }
     for &id in ids {
@@ -179,17 +191,16 @@ async fn not_connected(
 /// The guard's second piece of evidence: a Nexus that wrote its status
 /// report within the last report interval is alive (its reports go on a
 /// connection of their own, which may have been between reports).
-async fn not_reporting(
-    ds: &DataStore,
+fn not_reporting(
+    reports: &[StoredReport],
+    now: DateTime<Utc>,
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Failure> {
     let interval = baton_nexus::Periods::default().report;
-    let reports = ds.reports_list().await?;
     let Some(report) = reports.iter().find(|r| r.report.nexus_id == nexus_id)
     else {
         return Ok(());
     };
-    let now = ds.database_now().await?;
     let ago = (now - report.reported_at).num_milliseconds().max(0) as u64;
     if u128::from(ago) > interval.as_millis() {
         return Ok(());
@@ -246,8 +257,8 @@ async fn terminate(
 /// The contract's guard on `records quiesce` without `--force`: the
 /// planner allows it only when the current target shows this Nexus's
 /// generation below the blueprint's.
-async fn quiesce_allowed(
-    ds: &DataStore,
+fn quiesce_allowed(
+    target: &Result<Blueprint, DbError>,
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Failure> {
     let refused = |why: String| {
@@ -256,10 +267,7 @@ async fn quiesce_allowed(
              to bypass (dangerous: it skips the drain fence)."
         ))
     };
-    let (_, bp) = ds
-        .target_blueprint()
-        .await
-        .map_err(|e| refused(e.to_string()))?;
-    baton_planner::quiesce_allowed(&bp, nexus_id)
+    let bp = target.as_ref().map_err(|e| refused(e.to_string()))?;
+    baton_planner::quiesce_allowed(bp, nexus_id)
         .map_err(|e| refused(e.to_string()))
 }
