@@ -9,6 +9,7 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
+use crate::datastore::Rules;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error, TxError};
 use diesel_async::AsyncPgConnection;
@@ -184,16 +185,6 @@ async fn append_target_on(
         }
     };
     append(conn, offered, enabled, version).await
-}
-
-/// Which rules a target change checks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Rules {
-    /// Parent and succession: the real datastore.
-    All,
-    /// The parent only (a mutant, in the model test).
-    #[cfg(feature = "mutants")]
-    ParentOnly,
 }
 
 /// Appends `offered` to the target history as `version`.

@@ -646,12 +646,12 @@ impl DataStore {
     }
 
     /// The rules a target change checks (a mutant's, in the model test).
-    pub(crate) fn target_rules(&self) -> crate::blueprints::Rules {
+    pub(crate) fn target_rules(&self) -> Rules {
         #[cfg(feature = "mutants")]
         if self.config.mutant == crate::Mutant::NoSuccessionCheck {
-            return crate::blueprints::Rules::ParentOnly;
+            return Rules::ParentOnly;
         }
-        crate::blueprints::Rules::All
+        Rules::All
     }
 
     /// The SQL of the handoff (a mutant's, in the model test).
@@ -869,6 +869,16 @@ impl Claim {
 /// The metric counting retries after a serialization failure (SQLSTATE
 /// 40001), by operation (label `op`), through the `metrics` facade.
 pub const SERIALIZATION_RETRIES: &str = "baton_serialization_retries_total";
+
+/// Which rules a target change checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Rules {
+    /// Parent and succession: the real datastore.
+    All,
+    /// The parent only (a mutant, in the model test).
+    #[cfg(feature = "mutants")]
+    ParentOnly,
+}
 
 /// Marks `conn` broken, so that the pool closes it instead of handing it
 /// out again.
