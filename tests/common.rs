@@ -25,6 +25,11 @@ pub(crate) struct World {
     pub(crate) story: HandoffStory,
     /// The URL every client here uses.
     url: String,
+    /// The periods of every Nexus started here: at most 20 ms unless a
+    /// test sets others.
+    pub(crate) periods: Periods,
+    /// Whether the Nexus instances started here announce and listen.
+    pub(crate) notifications: bool,
 }
 
 impl World {
@@ -52,7 +57,14 @@ impl World {
         ds.records_initialize(&story.old_nexus.iter().copied().collect())
             .await
             .unwrap();
-        let world = World { db, ds, story, url };
+        let world = World {
+            db,
+            ds,
+            story,
+            url,
+            periods: Periods::default().capped(Duration::from_millis(20)),
+            notifications: true,
+        };
         world.target(&world.story.steady.clone()).await;
         world
     }
@@ -80,10 +92,12 @@ impl World {
         Nexus::start(&log(), self.config(id))
     }
 
-    /// A Nexus's settings here: every period at most 20 ms.
+    /// A Nexus's settings here: the world's periods and notifications.
     pub(crate) fn config(&self, id: OmicronZoneUuid) -> NexusConfig {
-        NexusConfig::new(id, self.url.clone())
-            .with_periods(Periods::default().capped(Duration::from_millis(20)))
+        let mut config = NexusConfig::new(id, self.url.clone())
+            .with_periods(self.periods.clone());
+        config.datastore.notifications = self.notifications;
+        config
     }
 
     pub(crate) async fn state(

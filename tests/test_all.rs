@@ -7,3 +7,4 @@ mod faults;
 mod handoff;
 mod model;
 mod stress;
+mod wakeups;

@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
 use crate::datastore::Rules;
+use crate::notify::{EventKind, announce};
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error, TxError};
 use diesel_async::AsyncPgConnection;
@@ -142,6 +143,7 @@ async fn append_target_on(
     offered: &Blueprint,
     enabled: bool,
     rules: Rules,
+    notify: bool,
 ) -> Result<BlueprintTarget, TxError> {
     use crate::schema::{blueprint, bp_target};
     let current: Option<(i64, uuid::Uuid, String)> = bp_target::table
@@ -174,8 +176,14 @@ async fn append_target_on(
                     .map_err(TxError::Abort)?;
                 // Only a mutant checks less.
                 if rules != Rules::All {
-                    return append(conn, offered, enabled, current_version + 1)
-                        .await;
+                    return append(
+                        conn,
+                        offered,
+                        enabled,
+                        current_version + 1,
+                        notify,
+                    )
+                    .await;
                 }
                 offered
                     .check_follows(&current_bp)
@@ -184,7 +192,7 @@ async fn append_target_on(
             current_version + 1
         }
     };
-    append(conn, offered, enabled, version).await
+    append(conn, offered, enabled, version, notify).await
 }
 
 /// Appends `offered` to the target history as `version`.
@@ -193,6 +201,7 @@ async fn append(
     offered: &Blueprint,
     enabled: bool,
     version: i64,
+    notify: bool,
 ) -> Result<BlueprintTarget, TxError> {
     use crate::schema::bp_target::dsl;
     let id = offered.id();
@@ -209,6 +218,9 @@ async fn append(
             .await?
             .pop()
             .ok_or(diesel::result::Error::NotFound)?;
+    if notify {
+        announce(conn, EventKind::TargetSet, None).await?;
+    }
     Ok(BlueprintTarget {
         version,
         blueprint_id: id,
@@ -271,6 +283,7 @@ impl DataStore {
     ) -> Result<(bool, Option<BlueprintTarget>), Error> {
         let bp = std::sync::Arc::new(bp.clone());
         let rules = self.target_rules();
+        let notify = self.notifies();
         Ok(self
             .transaction("blueprint import", |conn| {
                 let bp = bp.clone();
@@ -278,7 +291,8 @@ impl DataStore {
                     let new = insert_on(conn, &bp).await?;
                     let appended = match target {
                         Some(enabled) => Some(
-                            append_target_on(conn, &bp, enabled, rules).await?,
+                            append_target_on(conn, &bp, enabled, rules, notify)
+                                .await?,
                         ),
                         None => None,
                     };
@@ -351,6 +365,7 @@ impl DataStore {
     ) -> Result<BlueprintTarget, Error> {
         let raw = id.into_untyped_uuid();
         let rules = self.target_rules();
+        let notify = self.notifies();
         Ok(self
             .transaction("target set", |conn| {
                 Box::pin(async move {
@@ -366,7 +381,8 @@ impl DataStore {
                         .ok_or(TxError::Abort(Error::BlueprintNotFound(id)))?;
                     let offered =
                         read_document(id, &document).map_err(TxError::Abort)?;
-                    append_target_on(conn, &offered, enabled, rules).await
+                    append_target_on(conn, &offered, enabled, rules, notify)
+                        .await
                 })
             })
             .await?)

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::Error;
 use crate::connect::{ConnectFailure, Connector, FailureSink};
 use crate::fence::{Claim, Fence, OldestClaim, QuiescedClaim};
+use crate::notify::{EventKind, announcing};
 
 /// A boxed future of one statement, borrowing the connection.
 pub type StatementFuture<'c, T> =
@@ -51,6 +52,12 @@ pub struct DataStoreConfig {
     /// into it, and then a drain waiting on that claim ends instead of
     /// hanging.
     pub statement_deadline: Duration,
+    /// Whether the handoff's rare state changes announce themselves with
+    /// `pg_notify` (see [`Listener`](crate::Listener)), so that waiters
+    /// wake at once instead of at their next poll. Default on. Turn it
+    /// off on a database without `LISTEN`/`NOTIFY` (CockroachDB): every
+    /// wait then polls, as it also does whenever an announcement is lost.
+    pub notifications: bool,
     /// A deliberate bug, for the model test's teeth only.
     #[cfg(feature = "mutants")]
     pub mutant: crate::Mutant,
@@ -65,6 +72,7 @@ impl Default for DataStoreConfig {
             base_backoff: Duration::from_millis(2),
             application_name: None,
             statement_deadline: Duration::from_secs(120),
+            notifications: true,
             #[cfg(feature = "mutants")]
             mutant: crate::Mutant::None,
         }
@@ -629,9 +637,47 @@ impl DataStore {
         sql: &'static str,
     ) -> std::borrow::Cow<'static, str> {
         #[cfg(feature = "mutants")]
-        return self.config.mutant.ensure_records(sql);
+        let sql = self.config.mutant.ensure_records(sql);
         #[cfg(not(feature = "mutants"))]
-        std::borrow::Cow::Borrowed(sql)
+        let sql = std::borrow::Cow::Borrowed(sql);
+        // New rows are what a Nexus waiting for its record waits for.
+        self.announced(sql, "inserted", EventKind::RecordsAdded, "$4")
+    }
+
+    /// `sql` with its change announced, when this datastore notifies
+    /// (see [`crate::notify::announcing`]); each constant text is built
+    /// once per process.
+    fn announced(
+        &self,
+        sql: std::borrow::Cow<'static, str>,
+        changed: &str,
+        kind: EventKind,
+        nexus: &str,
+    ) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow;
+        if !self.config.notifications {
+            return sql;
+        }
+        match sql {
+            Cow::Owned(sql) => {
+                Cow::Owned(announcing(&sql, changed, kind, nexus))
+            }
+            Cow::Borrowed(sql) => {
+                static BUILT: std::sync::Mutex<Vec<(usize, &'static str)>> =
+                    std::sync::Mutex::new(Vec::new());
+                let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+                let key = sql.as_ptr() as usize;
+                if let Some((_, text)) = built.iter().find(|(k, _)| *k == key) {
+                    return Cow::Borrowed(text);
+                }
+                // Leaked once per constant: a handful of statements.
+                let text: &'static str = Box::leak(
+                    announcing(sql, changed, kind, nexus).into_boxed_str(),
+                );
+                built.push((key, text));
+                Cow::Borrowed(text)
+            }
+        }
     }
 
     /// The SQL of the cleanup (a mutant's, in the model test).
@@ -660,9 +706,16 @@ impl DataStore {
         sql: &'static str,
     ) -> std::borrow::Cow<'static, str> {
         #[cfg(feature = "mutants")]
-        return self.config.mutant.handoff(sql);
+        let sql = self.config.mutant.handoff(sql);
         #[cfg(not(feature = "mutants"))]
-        std::borrow::Cow::Borrowed(sql)
+        let sql = std::borrow::Cow::Borrowed(sql);
+        self.announced(sql, "promoted", EventKind::Handoff, "$1")
+    }
+
+    /// Whether this datastore's statements announce their changes (see
+    /// [`DataStoreConfig::notifications`]).
+    pub fn notifies(&self) -> bool {
+        self.config.notifications
     }
 
     /// How many times an operation was retried after a serialization

@@ -21,6 +21,7 @@ mod fence;
 mod migrations;
 #[cfg(feature = "mutants")]
 mod mutants;
+mod notify;
 mod operator;
 mod records;
 mod reports;
@@ -73,6 +74,7 @@ pub use migrations::{
 };
 #[cfg(feature = "mutants")]
 pub use mutants::Mutant;
+pub use notify::{CHANNEL, Event, EventKind, Listener};
 pub use operator::Backend;
 pub use records::EnsureOutcome;
 pub use reports::Reporter;

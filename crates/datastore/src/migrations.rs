@@ -30,6 +30,7 @@ use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
 use crate::datastore::TxError;
+use crate::notify::{EventKind, announce};
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
@@ -476,6 +477,7 @@ impl DataStore {
             return Ok(());
         }
         let mut conn = self.locked_for_migration().await?;
+        let notify = self.notifies();
         for migration in pending {
             let (ledger_here, this) = (ledger.clone(), migration.clone());
             let applied = self
@@ -487,6 +489,9 @@ impl DataStore {
                         }
                         conn.batch_execute(&m.sql).await?;
                         ledger.record(conn, &m).await?;
+                        if notify {
+                            announce(conn, EventKind::Migrated, None).await?;
+                        }
                         Ok(true)
                     })
                 })

@@ -9,6 +9,7 @@ use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 
+use crate::notify::{EventKind, announce};
 use crate::schema::RecordState;
 use crate::schema::db_metadata_nexus;
 use crate::schema::sql_types::DbMetadataNexusState;
@@ -306,10 +307,12 @@ impl DataStore {
             blueprint_id.into_untyped_uuid(),
         );
         use crate::schema::db_metadata_nexus::dsl;
+        let notify = self.notifies();
+        // A transaction, so that the announcement commits with the mark.
         let n = self
-            .retrying("record update last drained", |conn| {
-                Box::pin(
-                    diesel::update(
+            .transaction("record update last drained", |conn| {
+                Box::pin(async move {
+                    let n = diesel::update(
                         dsl::db_metadata_nexus
                             .filter(dsl::nexus_id.eq(nexus))
                             .filter(
@@ -318,8 +321,13 @@ impl DataStore {
                             ),
                     )
                     .set(dsl::last_drained_blueprint_id.eq(bp))
-                    .execute(conn),
-                )
+                    .execute(conn)
+                    .await?;
+                    if notify && n > 0 {
+                        announce(conn, EventKind::Drained, Some(nexus)).await?;
+                    }
+                    Ok(n)
+                })
             })
             .await?;
         Ok(n)
@@ -333,9 +341,10 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<(), Error> {
         let raw = nexus_id.into_untyped_uuid();
+        let notify = self.notifies();
         let n = self
-            .retrying("record mark quiesced", |conn| {
-                Box::pin(mark_quiesced(raw).execute(conn))
+            .transaction("record mark quiesced", |conn| {
+                Box::pin(mark_quiesced(conn, raw, notify))
             })
             .await?;
         if n == 0 {
@@ -454,9 +463,10 @@ async fn mark_on(
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Error> {
     let raw = nexus_id.into_untyped_uuid();
+    let notify = ds.notifies();
     let n = ds
-        .retry_on("mark self quiesced", &mut claim.conn, |conn| {
-            Box::pin(mark_quiesced(raw).execute(conn))
+        .transaction_on("mark self quiesced", &mut claim.conn, |conn| {
+            Box::pin(mark_quiesced(conn, raw, notify))
         })
         .await?;
     if n == 0 {
@@ -465,15 +475,24 @@ async fn mark_on(
     Ok(())
 }
 
-/// The quiesce statement, shared by both quiesce paths.
-fn mark_quiesced(
+/// The quiesce mark, shared by both quiesce paths, announced in the
+/// same transaction when the datastore notifies; the rows changed.
+async fn mark_quiesced(
+    conn: &mut diesel_async::AsyncPgConnection,
     nexus_id: uuid::Uuid,
-) -> impl diesel_async::methods::ExecuteDsl<diesel_async::AsyncPgConnection>
-+ Send
-+ 'static {
+    notify: bool,
+) -> Result<usize, crate::TxError> {
     use crate::schema::db_metadata_nexus::dsl;
-    diesel::update(dsl::db_metadata_nexus.filter(dsl::nexus_id.eq(nexus_id)))
-        .set(dsl::state.eq(RecordState(NexusRecordState::Quiesced)))
+    let n = diesel::update(
+        dsl::db_metadata_nexus.filter(dsl::nexus_id.eq(nexus_id)),
+    )
+    .set(dsl::state.eq(RecordState(NexusRecordState::Quiesced)))
+    .execute(conn)
+    .await?;
+    if notify && n > 0 {
+        announce(conn, EventKind::Quiesced, Some(nexus_id)).await?;
+    }
+    Ok(n)
 }
 
 #[derive(QueryableByName)]

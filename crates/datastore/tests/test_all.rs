@@ -10,5 +10,6 @@ mod fence;
 mod handoff;
 mod isolation;
 mod migrations;
+mod notify;
 mod records;
 mod schema;

@@ -79,6 +79,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod rehearsal;
 mod report;
+mod wake;
 mod work;
 
 use std::sync::{Arc, Mutex};
@@ -186,6 +187,14 @@ impl std::fmt::Display for NexusState {
 
 /// How long a Nexus waits between checks. The defaults are production
 /// values, as in the reference system.
+///
+/// With announcements on (`DataStoreConfig::notifications`, the
+/// default), these are only the fallback: each wait also ends as soon as
+/// the change it waits for is announced (a new target for `execution`,
+/// a peer's drained or quiesced mark for `drain_recheck`, the last
+/// `quiesced` mark or the `not_yet` records for the retries), so the
+/// handoff does not wait for a period to come round. A lost announcement
+/// costs at most one period.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Periods {
@@ -479,7 +488,10 @@ impl Nexus {
         let slot = report::SharedSlot::default();
         let report_period = config.periods.report;
         let report_log = log.clone();
+        let wake =
+            tokio::sync::Mutex::new(wake::Wakeups::new(ds.clone(), &log));
         let task = tokio::spawn(lifecycle::run(lifecycle::Life {
+            wake,
             log,
             ds: ds.clone(),
             work: work.clone(),

@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use baton_datastore::{DataStore, Error as DbError};
+use baton_datastore::{DataStore, Error as DbError, EventKind};
 use baton_planner::{AccessDecision, PeerDrain, Role};
 use baton_types::Blueprint;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
@@ -11,6 +11,7 @@ use chrono::Utc;
 use slog::{Logger, info, warn};
 use tokio::sync::watch;
 
+use crate::wake::{Wakeups, Woken};
 use crate::work::WorkTracker;
 use crate::{NexusConfig, NexusState, Shared};
 
@@ -30,6 +31,9 @@ pub(crate) struct Life {
     pub(crate) stop: watch::Receiver<bool>,
     /// The status reporter, closed before the `quiesced` mark.
     pub(crate) report: crate::report::SharedSlot,
+    /// The waits' listener for announcements, closed before the
+    /// `quiesced` mark as well.
+    pub(crate) wake: tokio::sync::Mutex<Wakeups>,
 }
 
 /// Sets the state to `Failed` if the lifecycle panics, so that the
@@ -72,23 +76,41 @@ pub(crate) async fn run(life: Life) {
 /// A retry wait that doubles from `retry_min` to `retry_max`, jittered.
 struct Backoff {
     next: Duration,
+    min: Duration,
     max: Duration,
 }
 
 impl Backoff {
     fn new(life: &Life) -> Backoff {
         let floor = Duration::from_millis(1);
+        let min = life.config.periods.retry_min.max(floor);
         Backoff {
-            next: life.config.periods.retry_min.max(floor),
+            next: min,
+            min,
             max: life.config.periods.retry_max.max(floor),
         }
     }
 
-    async fn wait(&mut self) {
+    /// The next wait, jittered.
+    fn next_wait(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        tokio::time::sleep(base / 2 + base.mul_f64(fastrand::f64() / 2.0))
-            .await;
+        base / 2 + base.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next_wait()).await;
+    }
+
+    /// Waits as [`Backoff::wait`], or until one of `kinds` is announced;
+    /// an announcement means the state changed, so the backoff starts
+    /// over.
+    async fn wait_for(&mut self, life: &Life, kinds: &[EventKind]) {
+        let wait = self.next_wait();
+        let woken = life.wake.lock().await.wait(wait, kinds).await;
+        if let Woken::Event(_) = woken {
+            self.next = self.min.min(self.max);
+        }
     }
 }
 
@@ -117,6 +139,7 @@ impl Life {
             "work_in_flight" => self.work.in_flight());
         self.work.close();
         self.work.idle().await;
+        self.wake.lock().await.close();
         self.ds.quiesce();
         info!(self.log, "stopping: waiting for database claims";
             "claims" => self.ds.outstanding_claims());
@@ -125,6 +148,9 @@ impl Life {
     }
 
     async fn live(&self) -> Result<NexusState, End> {
+        // Listening before the first look: a change announced between
+        // that look and the first wait still ends the wait.
+        self.wake.lock().await.open().await;
         self.start_up().await?;
         self.running().await
     }
@@ -155,7 +181,13 @@ impl Life {
                 AccessDecision::NeedsHandoff => {
                     self.set(NexusState::WaitingForHandoff);
                     if !self.take_over().await? {
-                        backoff.wait().await;
+                        // The handoff waits for the last `quiesced` mark.
+                        backoff
+                            .wait_for(
+                                self,
+                                &[EventKind::Quiesced, EventKind::Handoff],
+                            )
+                            .await;
                     }
                 }
                 AccessDecision::UpdateSchema => {
@@ -175,7 +207,16 @@ impl Life {
                     self.set(NexusState::WaitingForRecord);
                     info!(self.log, "waiting for this Nexus's record";
                         "reason" => &decision.1);
-                    backoff.wait().await;
+                    backoff
+                        .wait_for(
+                            self,
+                            &[
+                                EventKind::RecordsAdded,
+                                EventKind::TargetSet,
+                                EventKind::Handoff,
+                            ],
+                        )
+                        .await;
                 }
                 AccessDecision::Refuse => return Err(End::Refused(decision.1)),
             }
@@ -214,14 +255,13 @@ impl Life {
             return self.quiesce(target).await;
         }
         self.set(NexusState::Running);
-        // A zero period would make tokio's interval panic inside this
-        // task while the state still said Running: at least 1 ms.
-        let mut execution = tokio::time::interval(
-            self.config.periods.execution.max(Duration::from_millis(1)),
-        );
-        execution.tick().await;
         loop {
-            execution.tick().await;
+            // A new target is what sends this Nexus to quiesce.
+            self.wake
+                .lock()
+                .await
+                .wait(self.config.periods.execution, &[EventKind::TargetSet])
+                .await;
             if let Some(target) = self.execute_or_quiesce_target().await {
                 // 1. No new work, from here on.
                 self.work.close();
@@ -305,13 +345,18 @@ impl Life {
                 }
                 Err(e) => warn!(self.log, "cannot check peers"; "error" => %e),
             }
-            tokio::time::sleep(
-                self.config
-                    .periods
-                    .drain_recheck
-                    .max(Duration::from_millis(1)),
-            )
-            .await;
+            self.wake
+                .lock()
+                .await
+                .wait(
+                    self.config.periods.drain_recheck,
+                    &[
+                        EventKind::Drained,
+                        EventKind::Quiesced,
+                        EventKind::TargetSet,
+                    ],
+                )
+                .await;
         }
         // 4. Close the pool and wait for every claim to come back.
         self.set(NexusState::Quiescing { step: 4 });
@@ -323,9 +368,11 @@ impl Life {
             self.ds.wait_for_drain().await;
         }
         // 5. Only now, through the reserved claim, say `quiesced`; the
-        // status reporter's connection is closed first, so nothing of
-        // this instance touches the database after the mark.
+        // status reporter's and the listener's connections are closed
+        // first, so nothing of this instance touches the database after
+        // the mark.
         self.set(NexusState::Quiescing { step: 5 });
+        self.wake.lock().await.close();
         crate::report::close(&self.report).await;
         let mut backoff = Backoff::new(self);
         loop {

@@ -446,22 +446,44 @@ pub trait DataStoreTestExt {
     /// for a lock (`pg_terminate_backend`, PostgreSQL only); returns how
     /// many.
     async fn terminate_lock_waiters(&self) -> Result<i64, Error> {
-        let row: Calls = self
-            .store()
-            .run("terminate lock waiters", |conn| {
-                Box::pin(load_one(
-                    statement(
-                        "SELECT count(pg_terminate_backend(pid))::INT8 AS calls
-                         FROM pg_stat_activity
-                         WHERE datname = current_database()
-                           AND wait_event_type = 'Lock'",
-                    ),
-                    conn,
-                ))
-            })
-            .await?;
-        Ok(row.calls.unwrap_or(0))
+        terminate(
+            self.store(),
+            "terminate lock waiters",
+            "SELECT count(pg_terminate_backend(pid))::INT8 AS calls
+             FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND wait_event_type = 'Lock'",
+        )
+        .await
     }
+
+    /// Terminates every backend listening for Baton's announcements (its
+    /// last statement was the `LISTEN`), so that what is announced
+    /// meanwhile is lost; returns how many there were.
+    async fn terminate_listeners(&self) -> Result<i64, Error> {
+        terminate(
+            self.store(),
+            "terminate listeners",
+            "SELECT count(pg_terminate_backend(pid))::INT8 AS calls
+             FROM pg_stat_activity
+             WHERE datname = current_database()
+               AND query = 'LISTEN baton_handoff'
+               AND pid <> pg_backend_pid()",
+        )
+        .await
+    }
+}
+
+/// Runs `sql`, a count of the backends it terminated.
+async fn terminate(
+    ds: &DataStore,
+    op: &'static str,
+    sql: &'static str,
+) -> Result<i64, Error> {
+    let row: Calls = ds
+        .run(op, |conn| Box::pin(load_one(statement(sql), conn)))
+        .await?;
+    Ok(row.calls.unwrap_or(0))
 }
 
 impl DataStoreTestExt for DataStore {

@@ -1,0 +1,257 @@
+//! Wake-ups: the handoff's rare state changes announce themselves, so
+//! that a process waiting for one need not poll for it.
+//!
+//! Each statement (or transaction) that makes one of these changes also
+//! calls `pg_notify` on the channel [`CHANNEL`]: a target set, `not_yet`
+//! records inserted by the record step, a drained mark, a `quiesced`
+//! mark, the handoff, a schema migration applied. PostgreSQL delivers a
+//! notification only when its transaction commits, and never one of a
+//! transaction that rolled back, so an announced change is always a
+//! committed one. The steady record step (every row already there) and
+//! every other statement announce nothing: a notifying transaction takes
+//! a server-wide lock at commit, which would queue the commits of a busy
+//! rack behind one another.
+//!
+//! A [`Listener`] holds a connection of its own, outside the pool and its
+//! drain fence, that has run `LISTEN`. Notifications are a hint, never a
+//! fact the protocol relies on: one that is lost (the listening
+//! connection dropped, or a change made by a process that does not
+//! notify) costs the waiter time until its next poll, nothing else.
+//!
+//! Databases without `LISTEN`/`NOTIFY` (CockroachDB) run with
+//! [`DataStoreConfig::notifications`](crate::DataStoreConfig) off: the
+//! statements then carry no `pg_notify` and every wait polls.
+//!
+//! Each payload is `<event> <nexus id or -> <transaction id>`; the
+//! transaction id lets a benchmark ask the server when the change
+//! committed (`pg_xact_commit_timestamp`), even after the row changed
+//! again.
+
+use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
+use diesel::sql_types::{Nullable, Uuid};
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+
+use crate::statement::{Bind, statement};
+use crate::{DataStore, Error};
+
+/// The channel every announcement goes to.
+pub const CHANNEL: &str = "baton_handoff";
+
+/// Which change a notification announces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EventKind {
+    /// A blueprint became the target (or the target was toggled).
+    TargetSet,
+    /// The record step inserted records (new `not_yet` rows).
+    RecordsAdded,
+    /// A quiescing Nexus recorded the blueprint it drained against.
+    Drained,
+    /// A Nexus was marked `quiesced` (by itself or an operator).
+    Quiesced,
+    /// The handoff: the `not_yet` records became `active`.
+    Handoff,
+    /// A schema migration was applied (Baton's or a service's).
+    Migrated,
+    /// An event this version of Baton does not know (a newer one sent
+    /// it); a waiter treats it as a reason to look again.
+    Unknown,
+}
+
+impl EventKind {
+    /// The event's name in the payload.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::TargetSet => "target_set",
+            EventKind::RecordsAdded => "records_added",
+            EventKind::Drained => "drained",
+            EventKind::Quiesced => "quiesced",
+            EventKind::Handoff => "handoff",
+            EventKind::Migrated => "migrated",
+            EventKind::Unknown => "unknown",
+        }
+    }
+
+    fn parse(name: &str) -> EventKind {
+        [
+            EventKind::TargetSet,
+            EventKind::RecordsAdded,
+            EventKind::Drained,
+            EventKind::Quiesced,
+            EventKind::Handoff,
+            EventKind::Migrated,
+        ]
+        .into_iter()
+        .find(|kind| kind.as_str() == name)
+        .unwrap_or(EventKind::Unknown)
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One announced, committed change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// What changed.
+    pub kind: EventKind,
+    /// The Nexus it concerns, where there is one (the one drained or
+    /// quiesced, the one that took over or ran the record step).
+    pub nexus_id: Option<OmicronZoneUuid>,
+    /// The server's id of the transaction that made the change
+    /// (`txid_current()`), to look its commit time up.
+    pub transaction: i64,
+}
+
+impl Event {
+    /// Reads a payload; `None` if it is not one of Baton's.
+    pub fn parse(payload: &str) -> Option<Event> {
+        let mut parts = payload.split(' ');
+        let kind = EventKind::parse(parts.next()?);
+        let nexus_id = match parts.next()? {
+            "-" => None,
+            id => Some(OmicronZoneUuid::from_untyped_uuid(id.parse().ok()?)),
+        };
+        let transaction = parts.next()?.parse().ok()?;
+        Some(Event {
+            kind,
+            nexus_id,
+            transaction,
+        })
+    }
+}
+
+/// The `pg_notify` call announcing `kind`, with the Nexus id in the
+/// expression `nexus` (a parameter such as `$1`, or `NULL`).
+fn notify_call(kind: EventKind, nexus: &str) -> String {
+    format!(
+        "pg_notify('{CHANNEL}', '{kind} ' || COALESCE(({nexus})::TEXT, '-') \
+         || ' ' || txid_current()::TEXT)"
+    )
+}
+
+/// `sql` (a data-modifying CTE ending in one `SELECT`) with an
+/// announcement of `kind` added, made once if the CTE `changed` returned
+/// any row and never otherwise. The added CTE is referenced in the final
+/// `SELECT` (as column `notified`), because PostgreSQL evaluates only the
+/// plain CTEs a statement reads.
+pub(crate) fn announcing(
+    sql: &str,
+    changed: &str,
+    kind: EventKind,
+    nexus: &str,
+) -> String {
+    let at = sql
+        .rfind("\nSELECT ")
+        .expect("a guarded statement ends in one SELECT");
+    let (with, select) = sql.split_at(at);
+    format!(
+        "{with},\nnotified AS (\n    SELECT {} AS sent FROM {changed} LIMIT 1\n)\
+         {select},\n       (SELECT count(*) FROM notified) AS notified",
+        notify_call(kind, nexus)
+    )
+}
+
+/// Announces `kind` from inside the caller's transaction: the
+/// notification goes out if, and when, that transaction commits.
+pub(crate) async fn announce(
+    conn: &mut AsyncPgConnection,
+    kind: EventKind,
+    nexus_id: Option<uuid::Uuid>,
+) -> diesel::QueryResult<()> {
+    // One text per kind, so the connection prepares each once.
+    statement(format!("SELECT {}", notify_call(kind, "$1")))
+        .bind::<Nullable<Uuid>, _>(nexus_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A connection of its own that listens for the handoff's announcements.
+/// Closed when dropped.
+pub struct Listener {
+    conn: AsyncPgConnection,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").finish_non_exhaustive()
+    }
+}
+
+impl DataStore {
+    /// Opens a listener: a connection outside the pool and its fence
+    /// that has run `LISTEN` on [`CHANNEL`]. Changes committed before
+    /// this returns are not announced to it: look at the state after
+    /// opening, then wait.
+    pub async fn listen(&self) -> Result<Listener, Error> {
+        let mut conn = self.dedicated("listen for wake-ups").await?;
+        conn.batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(|e| Error::from_diesel("listen for wake-ups", e))?;
+        Ok(Listener { conn })
+    }
+}
+
+impl Listener {
+    /// The next announcement, as it arrives; `None` once the connection
+    /// is gone (open a new listener, and look again: announcements made
+    /// meanwhile were lost). Payloads that are not Baton's are skipped.
+    /// Cancel-safe: dropping the future loses no announcement.
+    pub async fn next(&mut self) -> Option<Event> {
+        use futures_util::StreamExt;
+        let mut stream = std::pin::pin!(self.conn.notifications_stream());
+        loop {
+            match stream.next().await? {
+                Ok(n) if n.channel == CHANNEL => {
+                    if let Some(event) = Event::parse(&n.payload) {
+                        return Some(event);
+                    }
+                }
+                Ok(_) => {}
+                // The connection failed: nothing more will arrive.
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_read_back() {
+        let id = OmicronZoneUuid::new_v4();
+        let event = Event::parse(&format!("drained {id} 7321")).unwrap();
+        assert_eq!(event.kind, EventKind::Drained);
+        assert_eq!(event.nexus_id, Some(id));
+        assert_eq!(event.transaction, 7321);
+        let event = Event::parse("target_set - 9").unwrap();
+        assert_eq!((event.kind, event.nexus_id), (EventKind::TargetSet, None));
+        assert_eq!(
+            Event::parse("brand_new - 9").unwrap().kind,
+            EventKind::Unknown
+        );
+        assert_eq!(Event::parse("someone else's payload"), None);
+        assert_eq!(Event::parse(""), None);
+    }
+
+    #[test]
+    fn an_announcement_goes_before_the_final_select() {
+        let sql = "WITH changed AS (\n    UPDATE t SET a = 1 RETURNING id\n)\nSELECT (SELECT count(*) FROM changed) AS n";
+        let with = announcing(sql, "changed", EventKind::Handoff, "$1");
+        assert_eq!(
+            with,
+            "WITH changed AS (\n    UPDATE t SET a = 1 RETURNING id\n),\n\
+             notified AS (\n    SELECT pg_notify('baton_handoff', 'handoff ' \
+             || COALESCE(($1)::TEXT, '-') || ' ' || txid_current()::TEXT) \
+             AS sent FROM changed LIMIT 1\n)\n\
+             SELECT (SELECT count(*) FROM changed) AS n,\n       \
+             (SELECT count(*) FROM notified) AS notified"
+        );
+    }
+}
