@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use baton_dev_db::DevDb;
 use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
+use baton_nexus::timeline::{HandoffTimeline, PARTS};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 
@@ -70,17 +71,24 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
             "NO"
         }
     ));
-    let gap = report.first_new_write - report.last_old_write;
     output::line(&format!(
         "service: {} rows written through Baton's fenced pools; last \
-         generation-1 write at {}, first generation-2 write at {}: the \
-         service could not write for {} ms (the drain, the handoff and the \
-         migration)",
+         generation-1 write at {}, first generation-2 write at {}",
         report.writes,
         report.last_old_write.format("%H:%M:%S%.3f"),
         report.first_new_write.format("%H:%M:%S%.3f"),
-        gap.num_milliseconds()
     ));
+    match &report.window {
+        Ok(timeline) => output::line(&window(timeline)),
+        Err(why) => {
+            let gap = report.first_new_write - report.last_old_write;
+            output::line(&format!(
+                "window: the service could not write for {} ms; its parts \
+                 cannot be told: {why}",
+                gap.num_milliseconds()
+            ));
+        }
+    }
     drop(server);
     output::line(&format!(
         "demo done in {:.1} s",
@@ -95,4 +103,25 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
              generation 2.",
         ))
     }
+}
+
+/// The handoff window and its parts, as the demo prints them.
+fn window(timeline: &HandoffTimeline) -> String {
+    let mut out = format!(
+        "window: the service could not write for {:.1} ms (from its last \
+         generation-1 write to its first generation-2 write, by the \
+         server's commit times); {:.1} ms of it the protocol's own, without \
+         the drain of work in flight and the migration. The handoff from \
+         the bump:",
+        timeline.window(),
+        timeline.protocol()
+    );
+    for (name, start, end) in PARTS {
+        out.push_str(&format!(
+            "\n  {:<72} {:>8.1} ms",
+            format!("{name} ({start} -> {end})"),
+            timeline.between(start, end)
+        ));
+    }
+    out
 }

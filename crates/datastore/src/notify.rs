@@ -28,10 +28,12 @@
 //! again.
 
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
-use diesel::sql_types::{Nullable, Uuid};
+use chrono::{DateTime, Utc};
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Nullable, Timestamptz, Uuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 
-use crate::statement::{Bind, statement};
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
 /// The channel every announcement goes to.
@@ -193,6 +195,40 @@ impl DataStore {
             .await
             .map_err(|e| Error::from_diesel("listen for wake-ups", e))?;
         Ok(Listener { conn })
+    }
+}
+
+impl DataStore {
+    /// When the server committed `transaction` (an [`Event`]'s), by its
+    /// clock; `None` when the server does not keep commit times
+    /// (`track_commit_timestamp` off) or no longer knows this one.
+    /// PostgreSQL only.
+    pub async fn committed_at(
+        &self,
+        transaction: i64,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        #[derive(QueryableByName)]
+        struct At {
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            at: Option<DateTime<Utc>>,
+        }
+        let row: At = self
+            .retrying("commit time", |conn| {
+                // SQL text: a catalog function the builder does not know.
+                // `txid_current()` counts epochs above the 32-bit `xid`.
+                Box::pin(load_one(
+                    statement(
+                        "SELECT CASE WHEN current_setting(\
+                         'track_commit_timestamp') = 'on' THEN \
+                         pg_xact_commit_timestamp(\
+                         ($1 % 4294967296)::TEXT::xid) END AS at",
+                    )
+                    .bind::<BigInt, _>(transaction),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(row.at)
     }
 }
 

@@ -79,6 +79,7 @@ mod lifecycle;
 pub mod metrics;
 pub mod rehearsal;
 mod report;
+pub mod timeline;
 mod wake;
 mod work;
 
@@ -275,6 +276,12 @@ pub struct NexusConfig {
     pub periods: Periods,
     /// The service's schema components, migrated after Baton's own.
     pub components: Vec<SchemaComponent>,
+    /// Whether its waits also end when the change they wait for is
+    /// announced (default true; see [`Periods`]). Off, it polls only,
+    /// though its own changes are still announced to others while
+    /// `datastore.notifications` is on: for comparing the two, and for a
+    /// deployment that wants no listening connection.
+    pub wake_on_announcements: bool,
     /// A deliberate bug, for the tests' teeth only.
     #[cfg(feature = "mutants")]
     pub mutant: NexusMutant,
@@ -290,6 +297,7 @@ impl NexusConfig {
             datastore: DataStoreConfig::default(),
             periods: Periods::default(),
             components: Vec::new(),
+            wake_on_announcements: true,
             #[cfg(feature = "mutants")]
             mutant: NexusMutant::None,
         }
@@ -488,8 +496,11 @@ impl Nexus {
         let slot = report::SharedSlot::default();
         let report_period = config.periods.report;
         let report_log = log.clone();
-        let wake =
-            tokio::sync::Mutex::new(wake::Wakeups::new(ds.clone(), &log));
+        let wake = tokio::sync::Mutex::new(wake::Wakeups::new(
+            ds.clone(),
+            &log,
+            config.wake_on_announcements,
+        ));
         let task = tokio::spawn(lifecycle::run(lifecycle::Life {
             wake,
             log,

@@ -30,6 +30,7 @@ use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
 use slog::{Logger, info};
 
+use crate::timeline::{HandoffTimeline, HandoffWatch};
 use crate::{Nexus, NexusConfig, NexusState, Periods};
 
 /// How a rehearsal runs.
@@ -79,6 +80,9 @@ pub struct Rehearsal {
     pub first_new_write: DateTime<Utc>,
     /// Rows the service wrote in all.
     pub writes: i64,
+    /// The handoff timed from the server's commit times, or why it could
+    /// not be (a server without commit timestamps or notifications).
+    pub window: Result<HandoffTimeline, String>,
     /// The records at the end.
     pub records: Vec<NexusRecord>,
 }
@@ -185,8 +189,14 @@ pub async fn rehearse(
     .await?;
 
     let records = ds.records_list().await?;
-    match decide_generation_bump(&story.new_generation_deployed, &records, 3) {
+    let watch = match decide_generation_bump(
+        &story.new_generation_deployed,
+        &records,
+        3,
+    ) {
         BumpDecision::Bump { from, to } => {
+            // Listening from before the bump, to time the handoff.
+            let watch = HandoffWatch::start(&ds).await;
             import(&ds, &story.handoff_started).await?;
             stage(
                 "generation bumped",
@@ -195,13 +205,14 @@ pub async fn rehearse(
                 ),
             )
             .await?;
+            watch
         }
         BumpDecision::Wait(waits) => {
             return Err(RehearsalError(format!(
                 "the planner will not bump: {waits:?}"
             )));
         }
-    }
+    };
 
     // The new instances start now, before the old ones are done: they
     // must wait for the handoff, never write early.
@@ -237,6 +248,15 @@ pub async fn rehearse(
         first_ready.get_or_insert_with(Instant::now);
     }
     let first_ready = first_ready.expect("three new instances");
+    // Every announcement of the handoff has committed by now; the demo
+    // service has a single schema version, so no migration follows.
+    let watch = match watch {
+        Ok(mut watch) => watch
+            .until_handed_off(&story.old_nexus, false, timeout)
+            .await
+            .map(|()| watch),
+        Err(e) => Err(format!("cannot listen for announcements: {e}")),
+    };
     let quiesced_before_active = first_ready >= last_quiesced;
     let handoff_time = first_ready.saturating_duration_since(last_quiesced);
     stage(
@@ -278,6 +298,10 @@ pub async fn rehearse(
     }
     let (last_old_write, first_new_write, writes) =
         service_side(&ds, &story.old_nexus, &story.new_nexus).await?;
+    let window = match watch {
+        Ok(watch) => watch.timeline(last_old_write, first_new_write).await,
+        Err(e) => Err(e),
+    };
     let records = ds.records_list().await?;
     info!(log, "rehearsal done"; "handoff_ms" => handoff_time.as_millis() as u64);
     Ok(Rehearsal {
@@ -286,6 +310,7 @@ pub async fn rehearse(
         last_old_write,
         first_new_write,
         writes,
+        window,
         records,
     })
 }
@@ -408,7 +433,8 @@ struct Side {
 }
 
 /// When the service's last old-generation write and first new-generation
-/// write happened (by the server's clock at insert).
+/// write committed (by the server's commit times, where it keeps them;
+/// else by its clock at insert).
 async fn service_side(
     ds: &DataStore,
     old: &[OmicronZoneUuid],
@@ -423,11 +449,20 @@ async fn service_side(
     };
     let mut claim = ds.claim("demo service side").await?;
     let rows: Vec<Side> = diesel::sql_query(
-        "SELECT (SELECT max(written_at) FROM demo_entry
+        "WITH kept AS (
+             SELECT current_setting('track_commit_timestamp') = 'on' AS keeps
+         ), entry AS (
+             SELECT nexus_id,
+                    CASE WHEN (SELECT keeps FROM kept)
+                         THEN pg_xact_commit_timestamp(xmin)
+                         ELSE written_at END AS at
+             FROM demo_entry
+         )
+         SELECT (SELECT max(at) FROM entry
                  WHERE nexus_id = ANY ($1)) AS last_old,
-                (SELECT min(written_at) FROM demo_entry
+                (SELECT min(at) FROM entry
                  WHERE nexus_id = ANY ($2)) AS first_new,
-                (SELECT count(*) FROM demo_entry) AS writes",
+                (SELECT count(*) FROM entry) AS writes",
     )
     .bind::<Array<Uuid>, _>(raw(old))
     .bind::<Array<Uuid>, _>(raw(new))

@@ -20,6 +20,8 @@ pub(crate) struct Wakeups {
     ds: DataStore,
     log: Logger,
     listener: Option<Listener>,
+    /// Whether to listen at all.
+    enabled: bool,
     /// Closed for good (before the `quiesced` mark): never reopened.
     closed: bool,
 }
@@ -34,8 +36,10 @@ pub(crate) enum Woken {
 }
 
 impl Wakeups {
-    pub(crate) fn new(ds: DataStore, log: &Logger) -> Wakeups {
+    /// Listens if `enabled` and the datastore announces its changes.
+    pub(crate) fn new(ds: DataStore, log: &Logger, enabled: bool) -> Wakeups {
         Wakeups {
+            enabled: enabled && ds.notifies(),
             ds,
             log: log.clone(),
             listener: None,
@@ -46,7 +50,7 @@ impl Wakeups {
     /// Opens the listener if it should be open and is not; a failure
     /// leaves the waits polling until the next try.
     pub(crate) async fn open(&mut self) {
-        if self.closed || self.listener.is_some() || !self.ds.notifies() {
+        if self.closed || self.listener.is_some() || !self.enabled {
             return;
         }
         match self.ds.listen().await {

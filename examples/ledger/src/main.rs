@@ -49,6 +49,11 @@ struct Args {
     /// every 5 s, retries from 250 ms to 3 min), for tests and demos.
     #[arg(long)]
     period_ms: Option<u64>,
+    /// Never wait for announcements: every wait of the lifecycle ends
+    /// only at its period (this instance's own changes are still
+    /// announced). For comparing polling with wake-ups.
+    #[arg(long)]
+    poll_only: bool,
     /// Serve metrics in the Prometheus text format on `GET /metrics` at
     /// this address (port 0: any free port); the bound address is printed
     /// first, as `{"metrics_addr": "..."}`.
@@ -69,10 +74,10 @@ fn main() -> ExitCode {
     if let Some(ms) = args.period_ms {
         periods = periods.capped(Duration::from_millis(ms.max(1)));
     }
-    #[allow(unused_mut)]
     let mut config = NexusConfig::new(args.nexus_id, &args.database_url)
         .with_component(schema)
         .with_periods(periods);
+    config.wake_on_announcements = !args.poll_only;
     #[cfg(feature = "mutants")]
     {
         config.mutant = match std::env::var("BATON_LEDGER_MUTANT").as_deref() {

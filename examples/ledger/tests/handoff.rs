@@ -7,10 +7,8 @@
 //! write.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use baton_datastore::DataStore;
 // The derives below name `diesel`: the one Baton re-exports.
@@ -18,28 +16,24 @@ use baton_datastore::diesel;
 use baton_datastore::diesel::QueryableByName;
 use baton_datastore::diesel::sql_types::{Nullable, Text, Timestamptz, Uuid};
 use baton_datastore::diesel_async::RunQueryDsl;
-use baton_dev_db::DevDb;
+use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
-use baton_types::{Blueprint, NexusRecordState};
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use chrono::{DateTime, Utc};
-use serde_json::Value;
-use slog::{Logger, o};
+
+pub(crate) use crate::rig::{Ledger, import, rack_at_generation_1, runtime};
+
+/// Polls the database until `done`, up to [`PATIENCE`].
+pub(crate) async fn until<F, Fut>(what: &str, done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    crate::rig::until(what, PATIENCE, done).await
+}
 
 /// How long any one wait may take before the test gives up.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
-
-pub(crate) fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
-
-/// One `baton-ledger` process and the state lines it printed.
-pub(crate) struct Ledger {
-    id: OmicronZoneUuid,
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    pub(crate) seen: Vec<Value>,
-}
 
 impl Ledger {
     fn spawn(
@@ -74,100 +68,12 @@ impl Ledger {
         if !extra.contains(&"--job-ms") {
             command.args(["--job-ms", job_ms]);
         }
-        let mut child = command
+        command
             .args(["--database-url", url, "--nexus-id", &id.to_string()])
             .args(["--schema-version", &schema.to_string()])
             .args(["--period-ms", "100", "--write-period-ms", "10"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("baton-ledger starts");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    return;
-                }
-            }
-        });
-        Ledger {
-            id,
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits until it prints `state` (or fails, naming what it printed).
-    pub(crate) fn wait_state(&mut self, state: &str) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if self.seen.iter().any(|l| l["state"] == state) {
-                return;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "ledger {} never reached {state}; it printed {:?}",
-                    self.id, self.seen
-                ),
-            }
-        }
-    }
-
-    /// Waits for it to exit; returns the status and its last line.
-    fn wait_exit(mut self) -> (ExitStatus, Value) {
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                // Whatever it printed before exiting is in the pipe.
-                while let Ok(line) =
-                    self.lines.recv_timeout(Duration::from_secs(5))
-                {
-                    self.seen.push(line);
-                }
-                let last = self.seen.last().cloned().unwrap_or_default();
-                return (status, last);
-            }
-            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(50))
-            {
-                self.seen.push(line);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ledger {} did not exit; it printed {:?}",
-                self.id,
-                self.seen
-            );
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-    }
-
-    fn kill(mut self) {
-        self.signal("-KILL");
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Ledger {
-    /// A failed test must not leave its processes running.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+            .args(extra);
+        Ledger::start(command, id, PATIENCE)
     }
 }
 
@@ -213,34 +119,6 @@ struct Committed {
     committed: DateTime<Utc>,
 }
 
-pub(crate) fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime")
-}
-
-pub(crate) async fn import(ds: &DataStore, blueprint: &Blueprint) {
-    ds.blueprint_insert(blueprint).await.expect("stored");
-    ds.target_set(blueprint.id(), true)
-        .await
-        .expect("target set");
-}
-
-/// Polls the database until `done` (the processes act on their own
-/// schedule; there is nothing else to wait on), or panics naming `what`.
-pub(crate) async fn until<F, Fut>(what: &str, mut done: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + PATIENCE;
-    while !done().await {
-        assert!(Instant::now() < deadline, "gave up waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 pub(crate) async fn count(ds: &DataStore, sql: &'static str) -> i64 {
     #[derive(QueryableByName)]
     struct N {
@@ -253,31 +131,6 @@ pub(crate) async fn count(ds: &DataStore, sql: &'static str) -> i64 {
         .await
         .unwrap_or_default();
     rows.into_iter().next().map_or(0, |r| r.n)
-}
-
-/// A throwaway server set up as at rack setup: Baton's schema, the
-/// generation-1 records `active`, the steady blueprint the target. The
-/// server lives as long as the returned `DevDb`.
-pub(crate) fn rack_at_generation_1(
-    rt: &tokio::runtime::Runtime,
-    story: &HandoffStory,
-) -> (DevDb, String, DataStore) {
-    let db = DevDb::builder()
-        .template_cache(env!("CARGO_TARGET_TMPDIR"))
-        .start(&log())
-        .expect("a throwaway PostgreSQL");
-    let url = db.url();
-    let ds = {
-        let _inside = rt.enter();
-        DataStore::new(&log(), &url)
-    };
-    rt.block_on(async {
-        ds.migrate().await.expect("Baton's schema");
-        let old = story.old_nexus.iter().copied().collect();
-        ds.records_initialize(&old).await.expect("rack setup");
-        import(&ds, &story.steady).await;
-    });
-    (db, url, ds)
 }
 
 /// Deploys generation 2: its blueprint made the target, its `not_yet`

@@ -3,4 +3,5 @@
 
 mod handoff;
 mod metrics;
+mod rig;
 mod status;

@@ -1,0 +1,252 @@
+//! A handoff timed as the service feels it, from the server's commit
+//! times: the window from the old generation's last write to the new
+//! generation's first, and the parts of the handoff, each from a named
+//! start event to a named end event.
+//!
+//! A [`HandoffWatch`] listens for the handoff's announcements (see
+//! `baton_datastore::Listener`) from before the bump; each announcement
+//! names the transaction that made the change, and the server keeps when
+//! that transaction committed (`track_commit_timestamp=on`). The service
+//! says when its own last old and first new writes committed (it knows
+//! its tables; see `pg_xact_commit_timestamp(xmin)` on an append-only
+//! table). Measuring needs PostgreSQL with commit timestamps on and
+//! notifications on in the processes making the changes; the protocol
+//! needs neither.
+
+use std::time::Duration;
+
+use baton_datastore::{DataStore, Error, Event, EventKind, Listener};
+use baton_uuid_kinds::OmicronZoneUuid;
+use chrono::{DateTime, Utc};
+
+/// The events a timeline is made of, in the order they happen.
+pub const EVENTS: [&str; 8] = [
+    "bump",
+    "last drained mark",
+    "first quiesced mark",
+    "last quiesced mark",
+    "handoff",
+    "migration committed",
+    "last generation-1 write",
+    "first generation-2 write",
+];
+
+/// The parts of a handoff, each `(name, start event, end event)`, one
+/// after the other from the bump to the first new write.
+pub const PARTS: [(&str, &str, &str); 6] = [
+    ("drain of in-flight work", "bump", "last drained mark"),
+    (
+        "peers agree, fence closes",
+        "last drained mark",
+        "first quiesced mark",
+    ),
+    (
+        "the other quiesce marks",
+        "first quiesced mark",
+        "last quiesced mark",
+    ),
+    ("handoff", "last quiesced mark", "handoff"),
+    ("schema migration", "handoff", "migration committed"),
+    (
+        "first write",
+        "migration committed",
+        "first generation-2 write",
+    ),
+];
+
+/// Listens for one handoff's announcements, from before its bump.
+#[derive(Debug)]
+pub struct HandoffWatch {
+    ds: DataStore,
+    listener: Listener,
+    events: Vec<Event>,
+}
+
+impl HandoffWatch {
+    /// Starts listening. Call it before the bump: what commits earlier
+    /// is not seen.
+    pub async fn start(ds: &DataStore) -> Result<HandoffWatch, Error> {
+        Ok(HandoffWatch {
+            ds: ds.clone(),
+            listener: ds.listen().await?,
+            events: Vec::new(),
+        })
+    }
+
+    /// Reads announcements until every Nexus of `old` was marked
+    /// quiesced and the handoff happened, and, if `migration`, a
+    /// migration was applied after it; waits at most `patience` for each.
+    pub async fn until_handed_off(
+        &mut self,
+        old: &[OmicronZoneUuid],
+        migration: bool,
+        patience: Duration,
+    ) -> Result<(), String> {
+        loop {
+            let seen = |kind, id: Option<OmicronZoneUuid>| {
+                self.events.iter().any(|e| {
+                    e.kind == kind && (id.is_none() || e.nexus_id == id)
+                })
+            };
+            let quiesced =
+                old.iter().all(|id| seen(EventKind::Quiesced, Some(*id)));
+            let migrated = !migration || seen(EventKind::Migrated, None);
+            if quiesced && seen(EventKind::Handoff, None) && migrated {
+                return Ok(());
+            }
+            match tokio::time::timeout(patience, self.listener.next()).await {
+                Ok(Some(event)) => self.events.push(event),
+                Ok(None) => {
+                    return Err("the connection listening for the handoff's \
+                        announcements was lost"
+                        .to_owned());
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "no announcement within {} s; seen so far: {:?}",
+                        patience.as_secs(),
+                        self.events
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The timeline, given when the service's last write of the old
+    /// generation and first write of the new one committed. Fails if an
+    /// event is missing or the server keeps no commit times.
+    pub async fn timeline(
+        &self,
+        last_old_write: DateTime<Utc>,
+        first_new_write: DateTime<Utc>,
+    ) -> Result<HandoffTimeline, String> {
+        let mut times: Vec<(EventKind, DateTime<Utc>)> = Vec::new();
+        for event in &self.events {
+            let at = self
+                .ds
+                .committed_at(event.transaction)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or(
+                    "the server keeps no commit times \
+                        (track_commit_timestamp is off)",
+                )?;
+            times.push((event.kind, at));
+        }
+        let of = |kind| times.iter().filter(move |(k, _)| *k == kind);
+        let first = |kind| of(kind).map(|(_, t)| *t).min();
+        let last = |kind| of(kind).map(|(_, t)| *t).max();
+        let need = |at: Option<DateTime<Utc>>, what: &str| {
+            at.ok_or_else(|| format!("no {what} was announced"))
+        };
+        let handoff = need(first(EventKind::Handoff), "handoff")?;
+        Ok(HandoffTimeline {
+            at: [
+                need(first(EventKind::TargetSet), "bump")?,
+                need(last(EventKind::Drained), "drained mark")?,
+                need(first(EventKind::Quiesced), "quiesced mark")?,
+                need(last(EventKind::Quiesced), "quiesced mark")?,
+                handoff,
+                // No migration pending: it took no time.
+                last(EventKind::Migrated).unwrap_or(handoff),
+                last_old_write,
+                first_new_write,
+            ],
+        })
+    }
+}
+
+/// When each of [`EVENTS`] committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandoffTimeline {
+    at: [DateTime<Utc>; 8],
+}
+
+impl HandoffTimeline {
+    /// When `event` (one of [`EVENTS`]) committed, in milliseconds after
+    /// the bump.
+    ///
+    /// # Panics
+    ///
+    /// If `event` is not one of [`EVENTS`].
+    pub fn at(&self, event: &str) -> f64 {
+        let i = EVENTS
+            .iter()
+            .position(|e| *e == event)
+            .unwrap_or_else(|| panic!("{event:?} is not a timeline event"));
+        millis(self.at[i] - self.at[0])
+    }
+
+    /// Milliseconds from `start` to `end` (events of [`EVENTS`]).
+    pub fn between(&self, start: &str, end: &str) -> f64 {
+        self.at(end) - self.at(start)
+    }
+
+    /// Each of [`PARTS`] with its length in milliseconds.
+    pub fn parts(&self) -> Vec<(&'static str, f64)> {
+        PARTS
+            .iter()
+            .map(|(name, start, end)| (*name, self.between(start, end)))
+            .collect()
+    }
+
+    /// The window: from the last write of generation 1 to the first of
+    /// generation 2, in milliseconds.
+    pub fn window(&self) -> f64 {
+        self.between("last generation-1 write", "first generation-2 write")
+    }
+
+    /// The window less the schema migration and less whatever part of
+    /// the drain of in-flight work fell inside it: what the protocol
+    /// itself cost the service, in milliseconds.
+    pub fn protocol(&self) -> f64 {
+        let drain_inside = self
+            .between("last generation-1 write", "last drained mark")
+            .max(0.0);
+        self.window()
+            - self.between("handoff", "migration committed")
+            - drain_inside
+    }
+}
+
+fn millis(d: chrono::TimeDelta) -> f64 {
+    d.num_microseconds()
+        .map_or(f64::MAX, |us| us as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Events at these milliseconds after an arbitrary bump.
+    fn timeline(ms: [i64; 8]) -> HandoffTimeline {
+        let bump = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap();
+        HandoffTimeline {
+            at: ms.map(|m| bump + chrono::TimeDelta::milliseconds(m)),
+        }
+    }
+
+    #[test]
+    fn the_parts_run_from_the_bump_to_the_first_new_write() {
+        let t = timeline([0, 900, 930, 940, 950, 990, 920, 1000]);
+        let parts = t.parts();
+        let lengths: Vec<f64> = parts.iter().map(|(_, ms)| *ms).collect();
+        assert_eq!(lengths, [900.0, 30.0, 10.0, 10.0, 40.0, 10.0]);
+        assert_eq!(
+            lengths.iter().sum::<f64>(),
+            t.at("first generation-2 write")
+        );
+        assert_eq!(t.window(), 80.0);
+        // The last old write came after the drain ended: only the
+        // migration is taken off.
+        assert_eq!(t.protocol(), 40.0);
+    }
+
+    #[test]
+    fn drain_inside_the_window_is_not_the_protocol() {
+        // A job ended (and was drained) 30 ms after the last write.
+        let t = timeline([0, 950, 960, 970, 975, 975, 920, 1000]);
+        assert_eq!(t.window(), 80.0);
+        assert_eq!(t.protocol(), 50.0);
+    }
+}
