@@ -15,13 +15,15 @@ const SLEDS: [&str; 4] = ["3", "32", "320", "3200"];
 
 /// The benchmark targets, named: `--benches` would also take every
 /// library and binary, whose test harness rejects criterion's flags.
-const BENCHES: [&str; 6] = [
+const BENCHES: [&str; 8] = [
     "--bench",
     "blueprint",
     "--bench",
     "records",
     "--bench",
     "handoff",
+    "--bench",
+    "contention",
 ];
 
 /// Compiles the benchmarks and runs each once (criterion's test mode), so
@@ -50,6 +52,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let estimates = Estimates::read(&criterion)?;
     let statements = read_statements(&target)?;
     print!("{}", table(&estimates, &statements)?);
+    print!("{}", crate::contention::table(&target)?);
     println!(
         "\n{} run in {:.0} s (including the build); machine: {}",
         if quick { "quick" } else { "full" },

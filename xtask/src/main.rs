@@ -6,6 +6,7 @@
 //! subcommands it runs.
 
 mod bench;
+mod contention;
 mod tidy;
 
 use std::process::{Command, ExitCode};
