@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: runs every criterion benchmark, then prints one
-//! table from criterion's saved estimates and the statement counts the
-//! database benchmark wrote.
+//! `cargo xtask bench`: runs every benchmark, then prints their tables:
+//! criterion's saved estimates with the statement counts the database
+//! benchmark wrote, the contention benchmark's figures, and the handoff
+//! window's (both from the JSON their harnesses write).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ const SLEDS: [&str; 4] = ["3", "32", "320", "3200"];
 
 /// The benchmark targets, named: `--benches` would also take every
 /// library and binary, whose test harness rejects criterion's flags.
-const BENCHES: [&str; 8] = [
+const BENCHES: [&str; 10] = [
     "--bench",
     "blueprint",
     "--bench",
@@ -24,6 +25,8 @@ const BENCHES: [&str; 8] = [
     "handoff",
     "--bench",
     "contention",
+    "--bench",
+    "window",
 ];
 
 /// Compiles the benchmarks and runs each once (criterion's test mode), so
@@ -53,6 +56,7 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let statements = read_statements(&target)?;
     print!("{}", table(&estimates, &statements)?);
     print!("{}", crate::contention::table(&target)?);
+    print!("\n{}", window_table(&target)?);
     println!(
         "\n{} run in {:.0} s (including the build); machine: {}",
         if quick { "quick" } else { "full" },
@@ -60,6 +64,19 @@ pub(crate) fn run(quick: bool) -> Result<()> {
         machine()
     );
     Ok(())
+}
+
+/// The handoff window's table, as its harness printed it.
+fn window_table(target: &Path) -> Result<String> {
+    let path = target.join("tmp").join("baton-bench-window.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let report: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    report["table"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("{} has no table", path.display()))
 }
 
 fn target_dir() -> PathBuf {

@@ -250,9 +250,17 @@ impl Life {
     async fn running(&self) -> Result<NexusState, End> {
         // A Nexus restarted in the middle of a quiesce must go straight
         // back to quiescing: look before the service takes any work.
-        if let Some(target) = self.execute_or_quiesce_target().await {
-            self.work.close();
-            return self.quiesce(target).await;
+        // It executes the target once before it says `Running`, so a
+        // running Nexus has always done its part of the current target.
+        match self.target_role().await {
+            Some((target, Role::Quiesce { .. })) => {
+                self.work.close();
+                return self.quiesce(target).await;
+            }
+            Some((target, Role::Execute(classification))) => {
+                self.execute(&target, classification).await;
+            }
+            None => {}
         }
         self.set(NexusState::Running);
         loop {
@@ -262,18 +270,25 @@ impl Life {
                 .await
                 .wait(self.config.periods.execution, &[EventKind::TargetSet])
                 .await;
-            if let Some(target) = self.execute_or_quiesce_target().await {
-                // 1. No new work, from here on.
-                self.work.close();
-                return self.quiesce(target).await;
+            match self.target_role().await {
+                Some((target, Role::Quiesce { .. })) => {
+                    // 1. No new work, from here on.
+                    self.work.close();
+                    return self.quiesce(target).await;
+                }
+                Some((target, Role::Execute(classification))) => {
+                    self.execute(&target, classification).await;
+                }
+                None => {}
             }
         }
     }
 
-    /// Reads the target; if enabled, either executes it or, when this
-    /// Nexus's generation is below the blueprint's, returns it to quiesce
-    /// against.
-    async fn execute_or_quiesce_target(&self) -> Option<Blueprint> {
+    /// Reads the target and, if it is enabled, what it asks of this
+    /// Nexus: to execute it, or (its generation behind the blueprint's)
+    /// to quiesce against it. `None` if there is nothing to do or the
+    /// target cannot be read (logged; the next period looks again).
+    async fn target_role(&self) -> Option<(Blueprint, Role)> {
         let target = match self.ds.target_current().await {
             Ok(Some(target)) if target.enabled => target,
             Ok(_) => return None,
@@ -292,22 +307,26 @@ impl Life {
             }
         };
         match baton_planner::decide_role(&blueprint, self.id()) {
-            Ok(Role::Quiesce { .. }) => Some(blueprint),
-            Ok(Role::Execute(classification)) => {
-                baton_executor::realize_as(
-                    &self.log,
-                    &self.ds,
-                    &blueprint,
-                    classification,
-                )
-                .await;
-                None
-            }
+            Ok(role) => Some((blueprint, role)),
             Err(e) => {
                 warn!(self.log, "not in the target blueprint"; "error" => %e);
                 None
             }
         }
+    }
+
+    async fn execute(
+        &self,
+        blueprint: &Blueprint,
+        classification: baton_planner::Classification,
+    ) {
+        baton_executor::realize_as(
+            &self.log,
+            &self.ds,
+            blueprint,
+            classification,
+        )
+        .await;
     }
 
     /// The protocol's five steps (the caller closed the work tracker:
