@@ -13,7 +13,10 @@
 //! when the target puts this Nexus's generation behind, the protocol's
 //! five quiesce steps: no new work; wait for every work guard and record
 //! the drained blueprint; wait for the peers; close the pool to new
-//! claims and wait for every claim; mark the record `quiesced`.
+//! claims and wait for every claim; mark the record `quiesced`. Every
+//! wait ends at its period ([`Periods`]) or as soon as the change it
+//! waits for is announced (see `baton_datastore::Listener`), whichever
+//! comes first; [`timeline`] measures a handoff as the service feels it.
 //!
 //! This crate holds no SQL of Baton's and no policy of its own (the
 //! rehearsal's demo service writes its own table, as any service would):
