@@ -34,8 +34,10 @@ JSON fields (stable):
     reason}]; empty when nothing waits
   done                   true when nothing waits
 
-With --watch, the view is redrawn every --interval seconds until nothing
-waits; with --watch --json, one JSON object per line per redraw.";
+With --watch, the view is redrawn every --interval seconds, and at once
+when the handoff's state changes (a target set, a drained or quiesced
+mark, the handoff), until nothing waits; with --watch --json, one JSON
+object per line per redraw.";
 
 /// The whole handoff at once: the target, the generation in control,
 /// every Nexus (record, last reported phase, work and claims), and what
@@ -95,6 +97,12 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
     }
     let ds = ctx.datastore()?;
     ctx.block_on(async {
+        // A redraw also comes as soon as the handoff's state changes
+        // (announced; see the README), where the database announces.
+        let mut listener = match args.watch && ds.notifies() {
+            true => ds.listen().await.ok(),
+            false => None,
+        };
         loop {
             let status = gather(&ds).await?;
             if args.json {
@@ -115,7 +123,17 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
             if !args.watch || status.done {
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_secs_f64(args.interval)).await;
+            let interval = Duration::from_secs_f64(args.interval);
+            if let Some(heard) = &mut listener {
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    event = heard.next() => if event.is_none() {
+                        listener = None;
+                    },
+                }
+            } else {
+                tokio::time::sleep(interval).await;
+            }
         }
     })
 }

@@ -174,6 +174,28 @@ pub(crate) async fn announce(
 
 /// A connection of its own that listens for the handoff's announcements.
 /// Closed when dropped.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let log = slog::Logger::root(slog::Discard, slog::o!());
+/// use baton_datastore::{DataStore, EventKind};
+/// use baton_types::story::HandoffStory;
+///
+/// let db = baton_dev_db::DevDb::start(&log)?;
+/// let ds = DataStore::new(&log, &db.url());
+/// ds.migrate().await?;
+/// // Listen first, then look at the state, then wait.
+/// let mut listener = ds.listen().await?;
+/// let steady = HandoffStory::new(1).steady;
+/// ds.blueprint_insert(&steady).await?;
+/// ds.target_set(steady.id(), true).await?;
+/// let event = listener.next().await.expect("still connected");
+/// assert_eq!(event.kind, EventKind::TargetSet);
+/// // When it committed, by the server's clock.
+/// assert!(ds.committed_at(event.transaction).await?.is_some());
+/// # Ok(()) }
+/// ```
 pub struct Listener {
     conn: AsyncPgConnection,
 }

@@ -30,7 +30,7 @@ use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
 use slog::{Logger, info};
 
-use crate::timeline::{HandoffTimeline, HandoffWatch};
+use crate::timeline::{HandoffTimeline, HandoffWatch, TimelineError};
 use crate::{Nexus, NexusConfig, NexusState, Periods};
 
 /// How a rehearsal runs.
@@ -81,7 +81,8 @@ pub struct Rehearsal {
     /// Rows the service wrote in all.
     pub writes: i64,
     /// The handoff timed from the server's commit times, or why it could
-    /// not be (a server without commit timestamps or notifications).
+    /// not be, in words (a server without commit timestamps or
+    /// notifications; see [`TimelineError`]).
     pub window: Result<HandoffTimeline, String>,
     /// The records at the end.
     pub records: Vec<NexusRecord>,
@@ -255,7 +256,7 @@ pub async fn rehearse(
             .until_handed_off(&story.old_nexus, false, timeout)
             .await
             .map(|()| watch),
-        Err(e) => Err(format!("cannot listen for announcements: {e}")),
+        Err(e) => Err(TimelineError::from(e)),
     };
     let quiesced_before_active = first_ready >= last_quiesced;
     let handoff_time = first_ready.saturating_duration_since(last_quiesced);
@@ -301,7 +302,8 @@ pub async fn rehearse(
     let window = match watch {
         Ok(watch) => watch.timeline(last_old_write, first_new_write).await,
         Err(e) => Err(e),
-    };
+    }
+    .map_err(|e| e.to_string());
     let records = ds.records_list().await?;
     info!(log, "rehearsal done"; "handoff_ms" => handoff_time.as_millis() as u64);
     Ok(Rehearsal {

@@ -54,7 +54,91 @@ pub const PARTS: [(&str, &str, &str); 6] = [
     ),
 ];
 
+/// Why a handoff could not be timed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimelineError {
+    /// The database failed a call (opening the listener, reading a
+    /// commit time).
+    #[error(transparent)]
+    Datastore(#[from] Error),
+    /// The listening connection was lost: announcements may be missing.
+    #[error(
+        "the connection listening for the handoff's announcements was lost"
+    )]
+    ListenerLost,
+    /// Nothing was announced for too long.
+    #[error("no announcement within {waited:?}; seen so far: {seen:?}")]
+    NothingAnnounced {
+        /// How long it waited.
+        waited: Duration,
+        /// The kinds seen before it gave up.
+        seen: Vec<EventKind>,
+    },
+    /// An event the timeline needs was not announced.
+    #[error("no {0} was announced")]
+    Missing(&'static str),
+    /// The server keeps no commit times.
+    #[error("the server keeps no commit times (track_commit_timestamp is off)")]
+    NoCommitTimes,
+}
+
 /// Listens for one handoff's announcements, from before its bump.
+///
+/// Here one process plays every Nexus of a handoff through the
+/// datastore; a service does the same around its real instances (as
+/// `examples/ledger/benches/window.rs` does).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let log = slog::Logger::root(slog::Discard, slog::o!());
+/// use std::time::Duration;
+///
+/// use baton_datastore::DataStore;
+/// use baton_nexus::timeline::HandoffWatch;
+/// use baton_types::RecordsToEnsure;
+/// use baton_types::story::HandoffStory;
+///
+/// let db = baton_dev_db::DevDb::start(&log)?;
+/// let ds = DataStore::new(&log, &db.url());
+/// ds.migrate().await?;
+/// let story = HandoffStory::new(7);
+/// let (old, new) = (&story.old_nexus, &story.new_nexus);
+/// ds.records_initialize(&old.iter().copied().collect()).await?;
+/// for bp in [&story.steady, &story.new_generation_deployed] {
+///     ds.blueprint_insert(bp).await?;
+///     ds.target_set(bp.id(), true).await?;
+/// }
+/// let records = RecordsToEnsure {
+///     active: old.iter().copied().collect(),
+///     not_yet: new.iter().copied().collect(),
+/// };
+/// let deployed = story.new_generation_deployed.id();
+/// ds.records_ensure(deployed, old[0], &records).await?;
+///
+/// // Listening from before the bump.
+/// let mut watch = HandoffWatch::start(&ds).await?;
+/// let bumped = &story.handoff_started;
+/// ds.blueprint_insert(bumped).await?;
+/// ds.target_set(bumped.id(), true).await?;
+/// // The service's last write of generation 1 would commit about here.
+/// let last_old_write = ds.database_now().await?;
+/// for id in old {
+///     ds.record_update_last_drained(*id, bumped.id()).await?;
+///     ds.record_mark_quiesced(*id).await?;
+/// }
+/// ds.attempt_handoff(new[0]).await?;
+/// watch.until_handed_off(old, false, Duration::from_secs(30)).await?;
+/// let first_new_write = ds.database_now().await?;
+///
+/// let timeline = watch.timeline(last_old_write, first_new_write).await?;
+/// assert!(timeline.window() > 0.0);
+/// for (part, ms) in timeline.parts() {
+///     println!("{part}: {ms:.1} ms");
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct HandoffWatch {
     ds: DataStore,
@@ -81,7 +165,7 @@ impl HandoffWatch {
         old: &[OmicronZoneUuid],
         migration: bool,
         patience: Duration,
-    ) -> Result<(), String> {
+    ) -> Result<(), TimelineError> {
         loop {
             let seen = |kind, id: Option<OmicronZoneUuid>| {
                 self.events.iter().any(|e| {
@@ -96,17 +180,12 @@ impl HandoffWatch {
             }
             match tokio::time::timeout(patience, self.listener.next()).await {
                 Ok(Some(event)) => self.events.push(event),
-                Ok(None) => {
-                    return Err("the connection listening for the handoff's \
-                        announcements was lost"
-                        .to_owned());
-                }
+                Ok(None) => return Err(TimelineError::ListenerLost),
                 Err(_) => {
-                    return Err(format!(
-                        "no announcement within {} s; seen so far: {:?}",
-                        patience.as_secs(),
-                        self.events
-                    ));
+                    return Err(TimelineError::NothingAnnounced {
+                        waited: patience,
+                        seen: self.events.iter().map(|e| e.kind).collect(),
+                    });
                 }
             }
         }
@@ -119,25 +198,21 @@ impl HandoffWatch {
         &self,
         last_old_write: DateTime<Utc>,
         first_new_write: DateTime<Utc>,
-    ) -> Result<HandoffTimeline, String> {
+    ) -> Result<HandoffTimeline, TimelineError> {
         let mut times: Vec<(EventKind, DateTime<Utc>)> = Vec::new();
         for event in &self.events {
             let at = self
                 .ds
                 .committed_at(event.transaction)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or(
-                    "the server keeps no commit times \
-                        (track_commit_timestamp is off)",
-                )?;
+                .await?
+                .ok_or(TimelineError::NoCommitTimes)?;
             times.push((event.kind, at));
         }
         let of = |kind| times.iter().filter(move |(k, _)| *k == kind);
         let first = |kind| of(kind).map(|(_, t)| *t).min();
         let last = |kind| of(kind).map(|(_, t)| *t).max();
-        let need = |at: Option<DateTime<Utc>>, what: &str| {
-            at.ok_or_else(|| format!("no {what} was announced"))
+        let need = |at: Option<DateTime<Utc>>, what: &'static str| {
+            at.ok_or(TimelineError::Missing(what))
         };
         let handoff = need(first(EventKind::Handoff), "handoff")?;
         Ok(HandoffTimeline {
