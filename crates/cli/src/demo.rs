@@ -108,11 +108,11 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
 /// The handoff window and its parts, as the demo prints them.
 fn window(timeline: &HandoffTimeline) -> String {
     let mut out = format!(
-        "window: the service could not write for {:.1} ms (from its last \
-         generation-1 write to its first generation-2 write, by the \
-         server's commit times); {:.1} ms of it the protocol's own, without \
-         the drain of work in flight and the migration. The handoff from \
-         the bump:",
+        "window: the service could not write for {:.1} ms, from its last \
+         generation-1 write to its first generation-2 write (the server's \
+         commit times);\n  {:.1} ms of it was the protocol's own (the rest: \
+         work in flight draining, and the migration). The handoff from the \
+         bump:",
         timeline.window(),
         timeline.protocol()
     );
