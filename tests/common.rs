@@ -88,8 +88,33 @@ impl World {
         .await;
     }
 
+    /// Deploys the new generation with its instances: one starts before
+    /// its record exists and waits for it (the running old generation
+    /// writes it), the others after; all end waiting for the handoff.
+    pub(crate) async fn deploy_new_instances(&self) -> Vec<Nexus> {
+        let ids = &self.story.new_nexus;
+        let first = self.start(ids[0]);
+        until(&first, |s| *s == NexusState::WaitingForRecord).await;
+        self.deploy_new_generation().await;
+        let mut new = vec![first];
+        new.extend(ids[1..].iter().map(|id| self.start(*id)));
+        for nexus in &new {
+            until(nexus, |s| *s == NexusState::WaitingForHandoff).await;
+        }
+        new
+    }
+
     pub(crate) fn start(&self, id: OmicronZoneUuid) -> Nexus {
-        Nexus::start(&log(), self.config(id))
+        self.start_logged(id, &log())
+    }
+
+    /// [`World::start`], logging to `log`.
+    pub(crate) fn start_logged(
+        &self,
+        id: OmicronZoneUuid,
+        log: &Logger,
+    ) -> Nexus {
+        Nexus::start(log, self.config(id))
     }
 
     /// A Nexus's settings here: the world's periods and notifications.
@@ -210,7 +235,8 @@ pub(crate) fn soak_factor() -> u64 {
 
 /// Real instances through a handoff, with `interrupt` applied to the
 /// database once the first old instance is quiescing (a restart, a
-/// failover): three old ones running, three new ones waiting, the bump;
+/// failover): three old ones running, three new ones waiting (one of
+/// them started before its record was written), the bump;
 /// the instances carry on by themselves, and the old ones end
 /// `quiesced`, the new ones `running`, only the new generation active.
 pub(crate) async fn real_instances_hand_off_across(
@@ -224,12 +250,7 @@ pub(crate) async fn real_instances_hand_off_across(
     for nexus in &old {
         until(nexus, |s| *s == NexusState::Running).await;
     }
-    world.deploy_new_generation().await;
-    let new: Vec<Nexus> =
-        story.new_nexus.iter().map(|id| world.start(*id)).collect();
-    for nexus in &new {
-        until(nexus, |s| *s == NexusState::WaitingForHandoff).await;
-    }
+    let new = world.deploy_new_instances().await;
     world.target(&story.handoff_started).await;
     until(&old[0], |s| matches!(s, NexusState::Quiescing { .. })).await;
     interrupt(&mut world.db);

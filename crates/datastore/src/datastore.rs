@@ -647,7 +647,7 @@ impl DataStore {
     /// `sql` with its change announced, when this datastore notifies
     /// (see [`crate::notify::announcing`]); each constant text is built
     /// once per process.
-    fn announced(
+    pub(crate) fn announced(
         &self,
         sql: std::borrow::Cow<'static, str>,
         changed: &str,
@@ -663,10 +663,13 @@ impl DataStore {
                 Cow::Owned(announcing(&sql, changed, kind, nexus))
             }
             Cow::Borrowed(sql) => {
-                static BUILT: std::sync::Mutex<Vec<(usize, &'static str)>> =
+                // Keyed by the constant's address and length and the
+                // event: a different text is never mistaken for it.
+                type Key = (usize, usize, EventKind);
+                static BUILT: std::sync::Mutex<Vec<(Key, &'static str)>> =
                     std::sync::Mutex::new(Vec::new());
                 let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-                let key = sql.as_ptr() as usize;
+                let key = (sql.as_ptr() as usize, sql.len(), kind);
                 if let Some((_, text)) = built.iter().find(|(k, _)| *k == key) {
                     return Cow::Borrowed(text);
                 }
@@ -686,9 +689,12 @@ impl DataStore {
         sql: &'static str,
     ) -> std::borrow::Cow<'static, str> {
         #[cfg(feature = "mutants")]
-        return self.config.mutant.delete_expunged(sql);
+        let sql = self.config.mutant.delete_expunged(sql);
         #[cfg(not(feature = "mutants"))]
-        std::borrow::Cow::Borrowed(sql)
+        let sql = std::borrow::Cow::Borrowed(sql);
+        // A removed row (an expunged Nexus's) may be what a handoff or a
+        // quiescing peer waits for.
+        self.announced(sql, "deleted", EventKind::RecordsRemoved, "$3")
     }
 
     /// The rules a target change checks (a mutant's, in the model test).

@@ -4,7 +4,7 @@
 //! Each statement (or transaction) that makes one of these changes also
 //! calls `pg_notify` on the channel [`CHANNEL`]: a target set, `not_yet`
 //! records inserted by the record step, a drained mark, a `quiesced`
-//! mark, the handoff, a schema migration applied. PostgreSQL delivers a
+//! mark, the handoff, records deleted, a schema migration applied. PostgreSQL delivers a
 //! notification only when its transaction commits, and never one of a
 //! transaction that rolled back, so an announced change is always a
 //! committed one. The steady record step (every row already there) and
@@ -53,6 +53,8 @@ pub enum EventKind {
     Quiesced,
     /// The handoff: the `not_yet` records became `active`.
     Handoff,
+    /// Records were deleted (an expunged Nexus's, or by an operator).
+    RecordsRemoved,
     /// A schema migration was applied (Baton's or a service's).
     Migrated,
     /// An event this version of Baton does not know (a newer one sent
@@ -69,6 +71,7 @@ impl EventKind {
             EventKind::Drained => "drained",
             EventKind::Quiesced => "quiesced",
             EventKind::Handoff => "handoff",
+            EventKind::RecordsRemoved => "records_removed",
             EventKind::Migrated => "migrated",
             EventKind::Unknown => "unknown",
         }
@@ -81,6 +84,7 @@ impl EventKind {
             EventKind::Drained,
             EventKind::Quiesced,
             EventKind::Handoff,
+            EventKind::RecordsRemoved,
             EventKind::Migrated,
         ]
         .into_iter()
@@ -210,8 +214,13 @@ impl DataStore {
     /// Opens a listener: a connection outside the pool and its fence
     /// that has run `LISTEN` on [`CHANNEL`]. Changes committed before
     /// this returns are not announced to it: look at the state after
-    /// opening, then wait.
+    /// opening, then wait. Refused ([`Error::Quiesced`]) once
+    /// [`DataStore::quiesce`] was called.
     pub async fn listen(&self) -> Result<Listener, Error> {
+        // Like every connection of a quiesced datastore's owner, refused.
+        if self.is_quiesced() {
+            return Err(Error::Quiesced);
+        }
         let mut conn = self.dedicated("listen for wake-ups").await?;
         conn.batch_execute(&format!("LISTEN {CHANNEL}"))
             .await

@@ -306,30 +306,23 @@ impl DataStore {
             nexus_id.into_untyped_uuid(),
             blueprint_id.into_untyped_uuid(),
         );
-        use crate::schema::db_metadata_nexus::dsl;
-        let notify = self.notifies();
-        // A transaction, so that the announcement commits with the mark.
-        let n = self
-            .transaction("record update last drained", |conn| {
-                Box::pin(async move {
-                    let n = diesel::update(
-                        dsl::db_metadata_nexus
-                            .filter(dsl::nexus_id.eq(nexus))
-                            .filter(
-                                dsl::state
-                                    .eq(RecordState(NexusRecordState::Active)),
-                            ),
-                    )
-                    .set(dsl::last_drained_blueprint_id.eq(bp))
-                    .execute(conn)
-                    .await?;
-                    if notify && n > 0 {
-                        announce(conn, EventKind::Drained, Some(nexus)).await?;
-                    }
-                    Ok(n)
-                })
+        let sql = self.announced(
+            MARK_DRAINED.into(),
+            "changed",
+            EventKind::Drained,
+            "$1",
+        );
+        let n: Count = self
+            .retrying("record update last drained", |conn| {
+                Box::pin(load_one(
+                    statement(sql.clone())
+                        .bind::<Uuid, _>(nexus)
+                        .bind::<Uuid, _>(bp),
+                    conn,
+                ))
             })
             .await?;
+        let n = n.n as usize;
         Ok(n)
     }
 
@@ -341,12 +334,16 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<(), Error> {
         let raw = nexus_id.into_untyped_uuid();
-        let notify = self.notifies();
-        let n = self
-            .transaction("record mark quiesced", |conn| {
-                Box::pin(mark_quiesced(conn, raw, notify))
+        let sql = self.mark_quiesced_sql();
+        let n: Count = self
+            .retrying("record mark quiesced", |conn| {
+                Box::pin(load_one(
+                    statement(sql.clone()).bind::<Uuid, _>(raw),
+                    conn,
+                ))
             })
             .await?;
+        let n = n.n;
         if n == 0 {
             return Err(Error::NotRegistered(nexus_id));
         }
@@ -378,16 +375,26 @@ impl DataStore {
     ) -> Result<usize, Error> {
         use crate::schema::db_metadata_nexus::dsl;
         let raw = untyped(ids.iter().copied());
-        self.retrying("records delete", |conn| {
-            Box::pin(
-                diesel::delete(
-                    dsl::db_metadata_nexus
-                        .filter(dsl::nexus_id.eq_any(raw.clone())),
-                )
-                .execute(conn),
-            )
-        })
-        .await
+        let notify = self.notifies();
+        // An operator's repair, rare: a transaction carries the
+        // announcement (a removed row may be what a handoff waits for).
+        Ok(self
+            .transaction("records delete", |conn| {
+                let raw = raw.clone();
+                Box::pin(async move {
+                    let n = diesel::delete(
+                        dsl::db_metadata_nexus
+                            .filter(dsl::nexus_id.eq_any(raw)),
+                    )
+                    .execute(conn)
+                    .await?;
+                    if notify && n > 0 {
+                        announce(conn, EventKind::RecordsRemoved, None).await?;
+                    }
+                    Ok(n)
+                })
+            })
+            .await?)
     }
 
     /// Deletes the rows of these (expunged) Nexus zones only if
@@ -402,10 +409,11 @@ impl DataStore {
         let bp = blueprint_id.into_untyped_uuid();
         let me = executing.into_untyped_uuid();
         let raw = untyped(ids.iter().copied());
+        let sql = self.delete_expunged_sql(DELETE_EXPUNGED);
         let row: GuardedRow = self
             .retrying("records delete expunged", |conn| {
                 Box::pin(load_one(
-                    statement(self.delete_expunged_sql(DELETE_EXPUNGED))
+                    statement(sql.clone())
                         .bind::<Uuid, _>(bp)
                         .bind::<Array<Uuid>, _>(raw.clone())
                         .bind::<Uuid, _>(me),
@@ -463,36 +471,53 @@ async fn mark_on(
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Error> {
     let raw = nexus_id.into_untyped_uuid();
-    let notify = ds.notifies();
-    let n = ds
-        .transaction_on("mark self quiesced", &mut claim.conn, |conn| {
-            Box::pin(mark_quiesced(conn, raw, notify))
+    let sql = ds.mark_quiesced_sql();
+    let n: Count = ds
+        .retry_on("mark self quiesced", &mut claim.conn, |conn| {
+            Box::pin(load_one(
+                statement(sql.clone()).bind::<Uuid, _>(raw),
+                conn,
+            ))
         })
         .await?;
+    let n = n.n;
     if n == 0 {
         return Err(Error::NotRegistered(nexus_id));
     }
     Ok(())
 }
 
-/// The quiesce mark, shared by both quiesce paths, announced in the
-/// same transaction when the datastore notifies; the rows changed.
-async fn mark_quiesced(
-    conn: &mut diesel_async::AsyncPgConnection,
-    nexus_id: uuid::Uuid,
-    notify: bool,
-) -> Result<usize, crate::TxError> {
-    use crate::schema::db_metadata_nexus::dsl;
-    let n = diesel::update(
-        dsl::db_metadata_nexus.filter(dsl::nexus_id.eq(nexus_id)),
-    )
-    .set(dsl::state.eq(RecordState(NexusRecordState::Quiesced)))
-    .execute(conn)
-    .await?;
-    if notify && n > 0 {
-        announce(conn, EventKind::Quiesced, Some(nexus_id)).await?;
+/// The drained mark, only while the row is `active`: one statement
+/// with its announcement. SQL text, not the query builder: the
+/// announcement rides in a CTE (the builder has no `WITH`), so the mark
+/// stays one statement.
+const MARK_DRAINED: &str = "
+WITH changed AS (
+    UPDATE db_metadata_nexus SET last_drained_blueprint_id = $2
+    WHERE nexus_id = $1 AND state = 'active'
+    RETURNING nexus_id
+)
+SELECT (SELECT count(*) FROM changed) AS n";
+
+/// The quiesce mark, shared by both quiesce paths; SQL text for the
+/// same reason as [`MARK_DRAINED`].
+const MARK_QUIESCED: &str = "
+WITH changed AS (
+    UPDATE db_metadata_nexus SET state = 'quiesced'
+    WHERE nexus_id = $1
+    RETURNING nexus_id
+)
+SELECT (SELECT count(*) FROM changed) AS n";
+
+impl DataStore {
+    fn mark_quiesced_sql(&self) -> std::borrow::Cow<'static, str> {
+        self.announced(
+            MARK_QUIESCED.into(),
+            "changed",
+            EventKind::Quiesced,
+            "$1",
+        )
     }
-    Ok(n)
 }
 
 #[derive(QueryableByName)]

@@ -1,20 +1,21 @@
 //! Wake-ups: each rare state change of the handoff is announced once,
 //! on commit, and nothing else is: not the steady record step, not a
-//! change that was refused, not a change made by a datastore with
-//! notifications off.
+//! change that was refused or changed no row, not a change made by a
+//! datastore with notifications off.
 //!
 //! "Nothing else" is shown without waiting for silence: after the
 //! statements that must stay quiet, a change that must be announced is
 //! made, and the next announcement the listener gets has to be that one.
 
 use baton_datastore::{
-    DataStoreConfig, Event, EventKind, Listener, Migration, SchemaComponent,
+    DataStoreConfig, Error, Event, EventKind, Listener, Migration,
+    SchemaComponent,
 };
 use baton_uuid_kinds::OmicronZoneUuid;
 
 use crate::common::{
-    TestDb, blueprint, handoff_zones, mid_handoff_records, store_and_target,
-    zone,
+    TestDb, blueprint, handoff_zones, mid_handoff, mid_handoff_records,
+    store_and_target, zone,
 };
 
 async fn next(listener: &mut Listener) -> Event {
@@ -85,6 +86,10 @@ async fn each_rare_change_is_announced_once_and_nothing_else() {
     is(&handoff, EventKind::Handoff, Some(zone(12)));
     // A retried handoff (already active) changes nothing: quiet.
     assert_eq!(ds.attempt_handoff(zone(12)).await.unwrap(), 0);
+    // Removing no row is quiet; removing one is announced.
+    assert_eq!(ds.records_delete(&[zone(99)].into()).await.unwrap(), 0);
+    assert_eq!(ds.records_delete(&[zone(1)].into()).await.unwrap(), 1);
+    is(&next(&mut listener).await, EventKind::RecordsRemoved, None);
 
     let component = SchemaComponent::new(
         "svc",
@@ -143,4 +148,45 @@ async fn a_listener_whose_connection_is_gone_says_so() {
     let mut listener = t.ds.listen().await.unwrap();
     t.db.stop_server().unwrap();
     assert_eq!(listener.next().await, None);
+}
+
+#[tokio::test]
+async fn the_cleanup_is_announced_only_when_it_deletes() {
+    let t = TestDb::new().await;
+    let ds = &t.ds;
+    mid_handoff(ds, 2).await;
+    let expunged = blueprint(2, Some(1), 2, handoff_zones(false));
+    ds.blueprint_insert(&expunged).await.unwrap();
+    ds.target_set(expunged.id(), true).await.unwrap();
+    let mut listener = ds.listen().await.unwrap();
+    // Zone 2, still active, cleans up zone 1's record.
+    let one = [zone(1)].into();
+    assert_eq!(
+        ds.records_delete_expunged(expunged.id(), zone(2), &one)
+            .await
+            .unwrap(),
+        1
+    );
+    is(
+        &next(&mut listener).await,
+        EventKind::RecordsRemoved,
+        Some(zone(2)),
+    );
+    // Again: nothing left to delete, nothing announced; the next
+    // announcement is the target change after it.
+    assert_eq!(
+        ds.records_delete_expunged(expunged.id(), zone(2), &one)
+            .await
+            .unwrap(),
+        0
+    );
+    ds.target_set(expunged.id(), false).await.unwrap();
+    is(&next(&mut listener).await, EventKind::TargetSet, None);
+}
+
+#[tokio::test]
+async fn a_quiesced_datastore_opens_no_listener() {
+    let t = TestDb::new().await;
+    t.ds.quiesce();
+    assert!(matches!(t.ds.listen().await, Err(Error::Quiesced)));
 }

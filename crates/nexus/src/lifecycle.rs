@@ -181,11 +181,16 @@ impl Life {
                 AccessDecision::NeedsHandoff => {
                     self.set(NexusState::WaitingForHandoff);
                     if !self.take_over().await? {
-                        // The handoff waits for the last `quiesced` mark.
+                        // The handoff waits for the last `quiesced` mark
+                        // (or the last blocking record's removal).
                         backoff
                             .wait_for(
                                 self,
-                                &[EventKind::Quiesced, EventKind::Handoff],
+                                &[
+                                    EventKind::Quiesced,
+                                    EventKind::RecordsRemoved,
+                                    EventKind::Handoff,
+                                ],
                             )
                             .await;
                     }
@@ -253,64 +258,77 @@ impl Life {
         // It executes the target once before it says `Running`, so a
         // running Nexus has always done its part of the current target.
         match self.target_role().await {
-            Some((target, Role::Quiesce { .. })) => {
+            Ok(Some((target, Role::Quiesce { .. }))) => {
                 self.work.close();
                 return self.quiesce(target).await;
             }
-            Some((target, Role::Execute(classification))) => {
+            Ok(Some((target, Role::Execute(classification)))) => {
                 self.execute(&target, classification).await;
             }
-            None => {}
+            Ok(None) | Err(()) => {}
         }
         self.set(NexusState::Running);
+        // Set while the last look failed: the next comes after a retry
+        // wait, not a whole execution period, so a failed look right
+        // after an announced bump does not cost a minute.
+        let mut retry: Option<Backoff> = None;
         loop {
             // A new target is what sends this Nexus to quiesce.
-            self.wake
-                .lock()
-                .await
-                .wait(self.config.periods.execution, &[EventKind::TargetSet])
-                .await;
+            let kinds = [EventKind::TargetSet];
+            match &mut retry {
+                Some(backoff) => backoff.wait_for(self, &kinds).await,
+                None => {
+                    let period = self.config.periods.execution;
+                    self.wake.lock().await.wait(period, &kinds).await;
+                }
+            }
             match self.target_role().await {
-                Some((target, Role::Quiesce { .. })) => {
+                Ok(Some((target, Role::Quiesce { .. }))) => {
                     // 1. No new work, from here on.
                     self.work.close();
                     return self.quiesce(target).await;
                 }
-                Some((target, Role::Execute(classification))) => {
+                Ok(Some((target, Role::Execute(classification)))) => {
+                    retry = None;
                     self.execute(&target, classification).await;
                 }
-                None => {}
+                Ok(None) => retry = None,
+                Err(()) => {
+                    retry.get_or_insert_with(|| Backoff::new(self));
+                }
             }
         }
     }
 
     /// Reads the target and, if it is enabled, what it asks of this
     /// Nexus: to execute it, or (its generation behind the blueprint's)
-    /// to quiesce against it. `None` if there is nothing to do or the
-    /// target cannot be read (logged; the next period looks again).
-    async fn target_role(&self) -> Option<(Blueprint, Role)> {
+    /// to quiesce against it. `None` if there is nothing to do (no
+    /// target, a disabled one, or one without this Nexus: logged);
+    /// `Err` if the target cannot be read (logged).
+    async fn target_role(&self) -> Result<Option<(Blueprint, Role)>, ()> {
         let target = match self.ds.target_current().await {
             Ok(Some(target)) if target.enabled => target,
-            Ok(_) => return None,
+            Ok(_) => return Ok(None),
             Err(e) => {
-                warn!(self.log, "cannot read the target"; "error" => %e);
-                return None;
+                warn!(self.log, "cannot read the target; retrying";
+                    "error" => %e);
+                return Err(());
             }
         };
         let blueprint = match self.ds.blueprint_read(target.blueprint_id).await
         {
             Ok(bp) => bp,
             Err(e) => {
-                warn!(self.log, "cannot read the target blueprint";
+                warn!(self.log, "cannot read the target blueprint; retrying";
                     "error" => %e);
-                return None;
+                return Err(());
             }
         };
         match baton_planner::decide_role(&blueprint, self.id()) {
-            Ok(role) => Some((blueprint, role)),
+            Ok(role) => Ok(Some((blueprint, role))),
             Err(e) => {
                 warn!(self.log, "not in the target blueprint"; "error" => %e);
-                None
+                Ok(None)
             }
         }
     }
@@ -372,6 +390,7 @@ impl Life {
                     &[
                         EventKind::Drained,
                         EventKind::Quiesced,
+                        EventKind::RecordsRemoved,
                         EventKind::TargetSet,
                     ],
                 )
@@ -386,10 +405,11 @@ impl Life {
                 "oldest" => ?self.ds.oldest_claim());
             self.ds.wait_for_drain().await;
         }
-        // 5. Only now, through the reserved claim, say `quiesced`; the
-        // status reporter's and the listener's connections are closed
-        // first, so nothing of this instance touches the database after
-        // the mark.
+        // 5. Only now, through the reserved claim, say `quiesced`. The
+        // status reporter's and the listener's connections are dropped
+        // first: neither is used after the mark (the server ends their
+        // sessions as their sockets close, which may come a moment
+        // after; they hold no lock and no transaction).
         self.set(NexusState::Quiescing { step: 5 });
         self.wake.lock().await.close();
         crate::report::close(&self.report).await;

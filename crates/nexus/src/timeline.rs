@@ -20,37 +20,93 @@ use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
 
 /// The events a timeline is made of, in the order they happen.
-pub const EVENTS: [&str; 8] = [
-    "bump",
-    "last drained mark",
-    "first quiesced mark",
-    "last quiesced mark",
-    "handoff",
-    "migration committed",
-    "last generation-1 write",
-    "first generation-2 write",
-];
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimelineEvent {
+    /// The target that puts the old generation behind, committed.
+    Bump,
+    /// The last old Nexus recorded the blueprint it drained against.
+    LastDrained,
+    /// The first old Nexus marked itself `quiesced`.
+    FirstQuiesced,
+    /// The last old Nexus marked itself `quiesced`.
+    LastQuiesced,
+    /// A new Nexus took over.
+    Handoff,
+    /// The new generation's schema migration committed (the handoff's
+    /// own time when none was pending).
+    Migrated,
+    /// The service's last write of generation 1.
+    LastOldWrite,
+    /// The service's first write of generation 2.
+    FirstNewWrite,
+}
+
+impl TimelineEvent {
+    /// Every event, in order.
+    pub const ALL: [TimelineEvent; 8] = [
+        TimelineEvent::Bump,
+        TimelineEvent::LastDrained,
+        TimelineEvent::FirstQuiesced,
+        TimelineEvent::LastQuiesced,
+        TimelineEvent::Handoff,
+        TimelineEvent::Migrated,
+        TimelineEvent::LastOldWrite,
+        TimelineEvent::FirstNewWrite,
+    ];
+
+    /// Its name, as tables print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimelineEvent::Bump => "bump",
+            TimelineEvent::LastDrained => "last drained mark",
+            TimelineEvent::FirstQuiesced => "first quiesced mark",
+            TimelineEvent::LastQuiesced => "last quiesced mark",
+            TimelineEvent::Handoff => "handoff",
+            TimelineEvent::Migrated => "migration committed",
+            TimelineEvent::LastOldWrite => "last generation-1 write",
+            TimelineEvent::FirstNewWrite => "first generation-2 write",
+        }
+    }
+}
+
+impl std::fmt::Display for TimelineEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The parts of a handoff, each `(name, start event, end event)`, one
 /// after the other from the bump to the first new write.
-pub const PARTS: [(&str, &str, &str); 6] = [
-    ("drain of in-flight work", "bump", "last drained mark"),
+pub const PARTS: [(&str, TimelineEvent, TimelineEvent); 6] = [
+    (
+        "drain of in-flight work",
+        TimelineEvent::Bump,
+        TimelineEvent::LastDrained,
+    ),
     (
         "peers agree, fence closes",
-        "last drained mark",
-        "first quiesced mark",
+        TimelineEvent::LastDrained,
+        TimelineEvent::FirstQuiesced,
     ),
     (
         "the other quiesce marks",
-        "first quiesced mark",
-        "last quiesced mark",
+        TimelineEvent::FirstQuiesced,
+        TimelineEvent::LastQuiesced,
     ),
-    ("handoff", "last quiesced mark", "handoff"),
-    ("schema migration", "handoff", "migration committed"),
+    (
+        "handoff",
+        TimelineEvent::LastQuiesced,
+        TimelineEvent::Handoff,
+    ),
+    (
+        "schema migration",
+        TimelineEvent::Handoff,
+        TimelineEvent::Migrated,
+    ),
     (
         "first write",
-        "migration committed",
-        "first generation-2 write",
+        TimelineEvent::Migrated,
+        TimelineEvent::FirstNewWrite,
     ),
 ];
 
@@ -174,7 +230,17 @@ impl HandoffWatch {
             };
             let quiesced =
                 old.iter().all(|id| seen(EventKind::Quiesced, Some(*id)));
-            let migrated = !migration || seen(EventKind::Migrated, None);
+            // A migration counts only once announced after the handoff.
+            let handoff_at = self
+                .events
+                .iter()
+                .position(|e| e.kind == EventKind::Handoff);
+            let migrated = !migration
+                || handoff_at.is_some_and(|at| {
+                    self.events[at..]
+                        .iter()
+                        .any(|e| e.kind == EventKind::Migrated)
+                });
             if quiesced && seen(EventKind::Handoff, None) && migrated {
                 return Ok(());
             }
@@ -222,8 +288,10 @@ impl HandoffWatch {
                 need(first(EventKind::Quiesced), "quiesced mark")?,
                 need(last(EventKind::Quiesced), "quiesced mark")?,
                 handoff,
-                // No migration pending: it took no time.
-                last(EventKind::Migrated).unwrap_or(handoff),
+                // No migration after the handoff: it took no time.
+                last(EventKind::Migrated)
+                    .filter(|at| *at >= handoff)
+                    .unwrap_or(handoff),
                 last_old_write,
                 first_new_write,
             ],
@@ -231,29 +299,21 @@ impl HandoffWatch {
     }
 }
 
-/// When each of [`EVENTS`] committed.
+/// When each [`TimelineEvent`] committed, in [`TimelineEvent::ALL`]'s
+/// order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HandoffTimeline {
     at: [DateTime<Utc>; 8],
 }
 
 impl HandoffTimeline {
-    /// When `event` (one of [`EVENTS`]) committed, in milliseconds after
-    /// the bump.
-    ///
-    /// # Panics
-    ///
-    /// If `event` is not one of [`EVENTS`].
-    pub fn at(&self, event: &str) -> f64 {
-        let i = EVENTS
-            .iter()
-            .position(|e| *e == event)
-            .unwrap_or_else(|| panic!("{event:?} is not a timeline event"));
-        millis(self.at[i] - self.at[0])
+    /// When `event` committed, in milliseconds after the bump.
+    pub fn at(&self, event: TimelineEvent) -> f64 {
+        millis(self.at[event as usize] - self.at[TimelineEvent::Bump as usize])
     }
 
-    /// Milliseconds from `start` to `end` (events of [`EVENTS`]).
-    pub fn between(&self, start: &str, end: &str) -> f64 {
+    /// Milliseconds from `start` to `end`.
+    pub fn between(&self, start: TimelineEvent, end: TimelineEvent) -> f64 {
         self.at(end) - self.at(start)
     }
 
@@ -261,14 +321,14 @@ impl HandoffTimeline {
     pub fn parts(&self) -> Vec<(&'static str, f64)> {
         PARTS
             .iter()
-            .map(|(name, start, end)| (*name, self.between(start, end)))
+            .map(|(name, start, end)| (*name, self.between(*start, *end)))
             .collect()
     }
 
     /// The window: from the last write of generation 1 to the first of
     /// generation 2, in milliseconds.
     pub fn window(&self) -> f64 {
-        self.between("last generation-1 write", "first generation-2 write")
+        self.between(TimelineEvent::LastOldWrite, TimelineEvent::FirstNewWrite)
     }
 
     /// The window less the schema migration and less whatever part of
@@ -276,10 +336,10 @@ impl HandoffTimeline {
     /// itself cost the service, in milliseconds.
     pub fn protocol(&self) -> f64 {
         let drain_inside = self
-            .between("last generation-1 write", "last drained mark")
+            .between(TimelineEvent::LastOldWrite, TimelineEvent::LastDrained)
             .max(0.0);
         self.window()
-            - self.between("handoff", "migration committed")
+            - self.between(TimelineEvent::Handoff, TimelineEvent::Migrated)
             - drain_inside
     }
 }
@@ -309,7 +369,7 @@ mod tests {
         assert_eq!(lengths, [900.0, 30.0, 10.0, 10.0, 40.0, 10.0]);
         assert_eq!(
             lengths.iter().sum::<f64>(),
-            t.at("first generation-2 write")
+            t.at(TimelineEvent::FirstNewWrite)
         );
         assert_eq!(t.window(), 80.0);
         // The last old write came after the drain ended: only the

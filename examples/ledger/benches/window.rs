@@ -37,7 +37,9 @@ use baton_datastore::diesel::sql_types::{
     Array, BigInt, Nullable, Timestamptz, Uuid,
 };
 use baton_datastore::sql::{Bind, load_one, statement};
-use baton_nexus::timeline::{HandoffTimeline, HandoffWatch, PARTS};
+use baton_nexus::timeline::{
+    HandoffTimeline, HandoffWatch, PARTS, TimelineEvent,
+};
 use baton_types::RecordsToEnsure;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
@@ -282,7 +284,7 @@ fn rows() -> Vec<Row> {
         .collect();
     rows.push((
         "window starts (bump -> last generation-1 write)".to_owned(),
-        Box::new(|t: &HandoffTimeline| t.at("last generation-1 write")),
+        Box::new(|t: &HandoffTimeline| t.at(TimelineEvent::LastOldWrite)),
     ));
     rows.push((
         "WINDOW (last generation-1 write -> first generation-2 write)"
