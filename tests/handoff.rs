@@ -117,8 +117,15 @@ async fn a_new_nexus_started_before_its_record_exists_waits_then_takes_over() {
         until(&early, |s| *s == NexusState::Running).await,
         NexusState::Running
     );
+    // Their records are quiesced (the handoff needed it); each instance
+    // notes it once the mark's reply reaches it, which with wake-ups can
+    // come after the new one already runs.
     for nexus in &old {
-        assert_eq!(nexus.state(), NexusState::Quiesced);
+        assert_eq!(
+            until(nexus, |s| *s == NexusState::Quiesced).await,
+            NexusState::Quiesced
+        );
+        assert_eq!(world.state(nexus.id()).await, Some(Quiesced));
     }
     let history = early.history();
     let position = |state: &NexusState| history.iter().position(|s| s == state);
