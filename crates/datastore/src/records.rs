@@ -322,8 +322,7 @@ impl DataStore {
                 ))
             })
             .await?;
-        let n = n.n as usize;
-        Ok(n)
+        Ok(n.n as usize)
     }
 
     /// Marks a Nexus `quiesced` on an ordinary claim. For operators (the

@@ -5,9 +5,10 @@
 //! statements diesel caches by itself. What the builder cannot say stays
 //! SQL text, each beside a comment saying why: the guarded
 //! single-statement writes (data-modifying CTEs: the record step, the
-//! cleanup, the handoff, rack setup, the blueprint insert), the access
-//! facts' two subqueries, and reads of system catalogs. This file is for
-//! those.
+//! cleanup, the handoff, rack setup, the blueprint insert, and the
+//! drained and quiesced marks, which carry their announcement), the
+//! access facts' two subqueries, the announcements, and reads of system
+//! catalogs. This file is for those.
 //!
 //! diesel's `sql_query` marks every statement unsafe to cache, because its
 //! text could be built from anything; then each call costs a Parse and
