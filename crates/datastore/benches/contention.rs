@@ -43,6 +43,8 @@
 //! so at high concurrency they measure the whole box, not PostgreSQL
 //! alone.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,20 +54,18 @@ use baton_datastore::diesel;
 use baton_datastore::diesel::QueryableByName;
 use baton_datastore::diesel::sql_types::Integer;
 use baton_datastore::sql::{load_one, statement};
-use baton_datastore::{DataStore, DataStoreConfig, Error};
-use baton_dev_db::DevDb;
+use baton_datastore::{DataStore, Error};
 use baton_test_utils::db::DataStoreTestExt;
-use baton_types::story::HandoffStory;
-use baton_types::{NexusRecord, NexusRecordState, RecordsToEnsure};
+use baton_types::RecordsToEnsure;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use metrics::{
     Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder,
     SharedString, Unit,
 };
 use serde_json::json;
-use slog::{Logger, o};
-use tokio::runtime::Runtime;
 use tokio::sync::Barrier;
+
+use common::Bench;
 
 /// Concurrent executors in a timed run.
 const EXECUTORS: [usize; 4] = [1, 8, 32, 64];
@@ -227,94 +227,21 @@ struct One {
     n: i32,
 }
 
-fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
-
-/// A throwaway server holding the story's blueprints, the second one the
-/// target, and generation 1 in control.
-struct Bench {
-    rt: Runtime,
-    _db: DevDb,
-    url: String,
-    story: HandoffStory,
-    records: RecordsToEnsure,
-}
-
-impl Bench {
-    fn new() -> Bench {
-        let rt = tokio::runtime::Builder::new_multi_thread()
+/// The shared set-up on a multi-threaded runtime (the executors run in
+/// parallel), with every record already there and generation 1 active:
+/// what the record step finds in a running rack.
+fn start() -> Bench {
+    let bench = Bench::new(
+        tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
-            .expect("a tokio runtime");
-        let db = DevDb::builder()
-            .template_cache(env!("CARGO_TARGET_TMPDIR"))
-            .start(&log())
-            .expect("a throwaway PostgreSQL starts");
-        let url = db.url();
-        let story = HandoffStory::new(588);
-        let records = RecordsToEnsure {
-            active: story.old_nexus.iter().copied().collect(),
-            not_yet: story.new_nexus.iter().copied().collect(),
-        };
-        let bench = Bench {
-            rt,
-            _db: db,
-            url,
-            story,
-            records,
-        };
-        bench.rt.block_on(async {
-            let ds = bench.datastore();
-            ds.migrate().await.expect("migrations apply");
-            for (_, bp) in bench.story.steps() {
-                ds.blueprint_insert(bp).await.expect("blueprint stored");
-            }
-            ds.target_set(bench.story.steady.id(), true)
-                .await
-                .expect("first target");
-            ds.target_set(bench.story.new_generation_deployed.id(), true)
-                .await
-                .expect("second target");
-            // Every record already there, generation 1 active: what the
-            // record step finds in a running rack.
-            let row = |nexus_id, state| NexusRecord {
-                nexus_id,
-                state,
-                last_drained_blueprint_id: None,
-            };
-            let in_control: Vec<NexusRecord> = bench
-                .story
-                .old_nexus
-                .iter()
-                .map(|&id| row(id, NexusRecordState::Active))
-                .chain(
-                    bench
-                        .story
-                        .new_nexus
-                        .iter()
-                        .map(|&id| row(id, NexusRecordState::NotYet)),
-                )
-                .collect();
-            ds.records_replace(&in_control).await.expect("records set");
-        });
-        bench
-    }
-
-    /// A datastore of one connection: one executor.
-    fn datastore(&self) -> DataStore {
-        let config = DataStoreConfig {
-            pool_size: 1,
-            ..DataStoreConfig::default()
-        };
-        // The pool's reaper starts on the runtime.
-        let _runtime = self.rt.enter();
-        DataStore::with_config(&log(), &self.url, config)
-    }
-
-    fn target(&self) -> BlueprintUuid {
-        self.story.new_generation_deployed.id()
-    }
+            .expect("a tokio runtime"),
+    );
+    bench
+        .rt
+        .block_on(bench.datastore().records_replace(&bench.in_control()))
+        .expect("records set");
+    bench
 }
 
 /// What one executor needs to run an operation.
@@ -763,7 +690,7 @@ fn main() {
         Box::leak(Box::new(RetryRecorder::default()));
     metrics::set_global_recorder(recorder)
         .expect("no other metrics recorder in this process");
-    let bench = Bench::new();
+    let bench = start();
     let counts: &[usize] = match plan {
         Plan::Timed { .. } => &EXECUTORS,
         Plan::Smoke => &SMOKE_EXECUTORS,

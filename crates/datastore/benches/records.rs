@@ -5,111 +5,30 @@
 //! and writes them to `target/tmp/baton-bench-statements.json` for
 //! `cargo xtask bench` to print beside the times.
 
+mod common;
+
 use baton_test_utils::db::DataStoreTestExt;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use baton_datastore::{DataStore, DataStoreConfig, Error};
-use baton_dev_db::DevDb;
-use baton_types::RecordsToEnsure;
-use baton_types::story::HandoffStory;
+use baton_datastore::{DataStore, Error};
 use baton_types::{NexusRecord, NexusRecordState};
-use baton_uuid_kinds::BlueprintUuid;
 use criterion::{BenchmarkId, Criterion};
-use slog::{Logger, o};
-use tokio::runtime::Runtime;
+
+use common::Bench;
 
 /// Concurrent executors measured: one Nexus alone, and a busy rack.
 const EXECUTORS: [usize; 2] = [1, 8];
 
-struct Bench {
-    rt: Runtime,
-    _db: DevDb,
-    url: String,
-    story: HandoffStory,
-    /// What an old Nexus ensures while the new generation is deployed.
-    records: RecordsToEnsure,
-}
-
-fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
-
 impl Bench {
-    fn new() -> Bench {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
-        let db = DevDb::builder()
-            .template_cache(env!("CARGO_TARGET_TMPDIR"))
-            .start(&log())
-            .expect("a throwaway PostgreSQL starts");
-        let url = db.url();
-        let story = HandoffStory::new(588);
-        let records = RecordsToEnsure {
-            active: story.old_nexus.iter().copied().collect(),
-            not_yet: story.new_nexus.iter().copied().collect(),
-        };
-        let bench = Bench {
-            rt,
-            _db: db,
-            url,
-            story,
-            records,
-        };
-        bench.rt.block_on(async {
-            let ds = bench.datastore();
-            ds.migrate().await.expect("migrations apply");
-            for (_, bp) in bench.story.steps() {
-                ds.blueprint_insert(bp).await.expect("blueprint stored");
-            }
-            ds.target_set(bench.story.steady.id(), true)
-                .await
-                .expect("first target");
-            ds.target_set(bench.story.new_generation_deployed.id(), true)
-                .await
-                .expect("second target");
-        });
-        bench
-    }
-
-    fn datastore(&self) -> DataStore {
-        let config = DataStoreConfig {
-            pool_size: 1,
-            ..DataStoreConfig::default()
-        };
-        // The pool's reaper starts on the runtime.
-        let _runtime = self.rt.enter();
-        DataStore::with_config(&log(), &self.url, config)
-    }
-
-    fn target(&self) -> BlueprintUuid {
-        self.story.new_generation_deployed.id()
-    }
-
-    /// The six records with generation 1 in state `old` and generation
-    /// 2 `not_yet`.
-    fn records_with_old(&self, old: NexusRecordState) -> Vec<NexusRecord> {
-        let row = |nexus_id, state| NexusRecord {
-            nexus_id,
-            state,
-            last_drained_blueprint_id: None,
-        };
-        let new = self.story.new_nexus.iter();
-        self.story
-            .old_nexus
-            .iter()
-            .map(|&id| row(id, old))
-            .chain(new.map(|&id| row(id, NexusRecordState::NotYet)))
-            .collect()
-    }
-
-    /// Generation 1 in control: what the record step finds in a running
-    /// rack.
-    fn in_control(&self) -> Vec<NexusRecord> {
-        self.records_with_old(NexusRecordState::Active)
+    fn start() -> Bench {
+        Bench::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime"),
+        )
     }
 
     /// Just before the handoff: old quiesced, new `not_yet`.
@@ -304,7 +223,7 @@ fn write_statement_counts(counts: &BTreeMap<&'static str, i64>) {
 }
 
 fn database(c: &mut Criterion) {
-    let bench = Bench::new();
+    let bench = Bench::start();
     let counts = bench.count_statements();
     for (op, n) in &counts {
         println!("statements: {op}: {n}");
