@@ -61,7 +61,9 @@ async fn run(
             .blueprint_import(&story.handoff_started, Some(true))
             .await
             .map(drop),
-        Op::Quiesce(n) => ds.record_mark_quiesced(story.old_nexus[n]).await,
+        Op::Quiesce(n) => {
+            ds.record_mark_quiesced(story.old_nexus[n]).await.map(drop)
+        }
         Op::Handoff => ds.attempt_handoff(story.new_nexus[0]).await.map(drop),
     }
 }

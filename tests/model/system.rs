@@ -41,6 +41,8 @@ pub(crate) struct Context {
     pub(crate) log: Logger,
     pub(crate) url: String,
     pub(crate) config: DataStoreConfig,
+    /// The deliberate bug every datastore and Nexus of the run has.
+    pub(crate) mutant: super::Mutant,
 }
 
 /// In-flight work holding a claim until released.
@@ -443,7 +445,7 @@ impl System {
             .with_periods(Periods::default().capped(Duration::from_millis(10)));
         config.datastore = self.ctx.config.clone();
         let _runtime = self.ctx.rt.enter();
-        let nexus = Nexus::start(&self.ctx.log, config);
+        let nexus = self.ctx.start(config);
         let reached = self.block_on(async {
             let same = |s: &NexusState| {
                 std::mem::discriminant(s) == std::mem::discriminant(&want)
@@ -532,7 +534,30 @@ impl System {
 impl Context {
     pub(crate) fn datastore(&self) -> DataStore {
         let _runtime = self.rt.enter();
-        DataStore::with_config(&self.log, &self.url, self.config.clone())
+        #[cfg(feature = "mutants")]
+        return DataStore::with_mutant(
+            &self.log,
+            &self.url,
+            self.config.clone(),
+            self.mutant,
+        );
+        #[cfg(not(feature = "mutants"))]
+        {
+            let super::Mutant::None = self.mutant;
+            DataStore::with_config(&self.log, &self.url, self.config.clone())
+        }
+    }
+
+    /// A Nexus with the run's datastore bug.
+    fn start(&self, config: NexusConfig) -> Nexus {
+        #[cfg(feature = "mutants")]
+        return Nexus::start_with_mutant(
+            &self.log,
+            config,
+            baton_nexus::NexusMutant::Datastore(self.mutant),
+        );
+        #[cfg(not(feature = "mutants"))]
+        Nexus::start(&self.log, config)
     }
 }
 

@@ -31,21 +31,27 @@ pub(crate) enum RecordsCommand {
         #[arg(long = "nexus-id", required = true)]
         nexus_ids: Vec<OmicronZoneUuid>,
     },
-    /// Mark Nexus instances quiesced, for ones that died without
-    /// quiescing. Refused unless the target says each should quiesce (or
-    /// --force), and, with or without --force, while a database
-    /// connection with that Nexus's id as application_name is open or
-    /// while it reported its status within the last report interval
-    /// (5 s). Every id is checked before any is marked.
+    /// Mark Nexus instances quiesced, for ones that stopped answering
+    /// without quiescing. Safe whether such a Nexus is dead, paused or
+    /// cut off: the database fences it (the mark ends its fenced
+    /// database sessions and commits only once none is left, and any
+    /// session it opens afterwards is refused), so nothing it runs can
+    /// commit after the mark, whenever it wakes up. Refused unless the
+    /// target says each should quiesce (or --force), and, with or
+    /// without --force, while it reported its status within the last
+    /// report interval (5 s): that one is alive and should quiesce
+    /// itself. Every id is checked before any is marked.
     Quiesce {
         /// A Nexus id (repeat the flag for more).
         #[arg(long = "nexus-id", required = true)]
         nexus_ids: Vec<OmicronZoneUuid>,
-        /// Skip the target check (and the drain fence): dangerous.
+        /// Skip the target check: for a Nexus that must go although the
+        /// target does not put it behind. The database fence still
+        /// holds; its in-flight work is cut off, not drained.
         #[arg(long)]
         force: bool,
-        /// The Nexus is dead, whatever the evidence: terminate any
-        /// connection still carrying its id, then mark it.
+        /// Mark it even though it reported recently (it looks alive),
+        /// and end every connection carrying its id too.
         #[arg(long)]
         i_know_it_is_dead: bool,
     },
@@ -138,7 +144,6 @@ async fn quiesce(
             quiesce_allowed(target, id)?;
         }
         if let Some((reports, now)) = &reports {
-            not_connected(ds, id).await?;
             not_reporting(reports, *now, id)?;
         }
     }
@@ -146,51 +151,21 @@ async fn quiesce(
         if i_know_it_is_dead {
             terminate(ds, id).await?;
         }
-        ds.record_mark_quiesced(id).await?;
+        let ended = ds.record_mark_quiesced(id).await?;
         output::line(&format!("Nexus {id} is quiesced"));
+        output::note(&format!(
+            "the database fences Nexus {id} out: {ended} of its fenced \
+             session(s) ended, and nothing it runs can commit now"
+        ));
     }
     Ok(())
 }
 
 /// The guard on `records quiesce`, with or without `--force`: a Nexus
-/// whose id is the `application_name` of an open connection is alive
-/// (every Nexus connection carries it), and marking a live Nexus
-/// `quiesced` would let two generations write at once.
-async fn not_connected(
-    ds: &DataStore,
-    nexus_id: OmicronZoneUuid,
-) -> Result<(), Failure> {
-    let backends = ds.backends_of(nexus_id).await?;
-    if backends.is_empty() {
-        return Ok(());
-    }
-    let evidence: Vec<String> = backends
-        .iter()
-        .map(|b| {
-            format!(
-                "backend pid {} from {} connected {}",
-                b.pid,
-                b.client_addr.as_deref().unwrap_or("a local socket"),
-                b.backend_start.map_or(
-                    "at an unknown time".to_owned(),
-                    |t| format!("at {}", t.format("%Y-%m-%dT%H:%M:%SZ"))
-                )
-            )
-        })
-        .collect();
-    Err(Failure::failed(format!(
-        "refused to mark Nexus {nexus_id} quiesced: it looks alive, with {} \
-         open database connection(s) carrying its id ({}). Stop it first; if \
-         it is really dead, --i-know-it-is-dead terminates those connections \
-         and then marks it.",
-        backends.len(),
-        evidence.join("; ")
-    )))
-}
-
-/// The guard's second piece of evidence: a Nexus that wrote its status
-/// report within the last report interval is alive (its reports go on a
-/// connection of their own, which may have been between reports).
+/// that wrote its status report within the last report interval is
+/// alive and should quiesce itself. Open connections are no reason to
+/// refuse: a paused or cut-off process keeps them on the server, and the
+/// mark ends its fenced ones itself.
 fn not_reporting(
     reports: &[StoredReport],
     now: DateTime<Utc>,
@@ -207,8 +182,9 @@ fn not_reporting(
     }
     Err(Failure::failed(format!(
         "refused to mark Nexus {nexus_id} quiesced: it looks alive, having \
-         reported its status {} ago (at {}, {}). Stop it first; if it is \
-         really dead, --i-know-it-is-dead marks it anyway.",
+         reported its status {} ago (at {}, {}), so it should quiesce \
+         itself; --i-know-it-is-dead marks it anyway (safe: the database \
+         fences it).",
         baton_planner::human_age(ago),
         report.reported_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
         match report.report.step {
@@ -218,8 +194,9 @@ fn not_reporting(
     )))
 }
 
-/// With `--i-know-it-is-dead`: terminates the connections carrying
-/// `nexus_id` and waits until the server has closed them.
+/// With `--i-know-it-is-dead`: also terminates the connections carrying
+/// `nexus_id` that the fence does not end (its listener, its reporter)
+/// and waits until the server has closed them.
 async fn terminate(
     ds: &DataStore,
     nexus_id: OmicronZoneUuid,
@@ -264,7 +241,8 @@ fn quiesce_allowed(
     let refused = |why: String| {
         Failure::failed(format!(
             "refused to mark Nexus {nexus_id} quiesced: {why}; use --force \
-             to bypass (dangerous: it skips the drain fence)."
+             to bypass (its in-flight work is cut off rather than drained; \
+             the database fence still holds)."
         ))
     };
     let bp = target.as_ref().map_err(|e| refused(e.to_string()))?;

@@ -301,57 +301,72 @@ fn demo_runs_a_whole_handoff_on_the_given_database() {
     );
 }
 
-/// A Nexus still connected (its id is the application_name of an open
-/// connection) is not marked quiesced, with or without --force, unless
-/// the operator says it is dead; then its connections are ended first.
+/// A silent Nexus whose connections linger on the server (a paused or
+/// cut-off process keeps them) is marked with --force: the database
+/// fences it, so its open connections are no reason to refuse.
+/// `--i-know-it-is-dead` also ends the connections the fence does not.
 #[test]
-fn records_quiesce_refuses_a_nexus_that_is_still_connected() {
+fn records_quiesce_force_marks_a_silent_nexus_whose_connections_linger() {
     let env = Env::new();
-    env.ok(&["records", "init", "--nexus-id", OLD[0]]);
-    // A live "Nexus": a psql session carrying its id.
+    env.ok(&[
+        "records",
+        "init",
+        "--nexus-id",
+        OLD[0],
+        "--nexus-id",
+        OLD[1],
+    ]);
+    // A lingering "Nexus" connection: a psql session carrying its id.
     let psql = common::psql();
-    let mut live = Command::new(&psql)
-        .arg(format!("{}?application_name={}", env.db.url(), OLD[0]))
-        .args(["-c", "SELECT pg_sleep(60)"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Wait until the server lists it.
+    let linger = |id: &str| {
+        Command::new(&psql)
+            .arg(format!("{}?application_name={id}", env.db.url()))
+            .args(["-c", "SELECT pg_sleep(60)"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut first, mut second) = (linger(OLD[0]), linger(OLD[1]));
+    // Wait until the server lists both.
     let deadline =
         std::time::Instant::now() + std::time::Duration::from_secs(10);
     let query = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{}'",
-        OLD[0]
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name IN ('{}', '{}')",
+        OLD[0], OLD[1]
     );
     while Command::new(&psql)
         .args([&env.db.url(), "-tAc", &query])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "1")
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() != "2")
         .unwrap_or(true)
     {
         assert!(std::time::Instant::now() < deadline, "psql never connected");
     }
-    let err =
-        env.fails(&["records", "quiesce", "--nexus-id", OLD[0], "--force"], 1);
-    assert!(
-        err.contains("looks alive") && err.contains("backend pid"),
-        "{err}"
+    let out = env.ok(&["records", "quiesce", "--nexus-id", OLD[0], "--force"]);
+    assert!(out.contains("is quiesced"), "{out}");
+    assert_eq!(
+        env.records(),
+        expect(&[(OLD[0], "quiesced"), (OLD[1], "active")])
     );
-    assert!(err.contains("--i-know-it-is-dead"), "{err}");
-    assert_eq!(env.records(), expect(&[(OLD[0], "active")]));
-
     env.ok(&[
         "records",
         "quiesce",
         "--nexus-id",
-        OLD[0],
+        OLD[1],
         "--force",
         "--i-know-it-is-dead",
     ]);
-    assert_eq!(env.records(), expect(&[(OLD[0], "quiesced")]));
-    // Its connection was ended: psql exits with an error.
-    assert!(!live.wait().unwrap().success());
+    assert_eq!(
+        env.records(),
+        expect(&[(OLD[0], "quiesced"), (OLD[1], "quiesced")])
+    );
+    // The unfenced connection of the first stays (the fence ends only
+    // fenced sessions); --i-know-it-is-dead ended the second's.
+    assert!(!second.wait().unwrap().success());
+    first.kill().unwrap();
+    let _ = first.wait();
 }
 
 /// A tool executing as a generation-2 Nexus whose record does not exist

@@ -9,8 +9,8 @@ use diesel::sql_types::{BigInt, Bool, Nullable, Text, Timestamptz, Uuid};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 
-use crate::datastore::Rules;
-use crate::notify::{EventKind, announce};
+use crate::notify::EventKind;
+use crate::queries::announce;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error, TxError};
 use diesel_async::AsyncPgConnection;
@@ -142,7 +142,7 @@ async fn append_target_on(
     conn: &mut AsyncPgConnection,
     offered: &Blueprint,
     enabled: bool,
-    rules: Rules,
+    succession: bool,
     notify: bool,
 ) -> Result<BlueprintTarget, TxError> {
     use crate::schema::{blueprint, bp_target};
@@ -174,8 +174,8 @@ async fn append_target_on(
                 }
                 let current_bp = read_document(current_id, &current_document)
                     .map_err(TxError::Abort)?;
-                // Only a mutant checks less.
-                if rules != Rules::All {
+                // Only a mutant checks less (`Guards::succession`).
+                if !succession {
                     return append(
                         conn,
                         offered,
@@ -282,7 +282,7 @@ impl DataStore {
         target: Option<bool>,
     ) -> Result<(bool, Option<BlueprintTarget>), Error> {
         let bp = std::sync::Arc::new(bp.clone());
-        let rules = self.target_rules();
+        let succession = self.guards.succession;
         let notify = self.notifies();
         Ok(self
             .transaction("blueprint import", |conn| {
@@ -291,8 +291,10 @@ impl DataStore {
                     let new = insert_on(conn, &bp).await?;
                     let appended = match target {
                         Some(enabled) => Some(
-                            append_target_on(conn, &bp, enabled, rules, notify)
-                                .await?,
+                            append_target_on(
+                                conn, &bp, enabled, succession, notify,
+                            )
+                            .await?,
                         ),
                         None => None,
                     };
@@ -364,7 +366,7 @@ impl DataStore {
         enabled: bool,
     ) -> Result<BlueprintTarget, Error> {
         let raw = id.into_untyped_uuid();
-        let rules = self.target_rules();
+        let succession = self.guards.succession;
         let notify = self.notifies();
         Ok(self
             .transaction("target set", |conn| {
@@ -381,8 +383,10 @@ impl DataStore {
                         .ok_or(TxError::Abort(Error::BlueprintNotFound(id)))?;
                     let offered =
                         read_document(id, &document).map_err(TxError::Abort)?;
-                    append_target_on(conn, &offered, enabled, rules, notify)
-                        .await
+                    append_target_on(
+                        conn, &offered, enabled, succession, notify,
+                    )
+                    .await
                 })
             })
             .await?)

@@ -13,12 +13,21 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use baton_types::NexusRecordState;
+use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use diesel::ConnectionError;
-use diesel_async::AsyncPgConnection;
-use diesel_async::SimpleAsyncConnection;
+use diesel::QueryableByName;
+use diesel::sql_types::{BigInt, Integer, Nullable, Text, Uuid};
 use diesel_async::pooled_connection::PoolError;
+use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
+
+use crate::DataStoreConfig;
+use crate::guards::Isolation;
+use crate::queries::FenceLock;
+use crate::schema::RecordState;
+use crate::statement::{Bind, load_one, statement};
 
 /// Why a connection could not be opened.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -29,6 +38,9 @@ pub(crate) struct ConnectFailure {
     /// down or full); false when something must change first (a
     /// password, a database name, the URL itself).
     pub(crate) transient: bool,
+    /// Set when the database fence refused the connection: the Nexus's
+    /// record is in this state (`None`: it has none), not `active`.
+    pub(crate) fenced: Option<Option<NexusRecordState>>,
 }
 
 impl ConnectFailure {
@@ -45,7 +57,7 @@ impl ConnectFailure {
 
     /// Carried through the pool, which wants a diesel error: the variant
     /// keeps whether retrying can help.
-    fn into_diesel(self) -> ConnectionError {
+    pub(crate) fn into_diesel(self) -> ConnectionError {
         if self.transient {
             ConnectionError::BadConnection(self.reason)
         } else {
@@ -60,6 +72,7 @@ impl ConnectFailure {
                 ConnectFailure {
                     reason: r.clone(),
                     transient: true,
+                    fenced: None,
                 }
             }
             PoolError::ConnectionError(
@@ -67,10 +80,12 @@ impl ConnectFailure {
             ) => ConnectFailure {
                 reason: r.clone(),
                 transient: false,
+                fenced: None,
             },
             other => ConnectFailure {
                 reason: other.to_string(),
                 transient: true,
+                fenced: None,
             },
         }
     }
@@ -126,11 +141,24 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEPALIVE_RETRIES: u32 = 3;
 
 impl Connector {
+    /// Connections to `url`, set up for `config` at `isolation`.
     pub(crate) fn new(
         url: &str,
-        setup: Arc<str>,
-        connect_timeout: Duration,
+        config: &DataStoreConfig,
+        isolation: Isolation,
     ) -> Connector {
+        let mut setup = format!(
+            "SET default_transaction_isolation TO '{}';",
+            isolation.as_sql()
+        );
+        if let Some(name) = &config.application_name {
+            setup.push_str(&format!(
+                "SET application_name TO {};",
+                literal(name)
+            ));
+        }
+        let setup: Arc<str> = Arc::from(setup);
+        let connect_timeout = config.connect_timeout;
         let config = parse(url).map(|mut config| {
             config
                 .connect_timeout(connect_timeout)
@@ -150,6 +178,7 @@ impl Connector {
         let config = self.config.as_ref().map_err(|e| ConnectFailure {
             reason: format!("the database URL is malformed: {e}"),
             transient: false,
+            fenced: None,
         })?;
         let (client, connection) = config
             .connect(tokio_postgres::NoTls)
@@ -162,21 +191,70 @@ impl Connector {
         .map_err(|e| ConnectFailure {
             reason: e.to_string(),
             transient: true,
+            fenced: None,
         })?;
         conn.batch_execute(&self.setup)
             .await
-            .map_err(|e| ConnectFailure {
-                reason: format!("the connection's set-up failed: {e}"),
-                transient: true,
-            })?;
+            .map_err(|e| set_up_failed("the connection's set-up", &e))?;
         Ok(conn)
     }
 
-    /// [`Connector::connect`] as the pool wants it.
-    pub(crate) async fn connect_for_pool(
+    /// Enrols `conn` in Nexus `nexus_id`'s database fence: takes its
+    /// fence lock shared, for the session's life, then (in a statement
+    /// of its own, whose snapshot is taken after the lock was granted)
+    /// checks that its record is `active` or that no record exists yet.
+    /// Refused otherwise, and the caller drops the connection, which
+    /// releases the lock. See `PROTOCOL.md`, "The database fence".
+    pub(crate) async fn enrol(
         &self,
-    ) -> Result<AsyncPgConnection, ConnectionError> {
-        self.connect().await.map_err(ConnectFailure::into_diesel)
+        conn: &mut AsyncPgConnection,
+        nexus_id: OmicronZoneUuid,
+        lock: FenceLock,
+    ) -> Result<(), ConnectFailure> {
+        #[derive(QueryableByName)]
+        struct Standing {
+            #[diesel(sql_type = BigInt)]
+            records: i64,
+            /// As text (see `RecordState`'s `FromSql<Text>`).
+            #[diesel(sql_type = Nullable<Text>)]
+            state: Option<RecordState>,
+        }
+        statement(FenceLock::ENROL)
+            .bind::<Integer, _>(lock.high)
+            .bind::<Integer, _>(lock.low)
+            .execute(conn)
+            .await
+            .map_err(|e| set_up_failed("taking the fence lock", &e))?;
+        let standing: Standing = load_one(
+            statement(FenceLock::STANDING)
+                .bind::<Uuid, _>(nexus_id.into_untyped_uuid()),
+            conn,
+        )
+        .await
+        .map_err(|e| set_up_failed("checking the Nexus's record", &e))?;
+        let state = standing.state.map(|s| s.0);
+        if standing.records == 0 || state == Some(NexusRecordState::Active) {
+            return Ok(());
+        }
+        Err(ConnectFailure {
+            reason: format!(
+                "the database fence refused Nexus {nexus_id}: its record is \
+                 {}, not active",
+                state.map_or("missing".to_owned(), |s| s.to_string())
+            ),
+            transient: false,
+            fenced: Some(state),
+        })
+    }
+}
+
+/// A set-up statement failed: the connection is unusable, but a new one
+/// may work.
+fn set_up_failed(what: &str, e: &dyn std::fmt::Display) -> ConnectFailure {
+    ConnectFailure {
+        reason: format!("{what} failed: {e}"),
+        transient: true,
+        fenced: None,
     }
 }
 
@@ -201,6 +279,7 @@ fn classify(error: &tokio_postgres::Error) -> ConnectFailure {
                 code.code()
             ),
             transient,
+            fenced: None,
         };
     }
     let io = std::error::Error::source(error)
@@ -224,6 +303,7 @@ fn classify(error: &tokio_postgres::Error) -> ConnectFailure {
     ConnectFailure {
         reason,
         transient: true,
+        fenced: None,
     }
 }
 
@@ -240,5 +320,125 @@ impl bb8::ErrorSink<PoolError> for FailureSink {
 
     fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
         Box::new(self.clone())
+    }
+}
+
+/// The URL with any password replaced by `****`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    // Forms the URL parser refuses keep the hand-written redaction: a
+    // multi-host URL (`h1:5432,h2:5433` is not one host and port), and a
+    // `key=value` string, which is not a URL at all and passes unchanged,
+    // as it always has.
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return redact_by_hand(url);
+    };
+    if parsed.password().is_some() && parsed.set_password(Some("****")).is_err()
+    {
+        return redact_by_hand(url);
+    }
+    // The raw query, not `query_pairs`: re-encoding would turn a socket
+    // path's `/` into `%2F` and make the redacted URL differ needlessly.
+    if let Some(query) = parsed.query() {
+        let query = redact_query(query);
+        parsed.set_query(Some(&query));
+    }
+    parsed.into()
+}
+
+/// A query string with every `...password=` parameter's value replaced.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|part| match part.split_once("password=") {
+            Some((before, _)) => format!("{before}password=****"),
+            None => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// [`redact_url`] for the forms the URL parser refuses.
+fn redact_by_hand(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let mut out = url[..scheme_end].to_owned();
+    let authority = &rest[..authority_end];
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":****");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    out.push_str(&redact_query(&rest[authority_end..]));
+    out
+}
+
+/// Checks, without connecting, that `url` is a connection string the
+/// driver understands: a `postgresql://` URL (Unix-socket and multi-host
+/// forms included, e.g. `postgresql:///baton?host=/a,/b&
+/// target_session_attrs=read-write`) or `key=value` pairs. A malformed
+/// one is bad input that no retry fixes.
+///
+/// ```
+/// assert!(baton_datastore::check_url("postgresql://u@%2Ftmp/db").is_ok());
+/// assert!(baton_datastore::check_url("postgresql://u@h:notaport/db").is_err());
+/// ```
+pub fn check_url(url: &str) -> Result<(), crate::Error> {
+    parse(url).map(|_| ()).map_err(crate::Error::MalformedUrl)
+}
+
+/// A SQL string literal (single quotes doubled).
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_never_survive_redaction() {
+        for (url, want) in [
+            (
+                "postgresql://u:secret@host/db",
+                "postgresql://u:****@host/db",
+            ),
+            ("postgresql://u@%2Ftmp/db", "postgresql://u@%2Ftmp/db"),
+            (
+                "postgresql:///db?host=/tmp&password=secret",
+                "postgresql:///db?host=/tmp&password=****",
+            ),
+            ("postgresql://h:5432/db", "postgresql://h:5432/db"),
+            (
+                "postgresql://u:secret@h1:5432,h2:5433/db",
+                "postgresql://u:****@h1:5432,h2:5433/db",
+            ),
+            (
+                "postgresql://u:secret@[::1]:5432/db?sslmode=disable",
+                "postgresql://u:****@[::1]:5432/db?sslmode=disable",
+            ),
+            (
+                "postgresql:///db?host=/a,/b&password=secret&\
+                 target_session_attrs=read-write",
+                "postgresql:///db?host=/a,/b&password=****&\
+                 target_session_attrs=read-write",
+            ),
+            ("host=/tmp dbname=baton", "host=/tmp dbname=baton"),
+        ] {
+            let got = redact_url(url);
+            assert_eq!(got, want);
+            assert!(!got.contains("secret"));
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use baton_types::NexusRecordState;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
 
 /// What went wrong in a datastore operation.
 #[derive(Debug, thiserror::Error)]
@@ -149,13 +150,36 @@ pub enum Error {
     /// The schema is missing or from the future.
     #[error("schema problem: {0}")]
     Schema(String),
+    /// The database fence refused this datastore's Nexus: its record is
+    /// no longer `active` (it was marked `quiesced`, by itself or by an
+    /// operator's force), so nothing it runs can commit. Permanent: the
+    /// Nexus is out, and stops.
+    #[error(
+        "Nexus {nexus_id} is fenced out of the database: its record is {}, \
+         not active, so nothing it runs can commit (it was marked quiesced, \
+         by itself or by an operator)",
+        state.map_or("missing".to_owned(), |s| s.to_string())
+    )]
+    Fenced {
+        /// The Nexus.
+        nexus_id: OmicronZoneUuid,
+        /// Its record's state (`None`: it has no record).
+        state: Option<NexusRecordState>,
+    },
+    /// A `quiesced` mark could not take the Nexus's fence lock: a session
+    /// of that Nexus kept reconnecting while its others were ended.
+    #[error(
+        "cannot mark Nexus {0} quiesced: it kept opening new database \
+         sessions while its others were ended; try again"
+    )]
+    FenceBusy(OmicronZoneUuid),
 }
 
 impl Error {
     /// A database error from a statement of one's own, with its SQLSTATE
     /// kept where the driver reports one, and whether a retry may help.
     pub fn from_diesel(op: &'static str, e: diesel::result::Error) -> Error {
-        crate::datastore::database_error(op, e)
+        database_error(op, e)
     }
 
     /// The SQLSTATE of a database error: kept for the codes the driver
@@ -203,7 +227,80 @@ impl Error {
             | Error::AlreadyInitialized(_)
             | Error::NotRegistered(_)
             | Error::FenceNotDrained(_)
-            | Error::Schema(_) => false,
+            | Error::Schema(_)
+            | Error::Fenced { .. } => false,
+            Error::FenceBusy(_) => true,
         }
     }
+}
+
+pub(crate) fn is_serialization_failure(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::SerializationFailure, _)
+    )
+}
+
+/// The connection was found closed when the statement was sent: its
+/// backend died earlier (killed, or the server restarted). A single
+/// statement is retried as after a serialization failure; a transaction
+/// is not. (tokio-postgres reports a connection that dies
+/// *during* a statement the same way; then the statement may have run.
+/// Every Baton operation is safe to repeat: each is idempotent or
+/// recognises its own earlier success, such as a handoff by a Nexus
+/// already `active`.)
+pub(crate) fn is_unsent(e: &DieselError) -> bool {
+    matches!(
+        e,
+        DieselError::DatabaseError(DatabaseErrorKind::UnableToSendCommand, _)
+    )
+}
+
+pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
+    let transient = matches!(
+        e,
+        DieselError::DatabaseError(
+            DatabaseErrorKind::ClosedConnection
+                | DatabaseErrorKind::UnableToSendCommand,
+            _
+        ) | DieselError::BrokenTransactionManager
+    ) || matches!(&e, DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+        if info.message().contains("terminat") || info.message().contains("connection"));
+    // A connection lost with the statement (or its COMMIT) sent: the
+    // caller cannot know whether it took effect, and should be told so.
+    let message = if transient {
+        format!(
+            "{e} (the connection was lost before the answer came: the \
+             operation may or may not have taken effect; retrying it is \
+             safe)"
+        )
+    } else {
+        e.to_string()
+    };
+    Error::Database {
+        op,
+        sqlstate: sqlstate(&e),
+        message,
+        transient,
+    }
+}
+
+/// The SQLSTATE of a database error, where the driver keeps it: diesel
+/// reports a kind, not the code, and diesel-async maps these codes to
+/// kinds; any other server error is `Unknown` and its code is lost.
+fn sqlstate(e: &DieselError) -> Option<&'static str> {
+    let DieselError::DatabaseError(kind, _) = e else {
+        return None;
+    };
+    Some(match kind {
+        DatabaseErrorKind::UniqueViolation => "23505",
+        DatabaseErrorKind::ForeignKeyViolation => "23503",
+        DatabaseErrorKind::RestrictViolation => "23001",
+        DatabaseErrorKind::ExclusionViolation => "23P01",
+        DatabaseErrorKind::SerializationFailure => "40001",
+        DatabaseErrorKind::ReadOnlyTransaction => "25006",
+        DatabaseErrorKind::NotNullViolation => "23502",
+        DatabaseErrorKind::CheckViolation => "23514",
+        _ => return None,
+    })
 }

@@ -11,10 +11,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use diesel_async::AsyncPgConnection;
+use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
+use slog::info;
 use tokio::sync::watch;
 
-use crate::Error;
+use crate::{DataStore, Error, TransactionError, TxFuture};
+
+/// Which pool a claim comes from.
+#[derive(Clone, Copy, Debug)]
+enum Pool {
+    /// The service's: enrolled in the database fence.
+    Service,
+    /// Baton's own statements'.
+    Control,
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct FenceState {
@@ -197,4 +208,164 @@ impl Drop for Claim {
 /// The connection reserved for writing one's own `quiesced` record.
 pub(crate) struct QuiescedClaim {
     pub(crate) conn: PooledConnection<'static, AsyncPgConnection>,
+}
+
+impl DataStore {
+    /// A connection, counted by the drain fence until dropped. Fails with
+    /// [`Error::Quiesced`] once [`DataStore::quiesce`] was called.
+    ///
+    /// `op` names what the claim is for; it shows in logs and in what a
+    /// drain reports it waits on.
+    ///
+    /// When this store serves a Nexus ([`DataStoreConfig::nexus_id`]),
+    /// the claim is fenced by the database: its connection holds the
+    /// Nexus's fence lock and found the record `active` when it was set
+    /// up, and [`Error::Fenced`] is returned once the record is not.
+    ///
+    /// [`DataStoreConfig::nexus_id`]: crate::DataStoreConfig::nexus_id
+    pub async fn claim(&self, op: &'static str) -> Result<Claim, Error> {
+        self.claim_from(op, Pool::Service).await
+    }
+
+    /// A claim for Baton's own statements, which carry their guards in
+    /// their SQL: counted by the drain fence, never enrolled.
+    pub(crate) async fn control_claim(
+        &self,
+        op: &'static str,
+    ) -> Result<Claim, Error> {
+        self.claim_from(op, Pool::Control).await
+    }
+
+    async fn claim_from(
+        &self,
+        op: &'static str,
+        pool: Pool,
+    ) -> Result<Claim, Error> {
+        let ticket = self.fence.enter(op)?;
+        // Counted from here: if this future is dropped while waiting for
+        // a connection, the guard gives the ticket back.
+        let entered = Entered {
+            fence: &self.fence,
+            ticket: Some(ticket),
+        };
+        // A connection whose server backend died (killed, or the server
+        // restarted) can sit in the pool until it is next handed out;
+        // skip it for a fresh one. The check reads local state only.
+        for _ in 0..=self.config.pool_size {
+            let got = match pool {
+                Pool::Service => self.pooled_service(op).await,
+                Pool::Control => self.pooled_control(op).await,
+            };
+            match got {
+                Ok(mut conn) => {
+                    if conn.is_broken() {
+                        continue;
+                    }
+                    return Ok(Claim {
+                        conn,
+                        fence: self.fence.clone(),
+                        ticket: entered.keep(),
+                        op,
+                        since: std::time::Instant::now(),
+                        store: self.clone(),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Connection {
+            op,
+            message: "every pooled connection was broken".to_owned(),
+            transient: true,
+        })
+    }
+
+    /// Closes the pool to new claims. Claims already out stay valid.
+    pub fn quiesce(&self) {
+        info!(self.log, "datastore closed to new claims";
+            "outstanding" => self.fence.outstanding());
+        self.fence.close();
+    }
+
+    /// True once [`DataStore::quiesce`] was called.
+    pub fn is_quiesced(&self) -> bool {
+        self.fence.is_closed()
+    }
+
+    /// Claims not yet released.
+    pub fn outstanding_claims(&self) -> usize {
+        self.fence.outstanding()
+    }
+
+    /// The oldest claim still out, if any: what a drain waits on.
+    pub fn oldest_claim(&self) -> Option<OldestClaim> {
+        self.fence.oldest()
+    }
+
+    /// Resolves when every outstanding claim has been released.
+    pub async fn wait_for_drain(&self) {
+        self.fence.drained().await
+    }
+
+    /// The single connection allowed after quiescing, once drained, to
+    /// write one's own `quiesced` record.
+    pub(crate) async fn reserved_quiesce_claim(
+        &self,
+    ) -> Result<QuiescedClaim, Error> {
+        self.fence.take_reserved()?;
+        match self.pooled_control("reserved quiesce claim").await {
+            Ok(conn) => Ok(QuiescedClaim { conn }),
+            Err(e) => {
+                self.fence.return_reserved();
+                Err(e)
+            }
+        }
+    }
+
+    /// Gives the reserved quiesce claim back after the mark failed.
+    pub(crate) fn return_reserved_quiesce_claim(&self) {
+        self.fence.return_reserved();
+    }
+}
+
+/// A fence ticket taken by [`DataStore::claim`], given back if the claim
+/// is not handed out (an error, or the future dropped mid-wait).
+struct Entered<'a> {
+    fence: &'a Fence,
+    ticket: Option<u64>,
+}
+
+impl Entered<'_> {
+    fn keep(mut self) -> u64 {
+        self.ticket.take().expect("kept once")
+    }
+}
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket {
+            self.fence.leave(ticket);
+        }
+    }
+}
+
+impl Claim {
+    /// Runs `f` inside one SERIALIZABLE transaction on this claim's
+    /// connection, retrying it here on serialization failure; otherwise
+    /// as [`DataStore::transaction`].
+    pub async fn transaction<T, E, F>(
+        &mut self,
+        op: &'static str,
+        f: F,
+    ) -> Result<T, TransactionError<E>>
+    where
+        T: Send,
+        E: Send,
+        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
+            + Send
+            + Sync,
+    {
+        let store = self.store.clone();
+        store.transaction_on(op, &mut self.conn, f).await
+    }
 }

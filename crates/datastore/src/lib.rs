@@ -14,27 +14,31 @@
 
 mod access;
 mod blueprints;
+mod config;
 mod connect;
-mod datastore;
 mod error;
 mod fence;
+mod guards;
 mod migrations;
 #[cfg(feature = "mutants")]
 mod mutants;
 mod notify;
 mod operator;
+mod queries;
 mod records;
 mod reports;
+mod retry;
 mod schema;
 mod statement;
 
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
-pub use datastore::{
-    DataStore, DataStoreConfig, SERIALIZATION_RETRIES, StatementFuture,
-    TransactionError, TxError, TxFuture, check_url, redact_url,
-};
+pub use config::{DataStore, DataStoreConfig};
+pub use connect::{check_url, redact_url};
 pub use error::Error;
 pub use fence::{Claim, OldestClaim};
+pub use retry::{
+    SERIALIZATION_RETRIES, StatementFuture, TransactionError, TxError, TxFuture,
+};
 
 /// Constant SQL statements that a connection prepares once and reuses,
 /// with `$n` parameters bound by [`sql::Bind::bind`], and

@@ -29,8 +29,9 @@ use diesel::sql_types::{Array, Text};
 use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 use slog::info;
 
-use crate::datastore::TxError;
-use crate::notify::{EventKind, announce};
+use crate::TxError;
+use crate::notify::EventKind;
+use crate::queries::announce;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
@@ -363,14 +364,25 @@ impl DataStore {
 
     /// A connection of its own holding the migration lock (released
     /// when it is dropped, which closes it).
+    ///
+    /// A service component's migrations write the service's tables, so
+    /// their connection is enrolled in the database fence like a claim's
+    /// (Baton's own run before the records table exists, and are
+    /// Baton's: not enrolled).
     async fn locked_for_migration(
         &self,
+        ledger: &Ledger,
     ) -> Result<diesel_async::AsyncPgConnection, Error> {
-        let mut conn = self.dedicated("migration lock").await?;
+        let mut conn = match ledger {
+            Ledger::Baton => self.dedicated("migration lock").await?,
+            Ledger::Component(_) => {
+                self.dedicated_fenced("migration lock").await?
+            }
+        };
         info!(self.log, "waiting for the migration lock");
-        conn.batch_execute(MIGRATION_LOCK).await.map_err(|e| {
-            crate::datastore::database_error("migration lock", e)
-        })?;
+        conn.batch_execute(MIGRATION_LOCK)
+            .await
+            .map_err(|e| crate::error::database_error("migration lock", e))?;
         Ok(conn)
     }
 
@@ -476,7 +488,7 @@ impl DataStore {
         if pending.is_empty() {
             return Ok(());
         }
-        let mut conn = self.locked_for_migration().await?;
+        let mut conn = self.locked_for_migration(&ledger).await?;
         let notify = self.notifies();
         for migration in pending {
             let (ledger_here, this) = (ledger.clone(), migration.clone());

@@ -1,11 +1,17 @@
 //! Deliberate bugs, compiled in only with the `mutants` feature, so that
-//! the model-based test can show it catches each one. Nothing outside
-//! `baton-tests` enables the feature; a production build has none of this.
+//! the tests can show they catch each one. Nothing outside the tests
+//! enables the feature; a production build has none of this, and no
+//! public configuration type can name a mutant: the only way in is
+//! [`DataStore::with_mutant`].
 
-use std::borrow::Cow;
+use slog::Logger;
+
+use crate::guards::{Guards, Isolation};
+use crate::{DataStore, DataStoreConfig};
 
 /// One deliberate bug in a safety guard.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Mutant {
     /// The real datastore.
     #[default]
@@ -28,64 +34,48 @@ pub enum Mutant {
     /// not the succession rules (a child that breaks from its parent may
     /// become the target).
     NoSuccessionCheck,
+    /// No database fence: service connections neither hold the fence
+    /// lock nor check the record, and a `quiesced` mark ends nothing and
+    /// waits for nothing (a paused or cut-off Nexus writes after it).
+    NoFence,
+    /// The `quiesced` mark ends no session and takes no fence lock,
+    /// though service connections still enrol (one that enrols just
+    /// before the mark commits writes after it).
+    ForceWithoutFence,
 }
-
-/// `sql` with `guard` cut out; panics if `guard` is not in it, so a
-/// reworded statement cannot silently make a mutant the real thing.
-fn without(sql: &'static str, guard: &str, instead: &str) -> Cow<'static, str> {
-    assert!(sql.contains(guard), "the guard to remove is not in the SQL");
-    Cow::Owned(sql.replace(guard, instead))
-}
-
-pub(crate) const TARGET_GUARD: &str =
-    "WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)";
-
-pub(crate) const CONTROL_GUARD: &str =
-    "AND (SELECT me_records = 0 OR me_state = 'active' FROM me)";
-
-pub(crate) const HANDOFF_GUARD: &str = "AND (SELECT n FROM blocking) = 0";
-
-pub(crate) const HANDOFF_REPORT: &str =
-    "SELECT (SELECT n FROM blocking) AS blocking";
 
 impl Mutant {
-    /// The record step's SQL under this mutant.
-    pub(crate) fn ensure_records(self, sql: &'static str) -> Cow<'static, str> {
+    /// The guards and isolation a datastore with this bug has.
+    fn guards(self) -> (Guards, Isolation) {
+        let mut guards = Guards::ALL;
+        let mut isolation = Isolation::Serializable;
         match self {
-            Mutant::NoTargetCheck => without(sql, TARGET_GUARD, "WHERE TRUE"),
-            Mutant::NoControlCheck => without(sql, CONTROL_GUARD, ""),
-            _ => Cow::Borrowed(sql),
-        }
-    }
-
-    /// The cleanup's SQL under this mutant.
-    pub(crate) fn delete_expunged(
-        self,
-        sql: &'static str,
-    ) -> Cow<'static, str> {
-        match self {
-            Mutant::NoControlCheck => without(sql, CONTROL_GUARD, ""),
-            _ => Cow::Borrowed(sql),
-        }
-    }
-
-    /// The handoff's SQL under this mutant: it neither waits for the
-    /// active rows nor reports them.
-    pub(crate) fn handoff(self, sql: &'static str) -> Cow<'static, str> {
-        match self {
-            Mutant::HandoffIgnoresActive => {
-                let sql = without(sql, HANDOFF_GUARD, "");
-                Cow::Owned(
-                    sql.replace(HANDOFF_REPORT, "SELECT 0::INT8 AS blocking"),
-                )
+            Mutant::None => {}
+            Mutant::NoTargetCheck => guards.target = false,
+            Mutant::QuiescedBeforeDrain => guards.drain = false,
+            Mutant::HandoffIgnoresActive => guards.handoff = false,
+            Mutant::ReadCommitted => isolation = Isolation::ReadCommitted,
+            Mutant::NoControlCheck => guards.control = false,
+            Mutant::NoSuccessionCheck => guards.succession = false,
+            Mutant::NoFence => {
+                guards.enrol = false;
+                guards.mark_fence = false;
             }
-            _ => Cow::Borrowed(sql),
+            Mutant::ForceWithoutFence => guards.mark_fence = false,
         }
+        (guards, isolation)
     }
+}
 
-    /// Whether the fence checks for outstanding claims before handing out
-    /// the reserved one.
-    pub(crate) fn fence_waits_for_drain(self) -> bool {
-        self != Mutant::QuiescedBeforeDrain
+impl DataStore {
+    /// A datastore with a deliberate bug: for the tests' teeth only.
+    pub fn with_mutant(
+        log: &Logger,
+        url: &str,
+        config: DataStoreConfig,
+        mutant: Mutant,
+    ) -> DataStore {
+        let (guards, isolation) = mutant.guards();
+        DataStore::build(log, url, config, guards, isolation)
     }
 }

@@ -30,8 +30,8 @@
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Nullable, Timestamptz, Uuid};
-use diesel_async::{AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel::sql_types::{BigInt, Nullable, Timestamptz};
+use diesel_async::{AsyncPgConnection, SimpleAsyncConnection};
 
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
@@ -128,52 +128,6 @@ impl Event {
             transaction,
         })
     }
-}
-
-/// The `pg_notify` call announcing `kind`, with the Nexus id in the
-/// expression `nexus` (a parameter such as `$1`, or `NULL`).
-fn notify_call(kind: EventKind, nexus: &str) -> String {
-    format!(
-        "pg_notify('{CHANNEL}', '{kind} ' || COALESCE(({nexus})::TEXT, '-') \
-         || ' ' || txid_current()::TEXT)"
-    )
-}
-
-/// `sql` (a data-modifying CTE ending in one `SELECT`) with an
-/// announcement of `kind` added, made once if the CTE `changed` returned
-/// any row and never otherwise. The added CTE is referenced in the final
-/// `SELECT` (as column `notified`), because PostgreSQL evaluates only the
-/// plain CTEs a statement reads.
-pub(crate) fn announcing(
-    sql: &str,
-    changed: &str,
-    kind: EventKind,
-    nexus: &str,
-) -> String {
-    let at = sql
-        .rfind("\nSELECT ")
-        .expect("a guarded statement ends in one SELECT");
-    let (with, select) = sql.split_at(at);
-    format!(
-        "{with},\nnotified AS (\n    SELECT {} AS sent FROM {changed} LIMIT 1\n)\
-         {select},\n       (SELECT count(*) FROM notified) AS notified",
-        notify_call(kind, nexus)
-    )
-}
-
-/// Announces `kind` from inside the caller's transaction: the
-/// notification goes out if, and when, that transaction commits.
-pub(crate) async fn announce(
-    conn: &mut AsyncPgConnection,
-    kind: EventKind,
-    nexus_id: Option<uuid::Uuid>,
-) -> diesel::QueryResult<()> {
-    // One text per kind, so the connection prepares each once.
-    statement(format!("SELECT {}", notify_call(kind, "$1")))
-        .bind::<Nullable<Uuid>, _>(nexus_id)
-        .execute(conn)
-        .await?;
-    Ok(())
 }
 
 /// A connection of its own that listens for the handoff's announcements.
@@ -305,20 +259,5 @@ mod tests {
         );
         assert_eq!(Event::parse("someone else's payload"), None);
         assert_eq!(Event::parse(""), None);
-    }
-
-    #[test]
-    fn an_announcement_goes_before_the_final_select() {
-        let sql = "WITH changed AS (\n    UPDATE t SET a = 1 RETURNING id\n)\nSELECT (SELECT count(*) FROM changed) AS n";
-        let with = announcing(sql, "changed", EventKind::Handoff, "$1");
-        assert_eq!(
-            with,
-            "WITH changed AS (\n    UPDATE t SET a = 1 RETURNING id\n),\n\
-             notified AS (\n    SELECT pg_notify('baton_handoff', 'handoff ' \
-             || COALESCE(($1)::TEXT, '-') || ' ' || txid_current()::TEXT) \
-             AS sent FROM changed LIMIT 1\n)\n\
-             SELECT (SELECT count(*) FROM changed) AS n,\n       \
-             (SELECT count(*) FROM notified) AS notified"
-        );
     }
 }

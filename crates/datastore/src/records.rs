@@ -6,15 +6,18 @@ use baton_types::{NexusRecord, NexusRecordState, RecordsToEnsure};
 use baton_uuid_kinds::{BlueprintUuid, GenericUuid, OmicronZoneUuid};
 use diesel::pg::Pg;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Nullable, Text, Uuid};
+use diesel::sql_types::{Array, BigInt, Integer, Nullable, Text, Uuid};
 use diesel_async::RunQueryDsl;
 
-use crate::notify::{EventKind, announce};
+use crate::notify::EventKind;
+use crate::queries::FenceLock;
+use crate::queries::announce;
 use crate::schema::RecordState;
 use crate::schema::db_metadata_nexus;
 use crate::schema::sql_types::DbMetadataNexusState;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
+use crate::{TransactionError, TxError};
 
 /// The wanted rows as parallel arrays of ids and state labels, the form
 /// the record statements bind.
@@ -73,65 +76,6 @@ struct GuardedRow {
     #[diesel(sql_type = Nullable<Text>)]
     executing_state: Option<RecordState>,
 }
-
-/// The heart of the protocol, in one statement: insert the wanted rows
-/// only if `$1` is the current target and the executing Nexus `$4` is in
-/// control (its own row `active`, or no row at all yet: rack setup),
-/// never touching an existing row, and report what it saw, so "target
-/// changed" and "not in control" (nothing written) are told apart from
-/// "every row already existed" (success). The rows come as two parallel
-/// arrays (ids, states): one scan, no union.
-///
-/// The control check is what keeps a Nexus that is not in control (a
-/// `not_yet` one, or a tool impersonating a new-generation Nexus) from
-/// declaring its own generation `active` next to the one in control.
-/// SQL text, not the query builder: a data-modifying CTE (the builder
-/// has no `WITH`), so the guard and the write stay one statement.
-pub(crate) const ENSURE_RECORDS: &str = "
-WITH target AS (
-    SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
-), me AS (
-    SELECT (SELECT count(*) FROM db_metadata_nexus) AS me_records,
-           (SELECT state::TEXT FROM db_metadata_nexus
-            WHERE nexus_id = $4) AS me_state
-), inserted AS (
-    INSERT INTO db_metadata_nexus (nexus_id, state, last_drained_blueprint_id)
-    SELECT id, state::db_metadata_nexus_state, NULL
-    FROM unnest($2::UUID[], $3::TEXT[]) AS wanted (id, state)
-    WHERE EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
-      AND (SELECT me_records = 0 OR me_state = 'active' FROM me)
-    ON CONFLICT (nexus_id) DO NOTHING
-    RETURNING nexus_id
-)
-SELECT (SELECT blueprint_id FROM target) AS current_target,
-       (SELECT count(*) FROM inserted) AS changed,
-       (SELECT me_records FROM me) AS records,
-       (SELECT me_state FROM me) AS executing_state";
-
-/// Deletes the rows of expunged Nexus zones only if `$1` is the current
-/// target and the executing Nexus `$3` is in control, as the insert.
-/// Reading `bp_target` here is what orders this delete after any stale
-/// insert on PostgreSQL (see the protocol notes).
-/// SQL text, not the query builder: a data-modifying CTE (the builder
-/// has no `WITH`), so the guard and the write stay one statement.
-const DELETE_EXPUNGED: &str = "
-WITH target AS (
-    SELECT blueprint_id FROM bp_target ORDER BY version DESC LIMIT 1
-), me AS (
-    SELECT (SELECT count(*) FROM db_metadata_nexus) AS me_records,
-           (SELECT state::TEXT FROM db_metadata_nexus
-            WHERE nexus_id = $3) AS me_state
-), deleted AS (
-    DELETE FROM db_metadata_nexus
-    WHERE nexus_id = ANY ($2::UUID[])
-      AND EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)
-      AND (SELECT me_records = 0 OR me_state = 'active' FROM me)
-    RETURNING nexus_id
-)
-SELECT (SELECT blueprint_id FROM target) AS current_target,
-       (SELECT count(*) FROM deleted) AS changed,
-       (SELECT me_records FROM me) AS records,
-       (SELECT me_state FROM me) AS executing_state";
 
 /// Which records to read.
 enum Filter {
@@ -229,7 +173,9 @@ impl DataStore {
         let bp = blueprint_id.into_untyped_uuid();
         let me = executing.into_untyped_uuid();
         let (ids, states) = rows(records);
-        let sql = self.ensure_records_sql(ENSURE_RECORDS);
+        // The heart of the protocol, in one statement (`queries`,
+        // `EnsureRecords`).
+        let sql = self.queries.ensure_records.clone();
         let row: GuardedRow = self
             .retrying("records ensure", |conn| {
                 Box::pin(load_one(
@@ -306,12 +252,7 @@ impl DataStore {
             nexus_id.into_untyped_uuid(),
             blueprint_id.into_untyped_uuid(),
         );
-        let sql = self.announced(
-            MARK_DRAINED.into(),
-            "changed",
-            EventKind::Drained,
-            "$1",
-        );
+        let sql = self.queries.mark_drained.clone();
         let n: Count = self
             .retrying("record update last drained", |conn| {
                 Box::pin(load_one(
@@ -325,28 +266,19 @@ impl DataStore {
         Ok(n.n as usize)
     }
 
-    /// Marks a Nexus `quiesced` on an ordinary claim. For operators (the
-    /// `--force` path); a Nexus marking itself uses
-    /// [`DataStore::record_mark_self_quiesced`], behind the fence.
+    /// Marks a Nexus `quiesced` for an operator (the `--force` path); a
+    /// Nexus marking itself uses [`DataStore::record_mark_self_quiesced`],
+    /// behind the drain fence. Safe whether that Nexus is dead, paused or
+    /// cut off: the mark ends its fenced sessions and commits only while
+    /// holding its fence lock exclusively, so nothing it runs through its
+    /// claims can commit afterwards (`PROTOCOL.md`, "The database
+    /// fence"). Returns how many of its sessions were ended.
     pub async fn record_mark_quiesced(
         &self,
         nexus_id: OmicronZoneUuid,
-    ) -> Result<(), Error> {
-        let raw = nexus_id.into_untyped_uuid();
-        let sql = self.mark_quiesced_sql();
-        let n: Count = self
-            .retrying("record mark quiesced", |conn| {
-                Box::pin(load_one(
-                    statement(sql.clone()).bind::<Uuid, _>(raw),
-                    conn,
-                ))
-            })
-            .await?;
-        let n = n.n;
-        if n == 0 {
-            return Err(Error::NotRegistered(nexus_id));
-        }
-        Ok(())
+    ) -> Result<usize, Error> {
+        let mut claim = self.control_claim("record mark quiesced").await?;
+        mark_on(self, &mut claim.conn, nexus_id).await
     }
 
     /// Marks this process's own Nexus `quiesced`, through the one claim
@@ -358,13 +290,13 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<(), Error> {
         let mut claim = self.reserved_quiesce_claim().await?;
-        let marked = mark_on(self, &mut claim, nexus_id).await;
+        let marked = mark_on(self, &mut claim.conn, nexus_id).await;
         if marked.is_err() {
             // Not marked: the claim may be used again.
             drop(claim);
             self.return_reserved_quiesce_claim();
         }
-        marked
+        marked.map(|_| ())
     }
 
     /// Deletes these Nexus ids' rows; missing rows are fine.
@@ -408,7 +340,7 @@ impl DataStore {
         let bp = blueprint_id.into_untyped_uuid();
         let me = executing.into_untyped_uuid();
         let raw = untyped(ids.iter().copied());
-        let sql = self.delete_expunged_sql(DELETE_EXPUNGED);
+        let sql = self.queries.delete_expunged.clone();
         let row: GuardedRow = self
             .retrying("records delete expunged", |conn| {
                 Box::pin(load_one(
@@ -434,7 +366,7 @@ impl DataStore {
         nexus_id: OmicronZoneUuid,
     ) -> Result<usize, Error> {
         let raw = nexus_id.into_untyped_uuid();
-        let sql = self.handoff_sql(HANDOFF);
+        let sql = self.queries.handoff.clone();
         let row: HandoffRow = self
             .retrying("attempt handoff", |conn| {
                 Box::pin(load_one(
@@ -461,62 +393,85 @@ impl DataStore {
     }
 }
 
-/// Marks `nexus_id` quiesced on the reserved claim. It is the only
-/// connection left, so a serialization failure (a handoff or a peer's
-/// quiesce touching the same rows) is retried on it, not on a fresh one.
+/// How many times a mark starts over when a session of the Nexus keeps
+/// enrolling between the end of its others and the lock request.
+const MARK_ATTEMPTS: u32 = 5;
+
+/// Marks `nexus_id` quiesced on `conn`, in one transaction: end the
+/// Nexus's fenced sessions, hold its fence lock exclusively (bounded by
+/// a lock timeout), then the mark itself with its announcement. A
+/// serialization failure (a handoff or a peer's quiesce touching the
+/// same rows) is retried on the same connection: for a Nexus marking
+/// itself it is the only one left. Returns the sessions ended.
 async fn mark_on(
     ds: &DataStore,
-    claim: &mut crate::fence::QuiescedClaim,
+    conn: &mut diesel_async::AsyncPgConnection,
     nexus_id: OmicronZoneUuid,
-) -> Result<(), Error> {
+) -> Result<usize, Error> {
     let raw = nexus_id.into_untyped_uuid();
-    let sql = ds.mark_quiesced_sql();
-    let n: Count = ds
-        .retry_on("mark self quiesced", &mut claim.conn, |conn| {
-            Box::pin(load_one(
-                statement(sql.clone()).bind::<Uuid, _>(raw),
-                conn,
-            ))
-        })
-        .await?;
-    let n = n.n;
-    if n == 0 {
-        return Err(Error::NotRegistered(nexus_id));
+    let lock = FenceLock::of(nexus_id);
+    let fence = ds.guards.mark_fence;
+    let sql = ds.queries.mark_quiesced.clone();
+    for _ in 0..MARK_ATTEMPTS {
+        let sql = sql.clone();
+        let marked = ds
+            .transaction_on("mark quiesced", conn, move |conn| {
+                let sql = sql.clone();
+                Box::pin(async move {
+                    let mut ended = 0;
+                    if fence {
+                        ended = end_sessions_and_lock(conn, lock).await?;
+                    }
+                    let n: Count =
+                        load_one(statement(sql).bind::<Uuid, _>(raw), conn)
+                            .await?;
+                    if n.n == 0 {
+                        return Err(TxError::Abort(Error::NotRegistered(
+                            nexus_id,
+                        )));
+                    }
+                    Ok(ended)
+                })
+            })
+            .await;
+        match marked {
+            Ok(ended) => return Ok(ended),
+            Err(TransactionError::Datastore(Error::Database {
+                message,
+                ..
+            })) if message.contains("lock timeout") => {
+                slog::info!(ds.log, "a session of the Nexus enrolled while \
+                    its others were ended; marking it again";
+                    "nexus_id" => %nexus_id);
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    Ok(())
+    Err(Error::FenceBusy(nexus_id))
 }
 
-/// The drained mark, only while the row is `active`: one statement
-/// with its announcement. SQL text, not the query builder: the
-/// announcement rides in a CTE (the builder has no `WITH`), so the mark
-/// stays one statement.
-const MARK_DRAINED: &str = "
-WITH changed AS (
-    UPDATE db_metadata_nexus SET last_drained_blueprint_id = $2
-    WHERE nexus_id = $1 AND state = 'active'
-    RETURNING nexus_id
-)
-SELECT (SELECT count(*) FROM changed) AS n";
-
-/// The quiesce mark, shared by both quiesce paths; SQL text for the
-/// same reason as [`MARK_DRAINED`].
-const MARK_QUIESCED: &str = "
-WITH changed AS (
-    UPDATE db_metadata_nexus SET state = 'quiesced'
-    WHERE nexus_id = $1
-    RETURNING nexus_id
-)
-SELECT (SELECT count(*) FROM changed) AS n";
-
-impl DataStore {
-    fn mark_quiesced_sql(&self) -> std::borrow::Cow<'static, str> {
-        self.announced(
-            MARK_QUIESCED.into(),
-            "changed",
-            EventKind::Quiesced,
-            "$1",
-        )
-    }
+/// The fence's half of a `quiesced` mark, inside its transaction: ends
+/// every session holding the Nexus's fence lock, then takes the lock
+/// exclusively until the transaction ends. Returns the sessions ended.
+async fn end_sessions_and_lock(
+    conn: &mut diesel_async::AsyncPgConnection,
+    lock: FenceLock,
+) -> diesel::QueryResult<usize> {
+    use diesel_async::SimpleAsyncConnection;
+    conn.batch_execute(FenceLock::LOCK_TIMEOUT).await?;
+    let ended: Count = load_one(
+        statement(FenceLock::END_HOLDERS)
+            .bind::<Integer, _>(lock.high)
+            .bind::<Integer, _>(lock.low),
+        conn,
+    )
+    .await?;
+    statement(FenceLock::EXCLUSIVE)
+        .bind::<Integer, _>(lock.high)
+        .bind::<Integer, _>(lock.low)
+        .execute(conn)
+        .await?;
+    Ok(ended.n as usize)
 }
 
 #[derive(QueryableByName)]
@@ -528,24 +483,3 @@ struct HandoffRow {
     #[diesel(sql_type = BigInt)]
     promoted: i64,
 }
-
-/// Counts rows *not* in the allowed states, so a state added later also
-/// blocks the handoff.
-/// SQL text, not the query builder: a data-modifying CTE (the builder
-/// has no `WITH`), so the guard and the write stay one statement.
-const HANDOFF: &str = "
-WITH blocking AS (
-    SELECT count(*) AS n FROM db_metadata_nexus
-    WHERE state NOT IN ('not_yet', 'quiesced')
-), me AS (
-    SELECT state FROM db_metadata_nexus WHERE nexus_id = $1
-), promoted AS (
-    UPDATE db_metadata_nexus SET state = 'active'
-    WHERE state = 'not_yet'
-      AND (SELECT n FROM blocking) = 0
-      AND (SELECT state FROM me) = 'not_yet'
-    RETURNING nexus_id
-)
-SELECT (SELECT n FROM blocking) AS blocking,
-       (SELECT state FROM me) AS my_state,
-       (SELECT count(*) FROM promoted) AS promoted";

@@ -5,17 +5,19 @@
 //! outside the drain fence, so reporting goes on while the pool drains
 //! (quiesce step 4). This is the one exception to "no database use
 //! outside the fence": reports are never service data, and the owner
-//! closes the reporter before marking itself `quiesced`, so nothing of
-//! it touches the database afterwards.
+//! closes the reporter before marking itself `quiesced`; a report
+//! written after the mark (a process that was paused and forced out) is
+//! refused by the database.
 
 use baton_types::{NexusReport, StoredReport};
 use baton_uuid_kinds::GenericUuid;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
+use diesel::sql_types::{Text, Uuid};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
-use crate::statement::load_one;
-use crate::statement::statement;
+use crate::records::Count;
+use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
 
 /// A connection of its own for writing one Nexus's reports. Closed when
@@ -87,32 +89,47 @@ impl DataStore {
 }
 
 impl Reporter {
-    /// Stores `report` as its Nexus's latest, replacing the one before.
+    /// Stores `report` as its Nexus's latest, replacing the one before;
+    /// refused ([`Error::Fenced`]) once that Nexus's record is
+    /// `quiesced`, so that a process that resumes after an operator
+    /// forced it out reports nothing after its mark (`PROTOCOL.md`,
+    /// "Reports, the one exception").
     pub async fn report(&mut self, report: &NexusReport) -> Result<(), Error> {
-        use crate::schema::baton_nexus_report::dsl;
-        let id = report.nexus_id.into_untyped_uuid();
+        let nexus_id = report.nexus_id;
+        let id = nexus_id.into_untyped_uuid();
         let text = serde_json::to_string(report)
             .map_err(|e| Error::Schema(format!("unwritable report: {e}")))?;
         let store = self.store.clone();
-        store
+        let written: Count = store
             .retry_on("status report", &mut self.conn, |conn| {
-                Box::pin(
-                    diesel::insert_into(dsl::baton_nexus_report)
-                        .values((
-                            dsl::nexus_id.eq(id),
-                            dsl::report.eq(text.clone()),
-                            dsl::reported_at.eq(diesel::dsl::now),
-                        ))
-                        .on_conflict(dsl::nexus_id)
-                        .do_update()
-                        .set((
-                            dsl::report.eq(text.clone()),
-                            dsl::reported_at.eq(diesel::dsl::now),
-                        ))
-                        .execute(conn),
-                )
+                Box::pin(load_one(
+                    statement(REPORT)
+                        .bind::<Uuid, _>(id)
+                        .bind::<Text, _>(text.clone()),
+                    conn,
+                ))
             })
             .await?;
+        if written.n == 0 {
+            let state = Some(baton_types::NexusRecordState::Quiesced);
+            // The owner's Nexus is out: its lifecycle ends on this too.
+            self.store.fenced.send_replace(Some(state));
+            return Err(Error::Fenced { nexus_id, state });
+        }
         Ok(())
     }
 }
+
+/// The report upsert, unless the Nexus's record says `quiesced`. SQL
+/// text: an `INSERT ... SELECT` guarded by a read of the record, with a
+/// count of what it wrote (the builder has no `WITH`).
+const REPORT: &str = "WITH written AS (
+    INSERT INTO baton_nexus_report (nexus_id, report, reported_at)
+    SELECT $1, $2, now()
+    WHERE NOT EXISTS (SELECT 1 FROM db_metadata_nexus
+                      WHERE nexus_id = $1 AND state = 'quiesced')
+    ON CONFLICT (nexus_id) DO UPDATE
+        SET report = excluded.report, reported_at = excluded.reported_at
+    RETURNING nexus_id
+)
+SELECT count(*) AS n FROM written";

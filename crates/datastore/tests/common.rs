@@ -27,11 +27,20 @@ impl TestDb {
     }
 
     pub(crate) async fn with_config(config: DataStoreConfig) -> TestDb {
+        TestDb::with_store(|url| DataStore::with_config(&log(), url, config))
+            .await
+    }
+
+    /// A server and the datastore `make` opens on its URL (a mutant's,
+    /// in the mutant build).
+    pub(crate) async fn with_store(
+        make: impl FnOnce(&str) -> DataStore,
+    ) -> TestDb {
         let db = DevDb::builder()
             .template_cache(env!("CARGO_TARGET_TMPDIR"))
             .start(&log())
             .expect("a throwaway PostgreSQL starts");
-        let ds = DataStore::with_config(&log(), &db.url(), config);
+        let ds = make(&db.url());
         ds.migrate().await.expect("migrations apply");
         TestDb { ds, db }
     }

@@ -6,7 +6,9 @@ use baton_test_utils::db::DataStoreTestExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use baton_datastore::{DataStoreConfig, Error};
+#[cfg(feature = "mutants")]
+use baton_datastore::DataStoreConfig;
+use baton_datastore::{DataStore, Error};
 use baton_test_utils::db::Hook;
 use baton_types::RecordsToEnsure;
 
@@ -15,10 +17,10 @@ use crate::common::{TestDb, blueprint, handoff_zones, zone};
 /// Runs the interleaving with `config`; returns the stale executor's
 /// result and whether the expunged Nexus's row exists at the end.
 async fn stale_insert_races_cleanup(
-    config: DataStoreConfig,
+    make: fn(&str) -> DataStore,
 ) -> (Result<usize, Error>, bool) {
-    let t = TestDb::with_config(config.clone()).await;
-    let other = Arc::new(t.another(config));
+    let t = TestDb::with_store(make).await;
+    let other = Arc::new(make(&t.db.url()));
     // bp1 lists Nexus 1 in service; bp2 (its child) has it expunged.
     let bp1 = blueprint(1, None, 2, handoff_zones(true));
     let bp2 = blueprint(2, Some(1), 2, handoff_zones(false));
@@ -62,8 +64,10 @@ async fn stale_insert_races_cleanup(
 
 #[tokio::test]
 async fn serializable_retry_prevents_the_zombie_row() {
-    let (result, zombie) =
-        stale_insert_races_cleanup(DataStoreConfig::default()).await;
+    let (result, zombie) = stale_insert_races_cleanup(|url| {
+        DataStore::new(&crate::common::log(), url)
+    })
+    .await;
     assert!(
         !zombie,
         "a record for an expunged, cleaned-up Nexus came back"
@@ -82,9 +86,13 @@ async fn serializable_retry_prevents_the_zombie_row() {
 async fn read_committed_lets_the_zombie_row_through() {
     // The guard's teeth: the same interleaving without SERIALIZABLE
     // resurrects the row, so the test above would fail at this level.
-    let (result, zombie) = stale_insert_races_cleanup(DataStoreConfig {
-        mutant: baton_datastore::Mutant::ReadCommitted,
-        ..DataStoreConfig::default()
+    let (result, zombie) = stale_insert_races_cleanup(|url| {
+        DataStore::with_mutant(
+            &crate::common::log(),
+            url,
+            DataStoreConfig::default(),
+            baton_datastore::Mutant::ReadCommitted,
+        )
     })
     .await;
     assert_eq!(result.unwrap(), 1);

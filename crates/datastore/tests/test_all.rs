@@ -5,6 +5,7 @@ mod blueprints;
 mod cancel;
 mod common;
 mod connect;
+mod db_fence;
 mod deadline;
 mod fence;
 mod handoff;

@@ -134,6 +134,13 @@ pub enum NexusState {
         /// Why.
         reason: String,
     },
+    /// Ended because the database fenced it out: its record is no
+    /// longer `active` (an operator forced it `quiesced` while it was
+    /// paused or cut off), so nothing it runs can commit.
+    Fenced {
+        /// Why, naming the record's state.
+        reason: String,
+    },
 }
 
 impl NexusState {
@@ -145,6 +152,7 @@ impl NexusState {
                 | NexusState::Refused { .. }
                 | NexusState::Stopped
                 | NexusState::Failed { .. }
+                | NexusState::Fenced { .. }
         )
     }
 
@@ -161,6 +169,7 @@ impl NexusState {
             NexusState::Refused { .. } => "refused",
             NexusState::Stopped => "stopped",
             NexusState::Failed { .. } => "failed",
+            NexusState::Fenced { .. } => "fenced",
         }
     }
 
@@ -181,7 +190,9 @@ impl std::fmt::Display for NexusState {
             NexusState::Quiescing { step } => {
                 write!(f, "quiescing (step {step})")
             }
-            NexusState::Refused { reason } | NexusState::Failed { reason } => {
+            NexusState::Refused { reason }
+            | NexusState::Failed { reason }
+            | NexusState::Fenced { reason } => {
                 write!(f, "{}: {reason}", self.label())
             }
             _ => f.write_str(self.label()),
@@ -262,6 +273,9 @@ pub enum NexusMutant {
     SkipStep2,
     /// Step 4 neither closes the pool nor waits for claims.
     SkipStep4,
+    /// A deliberate bug of its datastore's (e.g.
+    /// `baton_datastore::Mutant::NoFence`).
+    Datastore(baton_datastore::Mutant),
 }
 
 /// How one Nexus instance behaves.
@@ -285,9 +299,6 @@ pub struct NexusConfig {
     /// `datastore.notifications` is on: for comparing the two, and for a
     /// deployment that wants no listening connection.
     pub wake_on_announcements: bool,
-    /// A deliberate bug, for the tests' teeth only.
-    #[cfg(feature = "mutants")]
-    pub mutant: NexusMutant,
 }
 
 impl NexusConfig {
@@ -301,8 +312,6 @@ impl NexusConfig {
             periods: Periods::default(),
             components: Vec::new(),
             wake_on_announcements: true,
-            #[cfg(feature = "mutants")]
-            mutant: NexusMutant::None,
         }
     }
 
@@ -351,9 +360,32 @@ pub enum NexusError {
         /// Its last state.
         state: NexusState,
     },
+    /// The database fenced it out: its record is no longer `active`
+    /// (an operator forced it `quiesced` while it was paused or cut
+    /// off), so nothing it runs can commit. Permanent; the Nexus ends.
+    #[error(
+        "Nexus {id} is fenced out of the database: its record is {}, so \
+         nothing it runs can commit",
+        state.map_or("missing".to_owned(), |s| s.to_string())
+    )]
+    Fenced {
+        /// The Nexus.
+        id: OmicronZoneUuid,
+        /// Its record's state (`None`: it has none).
+        state: Option<baton_types::NexusRecordState>,
+    },
     /// The pool failed to hand out a connection.
     #[error(transparent)]
     Datastore(#[from] baton_datastore::Error),
+}
+
+/// The datastore settings of a Nexus: its own, fenced by its id.
+fn datastore_config(config: &NexusConfig) -> DataStoreConfig {
+    DataStoreConfig {
+        application_name: Some(config.id.to_string()),
+        nexus_id: Some(config.id),
+        ..config.datastore.clone()
+    }
 }
 
 /// What an instance reports about itself: serializable, for the
@@ -388,9 +420,9 @@ impl NexusStatus {
         };
         let (step, reason) = match &self.state {
             NexusState::Quiescing { step } => (Some(*step), None),
-            NexusState::Refused { reason } | NexusState::Failed { reason } => {
-                (None, Some(reason.clone()))
-            }
+            NexusState::Refused { reason }
+            | NexusState::Failed { reason }
+            | NexusState::Fenced { reason } => (None, Some(reason.clone())),
             _ => (None, None),
         };
         baton_types::NexusReport {
@@ -477,16 +509,52 @@ impl std::fmt::Debug for Nexus {
 
 impl Nexus {
     /// Starts a Nexus on the current tokio runtime. It connects lazily;
-    /// failures show in its state.
+    /// failures show in its state. Its claims are fenced by the
+    /// database (see [`NexusError::Fenced`]).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime.
     pub fn start(log: &Logger, config: NexusConfig) -> Nexus {
         let log = log.new(o!("nexus_id" => config.id.to_string()));
-        let mut db = config.datastore.clone();
-        db.application_name = Some(config.id.to_string());
-        #[cfg(feature = "mutants")]
-        if config.mutant == NexusMutant::SkipStep4 {
-            db.mutant = baton_datastore::Mutant::QuiescedBeforeDrain;
-        }
-        let ds = DataStore::with_config(&log, &config.database_url, db);
+        let ds = DataStore::with_config(
+            &log,
+            &config.database_url,
+            datastore_config(&config),
+        );
+        Nexus::launch(log, config, ds, lifecycle::NO_MUTANT)
+    }
+
+    /// [`Nexus::start`] with a deliberate bug, for the tests' teeth
+    /// only. Only in builds with the test-only `mutants` feature.
+    #[cfg(feature = "mutants")]
+    pub fn start_with_mutant(
+        log: &Logger,
+        config: NexusConfig,
+        mutant: NexusMutant,
+    ) -> Nexus {
+        use baton_datastore::Mutant;
+        let log = log.new(o!("nexus_id" => config.id.to_string()));
+        let db = match mutant {
+            NexusMutant::SkipStep4 => Mutant::QuiescedBeforeDrain,
+            NexusMutant::Datastore(mutant) => mutant,
+            NexusMutant::None | NexusMutant::SkipStep2 => Mutant::None,
+        };
+        let ds = DataStore::with_mutant(
+            &log,
+            &config.database_url,
+            datastore_config(&config),
+            db,
+        );
+        Nexus::launch(log, config, ds, mutant)
+    }
+
+    fn launch(
+        log: Logger,
+        config: NexusConfig,
+        ds: DataStore,
+        mutant: lifecycle::Mutant,
+    ) -> Nexus {
         let (state_tx, state) = watch::channel(NexusState::Starting);
         let (stop, stop_rx) = watch::channel(false);
         let shared = Arc::new(Mutex::new(Shared {
@@ -505,6 +573,7 @@ impl Nexus {
             config.wake_on_announcements,
         ));
         let task = tokio::spawn(lifecycle::run(lifecycle::Life {
+            mutant,
             wake,
             log,
             ds: ds.clone(),
@@ -578,6 +647,12 @@ impl Nexus {
         self.inner.ds.claim(op).await.map_err(|e| match e {
             baton_datastore::Error::Quiesced => {
                 self.refusal(self.state(), "database claims")
+            }
+            baton_datastore::Error::Fenced { state, .. } => {
+                NexusError::Fenced {
+                    id: self.inner.id,
+                    state,
+                }
             }
             e => NexusError::Datastore(e),
         })

@@ -19,9 +19,27 @@ use crate::{NexusConfig, NexusState, Shared};
 enum End {
     Refused(String),
     Failed(String),
+    Fenced(String),
 }
 
+/// The deliberate bug a test build may start a Nexus with; nothing in
+/// other builds.
+#[cfg(feature = "mutants")]
+pub(crate) type Mutant = crate::NexusMutant;
+/// The real lifecycle.
+#[cfg(feature = "mutants")]
+pub(crate) const NO_MUTANT: Mutant = crate::NexusMutant::None;
+/// The real lifecycle.
+#[cfg(not(feature = "mutants"))]
+pub(crate) const NO_MUTANT: Mutant = Mutant;
+/// The deliberate bug a test build may start a Nexus with; nothing in
+/// other builds.
+#[cfg(not(feature = "mutants"))]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Mutant;
+
 pub(crate) struct Life {
+    pub(crate) mutant: Mutant,
     pub(crate) log: Logger,
     pub(crate) ds: DataStore,
     pub(crate) work: Arc<WorkTracker>,
@@ -60,14 +78,29 @@ pub(crate) async fn run(life: Life) {
     };
     // Stopping drops the lifecycle at its current await point (no claim
     // leaks: each is released on drop), then drains the service's work.
+    // The database refusing this Nexus (its record left `active` while
+    // it was paused or cut off) ends it wherever it is: nothing it does
+    // can commit any more, so it stops trying (`PROTOCOL.md`, "The
+    // database fence").
+    let fenced = async {
+        let state = life.ds.wait_until_fenced().await;
+        let why = baton_datastore::Error::Fenced {
+            nexus_id: life.id(),
+            state,
+        };
+        warn!(life.log, "fenced out by the database"; "reason" => %why);
+        End::Fenced(why.to_string())
+    };
     let ended = tokio::select! {
         ended = life.live() => ended,
         () = stopped => Ok(life.stop_gracefully().await),
+        end = fenced => Err(end),
     };
     let last = match ended {
         Ok(state) => state,
         Err(End::Refused(reason)) => NexusState::Refused { reason },
         Err(End::Failed(reason)) => NexusState::Failed { reason },
+        Err(End::Fenced(reason)) => NexusState::Fenced { reason },
     };
     info!(life.log, "Nexus ended"; "state" => %last);
     life.set(last);
@@ -433,13 +466,14 @@ impl Life {
     fn skips(&self, step: u8) -> bool {
         use crate::NexusMutant;
         matches!(
-            (self.config.mutant, step),
+            (self.mutant, step),
             (NexusMutant::SkipStep2, 2) | (NexusMutant::SkipStep4, 4)
         )
     }
 
     #[cfg(not(feature = "mutants"))]
     fn skips(&self, _: u8) -> bool {
+        let Mutant = self.mutant;
         false
     }
 

@@ -81,6 +81,13 @@ pub(crate) async fn run(
             if let Some(reporter) = &mut slot.reporter
                 && let Err(e) = reporter.report(&status.report()).await
             {
+                if let baton_datastore::Error::Fenced { .. } = e {
+                    // Its record says quiesced: nothing more to say.
+                    warn!(log, "status reports stop"; "reason" => %e);
+                    slot.closed = true;
+                    slot.reporter = None;
+                    return;
+                }
                 warn!(log, "cannot write a status report"; "error" => %e);
                 // A fresh connection next time.
                 slot.reporter = None;

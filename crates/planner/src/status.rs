@@ -196,8 +196,9 @@ impl Look<'_> {
             reason,
         };
         let dead_hint = format!(
-            "it may be dead; if so, `baton records quiesce --force \
-             --nexus-id {id}`"
+            "it may be dead, paused or cut off; `baton records quiesce \
+             --force --nexus-id {id}` is safe in all three cases (the \
+             database fences it out)"
         );
         let report = match self.fresh(id) {
             Ok(report) => report,

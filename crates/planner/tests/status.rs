@@ -126,12 +126,15 @@ fn a_stuck_drain_names_each_old_nexus_and_why() {
                  the oldest for 4 m 12 s (ledger job)"
             ),
             format!(
-                "Nexus {b} has not reported for 3 m 0 s: it may be dead; if \
-                 so, `baton records quiesce --force --nexus-id {b}`"
+                "Nexus {b} has not reported for 3 m 0 s: it may be dead, \
+                 paused or cut off; `baton records quiesce --force \
+                 --nexus-id {b}` is safe in all three cases (the database \
+                 fences it out)"
             ),
             format!(
-                "Nexus {c} has never reported: it may be dead; if so, \
-                 `baton records quiesce --force --nexus-id {c}`"
+                "Nexus {c} has never reported: it may be dead, paused or \
+                 cut off; `baton records quiesce --force --nexus-id {c}` is \
+                 safe in all three cases (the database fences it out)"
             ),
         ]
     );

@@ -78,14 +78,6 @@ fn main() -> ExitCode {
         .with_component(schema)
         .with_periods(periods);
     config.wake_on_announcements = !args.poll_only;
-    #[cfg(feature = "mutants")]
-    {
-        config.mutant = match std::env::var("BATON_LEDGER_MUTANT").as_deref() {
-            Ok("skip-step-2") => baton_nexus::NexusMutant::SkipStep2,
-            Ok("skip-step-4") => baton_nexus::NexusMutant::SkipStep4,
-            _ => baton_nexus::NexusMutant::None,
-        };
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -35,7 +35,7 @@ pub(crate) async fn run(
     config: NexusConfig,
     options: Options,
 ) -> ExitCode {
-    let nexus = Nexus::start(&log, config);
+    let nexus = start(&log, config);
     let counters = Arc::new(Counters::default());
     let options = Arc::new(options);
     let reporter = tokio::spawn(report(nexus.clone()));
@@ -82,8 +82,36 @@ pub(crate) async fn run(
     println!("{line}");
     match last {
         NexusState::Quiesced | NexusState::Stopped => ExitCode::SUCCESS,
+        NexusState::Fenced { reason }
+        | NexusState::Failed { reason }
+        | NexusState::Refused { reason } => {
+            eprintln!("baton-ledger: {reason}.");
+            ExitCode::from(1)
+        }
         _ => ExitCode::from(1),
     }
+}
+
+/// The Nexus, as any service starts it.
+#[cfg(not(feature = "mutants"))]
+fn start(log: &Logger, config: NexusConfig) -> Nexus {
+    Nexus::start(log, config)
+}
+
+/// The Nexus, with the deliberate bug `BATON_LEDGER_MUTANT` names (the
+/// tests' teeth; only in the test-only `mutants` build).
+#[cfg(feature = "mutants")]
+fn start(log: &Logger, config: NexusConfig) -> Nexus {
+    use baton_nexus::NexusMutant;
+    let mutant = match std::env::var("BATON_LEDGER_MUTANT").as_deref() {
+        Ok("skip-step-2") => NexusMutant::SkipStep2,
+        Ok("skip-step-4") => NexusMutant::SkipStep4,
+        Ok("no-fence") => {
+            NexusMutant::Datastore(baton_datastore::Mutant::NoFence)
+        }
+        _ => NexusMutant::None,
+    };
+    Nexus::start_with_mutant(log, config, mutant)
 }
 
 /// Resolves on SIGTERM or SIGINT.
