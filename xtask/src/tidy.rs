@@ -1,14 +1,19 @@
-//! Workspace conventions, checked from the manifests' and sources' text.
+//! Workspace conventions, checked from `cargo metadata` and the sources.
 //!
-//! The manifests are simple enough that a line reader is sufficient, which
-//! keeps xtask free of a TOML parser; the sources are read by a small
-//! lexer that only has to tell code from comments and literals, which
-//! keeps it free of `syn`.
+//! What cargo metadata tells (members, names, versions, `publish`, each
+//! dependency's kind, target, path and requirement, descriptions and
+//! READMEs) is taken from it. It tells each value with the workspace's
+//! inheritance already applied, though, and leaves out the root's
+//! `[workspace.*]` tables, so those two facts are read from the
+//! manifests' text ([`sections`]). The sources are read by a scanner that
+//! only blanks comments and literals, which keeps xtask free of `syn`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde_json::Value;
 
 /// The workspace root (this crate's parent directory).
 pub(crate) fn workspace_root() -> PathBuf {
@@ -29,101 +34,62 @@ pub(crate) const NOT_PUBLISHED: [&str; 4] =
 /// they pull in (proptest) stays out of every shipped crate.
 const TEST_ONLY: [&str; 1] = ["baton-test-utils"];
 
-/// The crate layering: for each package, the workspace crates its normal
-/// (non-dev) dependencies and its `src/` may name. Arrows only point
-/// down: uuid-kinds <- types <- planner <- executor; types <- datastore
-/// <- executor <- nexus <- cli; dev-db stands alone and only the CLI
-/// uses it. Each list holds everything below the package, not only its
-/// direct neighbours (nexus may name the planner it reaches through the
-/// executor), so a new edge is a one-line change here that a reviewer
-/// sees.
+/// The crate layering: for each package, the workspace crates (less
+/// their `baton-` prefix) its normal and build dependencies and its
+/// `src/` may name. Arrows only point down: uuid-kinds <- types <-
+/// planner <- executor; types <- datastore <- executor <- nexus <-
+/// rehearsal <- cli; dev-db stands alone and only the CLI uses it. Each
+/// list holds everything below the package, not only its neighbours
+/// (nexus may name the planner it reaches through the executor), so that
+/// a new edge is a one-line change here that a reviewer sees. A package
+/// the workspace lacks is no problem: baton-rehearsal is placed ahead of
+/// its crate.
 ///
 /// Dev-dependencies are not listed: tests may use any crate but test
 /// scaffolding, which has its own rule ([`TEST_ONLY`]).
-const LAYERS: [(&str, &[&str]); 12] = [
-    ("baton-uuid-kinds", &[]),
-    ("baton-types", &["baton-uuid-kinds"]),
-    ("baton-planner", &["baton-types", "baton-uuid-kinds"]),
+const LAYERS: [(&str, &str); 13] = [
+    ("baton-uuid-kinds", ""),
+    ("baton-types", "uuid-kinds"),
+    ("baton-planner", "types uuid-kinds"),
     // The datastore decides no policy: no planner.
-    ("baton-datastore", &["baton-types", "baton-uuid-kinds"]),
-    ("baton-dev-db", &[]),
+    ("baton-datastore", "types uuid-kinds"),
+    ("baton-dev-db", ""),
+    ("baton-executor", "datastore planner types uuid-kinds"),
+    ("baton-nexus", "datastore executor planner types uuid-kinds"),
+    // Rehearsals drive Nexus instances; the CLI runs them.
     (
-        "baton-executor",
-        &[
-            "baton-datastore",
-            "baton-planner",
-            "baton-types",
-            "baton-uuid-kinds",
-        ],
-    ),
-    (
-        "baton-nexus",
-        &[
-            "baton-datastore",
-            "baton-executor",
-            "baton-planner",
-            "baton-types",
-            "baton-uuid-kinds",
-        ],
+        "baton-rehearsal",
+        "datastore executor nexus planner types uuid-kinds",
     ),
     (
         "baton-cli",
-        &[
-            "baton-datastore",
-            "baton-dev-db",
-            "baton-executor",
-            "baton-nexus",
-            "baton-planner",
-            "baton-types",
-            "baton-uuid-kinds",
-        ],
+        "datastore dev-db executor nexus planner rehearsal types uuid-kinds",
     ),
-    // Test scaffolding may build on anything shipped but the binary.
+    // Test scaffolding may build on the shipped libraries up to the Nexus.
     (
         "baton-test-utils",
-        &[
-            "baton-datastore",
-            "baton-dev-db",
-            "baton-executor",
-            "baton-nexus",
-            "baton-planner",
-            "baton-types",
-            "baton-uuid-kinds",
-        ],
+        "datastore dev-db executor nexus planner types uuid-kinds",
     ),
     // The example embeds Baton as a service would: through the Nexus
     // handle and the datastore's types, never the executor or planner.
-    (
-        "baton-ledger",
-        &[
-            "baton-datastore",
-            "baton-nexus",
-            "baton-types",
-            "baton-uuid-kinds",
-        ],
-    ),
+    ("baton-ledger", "datastore nexus types uuid-kinds"),
     // The cross-crate tests use workspace crates as dev-dependencies
     // only; the chores use none.
-    ("baton-tests", &[]),
-    ("xtask", &[]),
+    ("baton-tests", ""),
+    ("xtask", ""),
 ];
 
-/// The SQL driver's packages. Among published packages only
-/// [`SPEAKS_SQL`] may have them as normal dependencies; the others that
-/// need a diesel item (a service's query on a `Claim`'s connection, say)
-/// take it from the re-export, `baton_datastore::diesel`, so that the
-/// workspace has one diesel and the datastore stays the one place that
-/// decides how SQL is sent. Test scaffolding and the example are exempt,
-/// being unpublished.
+/// The SQL driver's packages: the pool, diesel and the wire driver.
+/// Among published packages only [`SPEAKS_SQL`] may have them as normal
+/// dependencies; the others that need a diesel item (a service's query
+/// on a `Claim`'s connection, say) take it from the re-export,
+/// `baton_datastore::diesel`, so that the workspace has one diesel and
+/// the datastore stays the one place that decides how SQL is sent. Test
+/// scaffolding and the example are exempt, being unpublished.
 ///
-/// This is checked in the manifests only, on purpose. A crate without
-/// `diesel` among its dependencies cannot name `diesel::` at all unless
-/// it imported the re-export (`use baton_datastore::diesel;`), which is
-/// the allowed way; a scan of the sources for `diesel::` would flag
-/// exactly that allowed use. So the compiler's name resolution plus this
-/// manifest rule is the precise check, and the source scan looks only
-/// for `baton_*` crate names.
-/// The pool (`bb8`) and the wire driver (`tokio-postgres`) belong to it too.
+/// This is checked in the manifests only, on purpose: a crate without
+/// `diesel` among its dependencies can name `diesel::` only through the
+/// re-export, the allowed way, which a scan of the sources would flag.
 const SQL_DRIVER: [&str; 4] =
     ["bb8", "diesel", "diesel-async", "tokio-postgres"];
 
@@ -131,59 +97,22 @@ const SQL_DRIVER: [&str; 4] =
 const SPEAKS_SQL: &str = "baton-datastore";
 
 /// The workspace crates `package` may name, if the layering places it.
-fn layer(package: &str) -> Option<&'static [&'static str]> {
-    LAYERS
-        .iter()
-        .find(|(name, _)| *name == package)
-        .map(|(_, below)| *below)
+fn layer(package: &str) -> Option<Vec<String>> {
+    let (_, below) = LAYERS.iter().find(|(name, _)| *name == package)?;
+    Some(
+        below
+            .split_whitespace()
+            .map(|n| format!("baton-{n}"))
+            .collect(),
+    )
 }
 
 /// "baton-types, baton-uuid-kinds", or words for an empty list.
-fn listed(names: &[&str]) -> String {
+fn listed(names: &[String]) -> String {
     if names.is_empty() {
-        "no workspace crate".to_owned()
-    } else {
-        names.join(", ")
+        return "no workspace crate".to_owned();
     }
-}
-
-/// A manifest split into `[section]` -> lines.
-fn sections(text: &str) -> Vec<(String, Vec<String>)> {
-    let mut out: Vec<(String, Vec<String>)> = vec![(String::new(), vec![])];
-    for line in text.lines() {
-        let line = line.trim();
-        if line.starts_with('[') && line.ends_with(']') {
-            out.push((line.trim_matches(['[', ']']).to_owned(), vec![]));
-        } else if !line.is_empty() && !line.starts_with('#') {
-            out.last_mut().expect("never empty").1.push(line.to_owned());
-        }
-    }
-    out
-}
-
-/// The value of `key` in `[section]`, as written (strings keep quotes).
-fn field(
-    sections: &[(String, Vec<String>)],
-    section: &str,
-    key: &str,
-) -> Option<String> {
-    let (_, lines) = sections.iter().find(|(n, _)| n == section)?;
-    lines.iter().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == key).then(|| v.trim().to_owned())
-    })
-}
-
-fn members(root_manifest: &str) -> Vec<String> {
-    let text = root_manifest;
-    let start = text.find("members = [").map(|i| i + "members = [".len());
-    let Some(start) = start else { return vec![] };
-    let end = start + text[start..].find(']').unwrap_or(0);
-    text[start..end]
-        .split(',')
-        .map(|m| m.trim().trim_matches('"').to_owned())
-        .filter(|m| !m.is_empty())
-        .collect()
+    names.join(", ")
 }
 
 /// The package a member folder must hold: `baton-<folder>`, except xtask,
@@ -197,83 +126,84 @@ fn package_name(member: &str) -> String {
     }
 }
 
-const DEPENDENCY_KINDS: [&str; 3] =
-    ["dependencies", "dev-dependencies", "build-dependencies"];
-
-/// For a dependency section, its kind and, for a table of its own
-/// (`[dependencies.foo]`), the dependency it names: `[dependencies]`,
-/// `[dev-dependencies.foo]`, `[target.'cfg(unix)'.build-dependencies]`.
-fn dependency_section(name: &str) -> Option<(&str, Option<&str>)> {
-    let parts: Vec<&str> = name.split('.').collect();
-    let (at, dependency) = match parts.as_slice() {
-        [.., kind, dep] if DEPENDENCY_KINDS.contains(kind) => {
-            (parts.len() - 2, Some(*dep))
-        }
-        [.., kind] if DEPENDENCY_KINDS.contains(kind) => {
-            (parts.len() - 1, None)
-        }
-        _ => return None,
-    };
-    (at == 0 || parts[0] == "target").then(|| (parts[at], dependency))
+/// `cargo metadata` for the workspace's own packages: `--no-deps`, as
+/// tidy needs nothing resolved, and offline and locked, so that it never
+/// fetches or changes anything.
+fn metadata(root: &Path) -> Result<Value> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(&cargo)
+        .args(["metadata", "--format-version", "1", "--no-deps"])
+        .args(["--locked", "--offline"])
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("cannot run {cargo} metadata"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        bail!("cargo metadata failed: {}", stderr.trim());
+    }
+    serde_json::from_slice(&output.stdout).context("unreadable metadata")
 }
 
-/// One dependency as a manifest declares it.
-struct Dependency<'a> {
-    /// The section it is in, as written between the brackets.
-    section: &'a str,
-    /// `dependencies`, `dev-dependencies` or `build-dependencies`.
-    kind: &'a str,
-    name: String,
-    /// The declaration, for messages.
-    text: String,
-    uses_workspace: bool,
+/// A string of cargo metadata's, "" for none (`null`).
+fn text<'a>(value: &'a Value, key: &str) -> &'a str {
+    value[key].as_str().unwrap_or_default()
 }
 
-fn dependencies(sections: &[(String, Vec<String>)]) -> Vec<Dependency<'_>> {
-    let mut out = Vec::new();
-    for (section, lines) in sections {
-        let Some((kind, table)) = dependency_section(section) else {
-            continue;
-        };
-        if let Some(name) = table {
-            out.push(Dependency {
-                section,
-                kind,
-                name: name.to_owned(),
-                text: lines.join(", "),
-                uses_workspace: lines.iter().any(|l| l == "workspace = true"),
-            });
-            continue;
-        }
-        for line in lines {
-            out.push(Dependency {
-                section,
-                kind,
-                name: line
-                    .split(['.', ' ', '='])
-                    .next()
-                    .unwrap_or("")
-                    .to_owned(),
-                text: line.clone(),
-                uses_workspace: line.contains(".workspace = true")
-                    || line.contains("workspace = true"),
-            });
+/// A manifest's `[section]`s and their lines, without comments and blank
+/// lines. Only for what cargo metadata does not tell: the root's
+/// `[workspace.*]` tables, and whether a member writes
+/// `key.workspace = true`. The manifests keep a key or a dependency to a
+/// line, so lines are enough, and xtask needs no TOML parser.
+fn sections(text: &str) -> Vec<(&str, Vec<&str>)> {
+    let mut out = vec![("", vec![])];
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') && line.ends_with(']') {
+            out.push((line.trim_matches(['[', ']']), vec![]));
+        } else if !line.is_empty() && !line.starts_with('#') {
+            out.last_mut().expect("never empty").1.push(line);
         }
     }
     out
 }
 
+/// The lines of `[name]`, none if it is missing.
+fn table<'a>(
+    sections: &'a [(&str, Vec<&'a str>)],
+    name: &str,
+) -> &'a [&'a str] {
+    let found = sections.iter().find(|(n, _)| *n == name);
+    found.map_or(&[], |(_, lines)| lines)
+}
+
+/// The value of `key` among `lines`, as written (strings keep quotes).
+fn value<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
+    lines.iter().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == key).then(|| v.trim())
+    })
+}
+
 /// Every convention broken, one sentence each.
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
-    let root_text = read(&root.join("Cargo.toml"))?;
-    let mut problems = check_root(&root_text);
-    for member in members(&root_text) {
-        let manifest = root.join(&member).join("Cargo.toml");
-        let text = read(&manifest)?;
-        problems.extend(check_member(&member, &text));
+    let metadata = metadata(root)?;
+    let root = Path::new(text(&metadata, "workspace_root"));
+    let packages = metadata["packages"].as_array().context("no packages")?;
+    let mut problems = check_root(&read(&root.join("Cargo.toml"))?);
+    problems.extend(check_path_versions(packages));
+    let mut members: Vec<(String, &Value)> = packages
+        .iter()
+        .map(|package| {
+            let dir = Path::new(text(package, "manifest_path")).parent();
+            let dir = dir.and_then(|d| d.strip_prefix(root).ok());
+            (dir.unwrap_or(root).display().to_string(), package)
+        })
+        .collect();
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    for (member, package) in members {
+        let manifest = read(Path::new(text(package, "manifest_path")))?;
+        problems.extend(check_member(&member, package, &manifest));
         problems.extend(check_files(root, &member));
         problems.extend(check_sources(root, &member)?);
-        problems.extend(check_module_loops(root, &member)?);
     }
     Ok(problems)
 }
@@ -283,191 +213,229 @@ fn read(path: &Path) -> Result<String> {
         .with_context(|| format!("cannot read {}", path.display()))
 }
 
+/// The root manifest's `[workspace.*]` tables, which metadata leaves out.
 fn check_root(root_text: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    let root_sections = sections(root_text);
-    let workspace_field =
-        |key: &str| field(&root_sections, "workspace.package", key);
-    // Each package says whether it is published; a default would let a
-    // new package be published, or not, without anyone deciding it.
-    if workspace_field("publish").is_some() {
-        problems.push(
+    let sections = sections(root_text);
+    let has = |name: &str| sections.iter().any(|(n, _)| n.starts_with(name));
+    let package = |key| value(table(&sections, "workspace.package"), key);
+    let dependencies = table(&sections, "workspace.dependencies").iter();
+    let sorted = dependencies.filter_map(|l| l.split([' ', '=']).next());
+    [
+        // Each package says whether it is published; a default would let
+        // a new package be published, or not, without anyone deciding it.
+        (
+            package("publish").is_some(),
             "[workspace.package] must not set publish: each package says \
-             it (publish = false, or nothing to be published)"
-                .to_owned(),
-        );
-    }
-    for key in ["repository", "license"] {
-        if workspace_field(key).is_none() {
-            problems.push(format!("[workspace.package] has no {key}"));
-        }
-    }
-    let version = workspace_field("version");
-    if version.is_none() {
-        problems.push(
-            "[workspace.package] has no version (the published \
-             packages' version)"
-                .to_owned(),
-        );
-    }
-    if let Some((_, deps)) = root_sections
-        .iter()
-        .find(|(n, _)| n == "workspace.dependencies")
-    {
-        let names: Vec<&str> = deps
-            .iter()
-            .filter_map(|l| l.split([' ', '=']).next())
-            .collect();
-        let mut sorted = names.clone();
-        sorted.sort_unstable();
-        if names != sorted {
-            problems.push(
-                "[workspace.dependencies] is not sorted by name".to_owned(),
-            );
-        }
-        // `cargo package` needs a version on the path dependencies of a
-        // published package; an unpublished one (test scaffolding) is
-        // only a dev-dependency, which cargo drops from the package.
-        for (name, line) in names.iter().zip(deps) {
-            let Some(version) = &version else { break };
-            if line.contains("path =")
-                && !NOT_PUBLISHED.contains(name)
-                && !line.contains(&format!("version = {version}"))
-            {
-                problems.push(format!(
+             it (publish = false, or nothing to be published)",
+        ),
+        (
+            package("repository").is_none(),
+            "[workspace.package] has no repository",
+        ),
+        (
+            package("license").is_none(),
+            "[workspace.package] has no license",
+        ),
+        (
+            package("version").is_none(),
+            "[workspace.package] has no version (the published packages' \
+             version)",
+        ),
+        (
+            !has("workspace.dependencies"),
+            "no [workspace.dependencies] section",
+        ),
+        (
+            !sorted.is_sorted(),
+            "[workspace.dependencies] is not sorted by name",
+        ),
+        (!has("workspace.lints"), "no [workspace.lints] section"),
+    ]
+    .into_iter()
+    .filter(|(broken, _)| *broken)
+    .map(|(_, problem)| problem.to_owned())
+    .collect()
+}
+
+/// `cargo package` needs a version on the path dependencies of a
+/// published package, and the members take theirs from
+/// `[workspace.dependencies]`, so each dependency on a published member
+/// asks for its version. An unpublished one (test scaffolding) is only
+/// a dev-dependency, which cargo drops from the package.
+fn check_path_versions(packages: &[Value]) -> BTreeSet<String> {
+    let version = |name: &str| {
+        let found = packages.iter().find(|p| text(p, "name") == name);
+        found.map(|p| text(p, "version"))
+    };
+    let dependencies = packages.iter().flat_map(dependencies);
+    dependencies
+        .filter(|d| !d["path"].is_null())
+        .filter(|d| !NOT_PUBLISHED.contains(&text(d, "name")))
+        .filter_map(|d| {
+            let (name, version) = (text(d, "name"), version(text(d, "name"))?);
+            (text(d, "req") != format!("^{version}")).then(|| {
+                format!(
                     "[workspace.dependencies] {name} must say version = \
-                     {version}, the workspace version (cargo package \
+                     \"{version}\", the workspace version (cargo package \
                      needs it)"
+                )
+            })
+        })
+        .collect()
+}
+
+/// A package's dependencies in cargo metadata, of every kind.
+fn dependencies(package: &Value) -> impl Iterator<Item = &Value> {
+    package["dependencies"].as_array().into_iter().flatten()
+}
+
+/// The manifest section a dependency is declared in, for messages.
+fn declared_in(dependency: &Value) -> String {
+    let kind = match text(dependency, "kind") {
+        "dev" => "dev-dependencies",
+        "build" => "build-dependencies",
+        _ => "dependencies",
+    };
+    match dependency["target"].as_str() {
+        Some(target) => format!("target.'{target}'.{kind}"),
+        None => kind.to_owned(),
+    }
+}
+
+/// One member's name, inheritance, publishing metadata, place in the
+/// layering and dependencies.
+fn check_member(member: &str, package: &Value, manifest: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let sections = sections(manifest);
+    let inherits = |key: &str| {
+        let key = format!("{key}.workspace");
+        value(table(&sections, "package"), &key) == Some("true")
+    };
+    let want = package_name(member);
+    if text(package, "name") != want {
+        problems.push(format!("the package must be named {want}"));
+    }
+    for key in ["edition", "rust-version"] {
+        if !inherits(key) {
+            problems.push(format!("{key}.workspace = true is missing"));
+        }
+    }
+    // `publish = false` is the empty list of registries; null is no
+    // `publish` at all (or `publish = true`, which is the same).
+    let publish = &package["publish"];
+    if NOT_PUBLISHED.contains(&want.as_str()) {
+        if publish.as_array().is_none_or(|r| !r.is_empty()) {
+            problems.push(format!(
+                "{want} is never published, so it must say publish = false"
+            ));
+        }
+        if text(package, "version") != "0.0.0" {
+            problems
+                .push("an unpublished package's version must be 0.0.0".into());
+        }
+    } else {
+        if !publish.is_null() {
+            problems.push(format!(
+                "a published package says nothing about publish (only {} \
+                 say publish = false)",
+                NOT_PUBLISHED.join(", ")
+            ));
+        }
+        for key in ["version", "license", "repository"] {
+            if !inherits(key) {
+                problems.push(format!(
+                    "{key}.workspace = true is missing (a published package \
+                     takes it from the workspace)"
                 ));
             }
         }
-    } else {
-        problems.push("no [workspace.dependencies] section".to_owned());
-    }
-    if !root_sections
-        .iter()
-        .any(|(n, _)| n.starts_with("workspace.lints"))
-    {
-        problems.push("no [workspace.lints] section".to_owned());
-    }
-    problems
-}
-
-fn check_member(member: &str, text: &str) -> Vec<String> {
-    let mut problems = Vec::new();
-    let sections = sections(text);
-    let want_name = package_name(member);
-    let field = |key: &str| field(&sections, "package", key);
-    let is_true = |key: &str| field(key).as_deref() == Some("true");
-    if field("name") != Some(format!("\"{want_name}\"")) {
-        problems
-            .push(format!("{member}: the package must be named {want_name}"));
-    }
-    for key in ["edition", "rust-version"] {
-        if !is_true(&format!("{key}.workspace")) {
-            problems
-                .push(format!("{member}: {key}.workspace = true is missing"));
+        if text(package, "description").trim().is_empty() {
+            problems.push("a published package needs a description".into());
+        }
+        if text(package, "readme") != "README.md" {
+            problems.push(
+                "a published package needs readme = \"README.md\"".into(),
+            );
         }
     }
-    if NOT_PUBLISHED.contains(&want_name.as_str()) {
-        if field("publish").as_deref() != Some("false") {
-            problems.push(format!(
-                "{member}: {want_name} is never published, so it must say \
-                 publish = false"
-            ));
-        }
-        if field("version").as_deref() != Some("\"0.0.0\"") {
-            problems.push(format!(
-                "{member}: an unpublished package's version must be 0.0.0"
-            ));
-        }
-    } else {
-        check_published(member, &field, &mut problems);
-    }
-    let below = layer(&want_name);
+    let below = layer(&want);
     if below.is_none() {
         problems.push(format!(
-            "{member}: {want_name} has no place in the crate layering: add \
-             it to LAYERS in xtask/src/tidy.rs"
+            "{want} has no place in the crate layering: add it to LAYERS in \
+             xtask/src/tidy.rs"
         ));
     }
-    for dep in dependencies(&sections) {
-        let Dependency { section, name, .. } = &dep;
-        let shipped = dep.kind != "dev-dependencies";
-        if TEST_ONLY.contains(&name.as_str()) && shipped {
+    for dependency in dependencies(package) {
+        let (name, section) =
+            (text(dependency, "name"), declared_in(dependency));
+        let shipped = text(dependency, "kind") != "dev";
+        if TEST_ONLY.contains(&name) && shipped {
             problems.push(format!(
-                "{member}: {name} is test scaffolding, only allowed in \
+                "{name} is test scaffolding, only allowed in \
                  [dev-dependencies], not [{section}]"
             ));
-        } else if let Some(below) = below
+        } else if let Some(below) = &below
             && shipped
             && name.starts_with("baton-")
-            && !below.contains(&name.as_str())
+            && !below.iter().any(|b| b == name)
         {
             problems.push(format!(
-                "{member}: [{section}] has {name}, which is not below \
-                 {want_name} in the crate layering ({want_name} may \
-                 depend on {})",
+                "[{section}] has {name}, which is not below {want} in the \
+                 crate layering ({want} may depend on {})",
                 listed(below)
             ));
         }
         if shipped
-            && SQL_DRIVER.contains(&name.as_str())
-            && want_name != SPEAKS_SQL
-            && !NOT_PUBLISHED.contains(&want_name.as_str())
+            && SQL_DRIVER.contains(&name)
+            && want != SPEAKS_SQL
+            && !NOT_PUBLISHED.contains(&want.as_str())
         {
             problems.push(format!(
-                "{member}: [{section}] has {name}, but only {SPEAKS_SQL} \
-                 speaks SQL; use its re-export (baton_datastore::diesel, \
-                 ::diesel_async)"
-            ));
-        }
-        if !dep.uses_workspace {
-            problems.push(format!(
-                "{member}: [{section}] `{}` must use `.workspace = true`",
-                dep.text
+                "[{section}] has {name}, but only {SPEAKS_SQL} speaks SQL; \
+                 use its re-export (baton_datastore::diesel, ::diesel_async)"
             ));
         }
     }
-    let lints = sections.iter().find(|(n, _)| n == "lints");
-    if !lints.is_some_and(|(_, l)| l.iter().any(|l| l == "workspace = true")) {
-        problems.push(format!("{member}: [lints] workspace = true is missing"));
+    for (section, declared) in own_versions(&sections) {
+        problems.push(format!(
+            "[{section}] `{declared}` must use `.workspace = true`"
+        ));
+    }
+    if !table(&sections, "lints").contains(&"workspace = true") {
+        problems.push("[lints] workspace = true is missing".to_owned());
     }
     problems
+        .into_iter()
+        .map(|p| format!("{member}: {p}"))
+        .collect()
 }
 
-/// A published package states no `publish`, shares the workspace's
-/// version, licence and repository, and has its own description and
-/// README.
-fn check_published(
-    member: &str,
-    field: &dyn Fn(&str) -> Option<String>,
-    problems: &mut Vec<String>,
-) {
-    if field("publish").is_some() || field("publish.workspace").is_some() {
-        problems.push(format!(
-            "{member}: a published package says nothing about publish (only \
-             {} say publish = false)",
-            NOT_PUBLISHED.join(", ")
-        ));
-    }
-    for key in ["version", "license", "repository"] {
-        if field(&format!("{key}.workspace")).as_deref() != Some("true") {
-            problems.push(format!(
-                "{member}: {key}.workspace = true is missing (a published \
-                 package takes it from the workspace)"
-            ));
+/// The dependencies a manifest declares with anything but
+/// `workspace = true` (which metadata cannot tell from the same
+/// requirement written out), with their sections: a line of
+/// `[dependencies]`, or the whole of `[dependencies.foo]`, in any kind
+/// of dependency section, `[target.'cfg(unix)'.dev-dependencies]` too.
+fn own_versions<'a>(
+    sections: &[(&'a str, Vec<&'a str>)],
+) -> Vec<(&'a str, String)> {
+    let mut out = Vec::new();
+    for (name, lines) in sections {
+        let parts: Vec<&str> = name.split('.').collect();
+        let kind = parts.iter().position(|p| p.ends_with("dependencies"));
+        let Some(at) = kind.filter(|&at| at == 0 || parts[0] == "target")
+        else {
+            continue;
+        };
+        let own = |l: &&&str| !l.contains("workspace = true");
+        if at + 1 == parts.len() {
+            out.extend(
+                lines.iter().filter(own).map(|l| (*name, l.to_string())),
+            );
+        } else if lines.iter().all(|l| own(&l)) {
+            out.push((*name, lines.join(", ")));
         }
     }
-    if field("description").is_none_or(|d| d.trim_matches('"').is_empty()) {
-        problems
-            .push(format!("{member}: a published package needs a description"));
-    }
-    if field("readme").as_deref() != Some("\"README.md\"") {
-        problems.push(format!(
-            "{member}: a published package needs readme = \"README.md\""
-        ));
-    }
+    out
 }
 
 /// A published package's folder holds its README and its licence text.
@@ -486,138 +454,105 @@ fn check_files(root: &Path, member: &str) -> Vec<String> {
 
 /// A crate's `src/` names only the workspace crates below it: a `use
 /// baton_nexus::...` in the planner is reported even when a dependency
-/// was added to make it compile.
+/// was added to make it compile. Code under `#[cfg(test)]` is held to
+/// the same rule; tests that need more belong in the crate's `tests/`.
 ///
-/// Comments are skipped, doc comments included: their examples are
-/// doc-tests, built with the dev-dependencies. So are string literals
-/// (SQL names tables `baton_schema_version`). Code under `#[cfg(test)]`
-/// in `src/` is held to the same rule; tests that need more belong in
-/// the crate's `tests/`.
+/// And no module imports, through `crate::`, a module that (directly or
+/// further on) imports it back: the layering inside a crate points one
+/// way too. A module is a file `src/x.rs` or a folder `src/x/`; the
+/// crate root declares them all and is left out, as are names that are
+/// not modules (`crate::Error`).
 fn check_sources(root: &Path, member: &str) -> Result<Vec<String>> {
     let package = package_name(member);
-    let Some(below) = layer(&package) else {
-        return Ok(vec![]);
-    };
+    let below = layer(&package);
+    let src = root.join(member).join("src");
     let mut files = Vec::new();
-    rust_files(&root.join(member).join("src"), &mut files)?;
+    rust_files(&src, &mut files)?;
     files.sort();
+    let modules: BTreeSet<String> =
+        files.iter().filter_map(|f| module_of(&src, f)).collect();
+    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut problems = Vec::new();
-    for file in files {
-        let text = read(&file)?;
-        let shown = file.strip_prefix(root).unwrap_or(&file).display();
-        let mut reported: Vec<&str> = Vec::new();
-        for (line, ident) in identifiers(&text) {
-            let Some(named) = LAYERS
-                .iter()
-                .map(|(name, _)| *name)
-                .find(|name| name.replace('-', "_") == ident)
+    for file in &files {
+        let code = code_only(&read(file)?);
+        let shown = file.strip_prefix(root).unwrap_or(file).display();
+        let mut reported = BTreeSet::new();
+        for (line, ident) in identifiers(&code) {
+            let Some(below) = &below else { break };
+            let Some(&(named, _)) =
+                LAYERS.iter().find(|(n, _)| n.replace('-', "_") == ident)
             else {
                 continue;
             };
             if named == package
-                || below.contains(&named)
-                || reported.contains(&named)
+                || below.iter().any(|b| b == named)
+                || !reported.insert(named)
             {
                 continue;
             }
-            reported.push(named);
             problems.push(format!(
                 "{shown}:{line}: names {ident}, but {named} is not below \
                  {package} in the crate layering ({package} may name {})",
                 listed(below)
             ));
         }
-    }
-    Ok(problems)
-}
-
-/// No module of a crate imports, through `crate::`, a module that
-/// (directly or further on) imports it back: the layering inside a
-/// crate points one way too, as between crates. A module is a file
-/// `src/x.rs` or a folder `src/x/`; the crate root (`lib.rs`,
-/// `main.rs`) declares them all and is left out, as are names that are
-/// not modules (`crate::Error`).
-fn check_module_loops(root: &Path, member: &str) -> Result<Vec<String>> {
-    let src = root.join(member).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files)?;
-    files.sort();
-    let module_of = |file: &PathBuf| module_of(&src, file);
-    let modules: BTreeSet<String> =
-        files.iter().filter_map(module_of).collect();
-    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for file in &files {
-        let Some(from) = module_of(file) else {
+        let Some(from) = module_of(&src, file) else {
             continue;
         };
-        let text = read(file)?;
-        for named in crate_paths(&text) {
+        for named in crate_paths(&code) {
             if named != from && modules.contains(named) {
-                imports
-                    .entry(from.clone())
-                    .or_default()
-                    .insert(named.to_owned());
+                let to = imports.entry(from.clone()).or_default();
+                to.insert(named.to_owned());
             }
         }
     }
-    let shown = |m: &str| format!("{member}/src/{m}");
-    let mut problems = Vec::new();
     for (from, to) in &imports {
         for next in to {
-            if let Some(path) = path_between(&imports, next, from) {
-                // Each loop is reported once, from its smallest module.
-                if path.iter().all(|m| m.as_str() >= from.as_str()) {
-                    let mut chain = vec![shown(from)];
-                    chain.extend(path.iter().map(|m| shown(m)));
-                    problems.push(format!(
-                        "a module imports one that imports it back: {}",
-                        chain.join(" -> ")
-                    ));
-                }
+            let path = path_between(&imports, next, from, &mut BTreeSet::new());
+            // Each loop is reported once, from its smallest module.
+            if let Some(path) = path
+                && path.iter().all(|m| *m >= from.as_str())
+            {
+                let chain: Vec<_> = std::iter::once(from.as_str())
+                    .chain(path)
+                    .map(|m| format!("{member}/src/{m}"))
+                    .collect();
+                problems.push(format!(
+                    "a module imports one that imports it back: {}",
+                    chain.join(" -> ")
+                ));
             }
         }
     }
     Ok(problems)
 }
 
-/// The modules named right after `crate::` in `source`'s code (not its
-/// comments or strings), a `crate::{a, b::c}` group giving each of its
-/// members.
-fn crate_paths(source: &str) -> Vec<&str> {
+/// The modules named right after `crate::` in code (see [`code_only`]),
+/// a `crate::{a, b::c}` group giving each of its members.
+fn crate_paths(code: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    for (_, ident) in identifiers(source) {
-        if ident != "crate" {
-            continue;
-        }
-        let offset = ident.as_ptr() as usize - source.as_ptr() as usize;
-        let Some(rest) = source[offset + ident.len()..]
-            .trim_start()
-            .strip_prefix("::")
-            .map(str::trim_start)
-        else {
+    for (at, _) in code.match_indices("crate") {
+        let rest = code[at + "crate".len()..].trim_start();
+        let Some(rest) = rest.strip_prefix("::").map(str::trim_start) else {
             continue;
         };
-        match rest.strip_prefix('{') {
-            Some(group) => {
-                let mut depth = 0;
-                let mut start = 0;
-                for (i, b) in group.bytes().enumerate() {
-                    match b {
-                        b'{' => depth += 1,
-                        b'}' if depth == 0 => {
-                            out.push(leading(&group[start..i]));
-                            break;
-                        }
-                        b'}' => depth -= 1,
-                        b',' if depth == 0 => {
-                            out.push(leading(&group[start..i]));
-                            start = i + 1;
-                        }
-                        _ => {}
-                    }
-                }
+        if code[..at].ends_with(is_ident) {
+            continue;
+        }
+        let Some(group) = rest.strip_prefix('{') else {
+            out.push(leading(rest));
+            continue;
+        };
+        out.push(leading(group));
+        let mut depth = 0;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => out.push(leading(&group[i + 1..])),
+                _ => {}
             }
-            None => out.push(leading(rest)),
         }
     }
     out.retain(|m| !m.is_empty());
@@ -636,34 +571,28 @@ fn module_of(src: &Path, file: &Path) -> Option<String> {
 /// The identifier `s` starts with, after any white space.
 fn leading(s: &str) -> &str {
     let s = s.trim_start();
-    let end = s.bytes().position(|b| !is_ident(b)).unwrap_or(s.len());
-    &s[..end]
+    &s[..s.find(|c| !is_ident(c)).unwrap_or(s.len())]
 }
 
 /// A chain of imports from `start` to `goal` (ending with `goal`), if
-/// there is one.
-fn path_between(
-    imports: &BTreeMap<String, BTreeSet<String>>,
-    start: &str,
+/// there is one that avoids the modules `seen`.
+fn path_between<'a>(
+    imports: &'a BTreeMap<String, BTreeSet<String>>,
+    start: &'a str,
     goal: &str,
-) -> Option<Vec<String>> {
-    let mut seen = BTreeSet::new();
-    let mut stack = vec![vec![start.to_owned()]];
-    while let Some(path) = stack.pop() {
-        let last = path.last().expect("paths are never empty");
-        if last == goal {
-            return Some(path);
-        }
-        if !seen.insert(last.clone()) {
-            continue;
-        }
-        for next in imports.get(last).into_iter().flatten() {
-            let mut longer = path.clone();
-            longer.push(next.clone());
-            stack.push(longer);
-        }
+    seen: &mut BTreeSet<&'a str>,
+) -> Option<Vec<&'a str>> {
+    if start == goal {
+        return Some(vec![start]);
     }
-    None
+    if !seen.insert(start) {
+        return None;
+    }
+    imports.get(start)?.iter().find_map(|next| {
+        let mut path = path_between(imports, next, goal, seen)?;
+        path.insert(0, start);
+        Some(path)
+    })
 }
 
 /// Every `.rs` file under `dir`, which need not exist.
@@ -684,122 +613,95 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn is_ident(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_'
+fn is_ident(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
 }
 
-/// The identifiers of Rust source outside comments and string and
-/// character literals, each with its line (from 1). Raw identifiers
-/// (`r#foo`) count as `foo`; lifetimes and number literals are skipped.
-/// Only ASCII identifiers are reported whole, which is all the crate
-/// names are.
-fn identifiers(source: &str) -> Vec<(usize, &str)> {
-    let bytes = source.as_bytes();
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    let mut out = Vec::new();
-    let mut line = 1;
-    let mut i = 0;
-    // Skips from `i` to just past `end`, counting lines.
-    let skip_to = |i: &mut usize, line: &mut usize, end: &[u8]| {
-        while *i < bytes.len() && !bytes[*i..].starts_with(end) {
-            if bytes[*i] == b'\n' {
-                *line += 1;
-            }
-            *i += 1;
-        }
-        *i += end.len();
-    };
-    while i < bytes.len() {
-        let b = bytes[i];
-        match b {
-            b'\n' => {
-                line += 1;
-                i += 1;
-            }
-            b'/' if at(i + 1) == b'/' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if at(i + 1) == b'*' => {
-                let mut depth = 0;
-                while i < bytes.len() {
-                    if bytes[i..].starts_with(b"/*") {
-                        depth += 1;
-                        i += 2;
-                    } else if bytes[i..].starts_with(b"*/") {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        line += usize::from(bytes[i] == b'\n');
-                        i += 1;
-                    }
-                }
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    line += usize::from(at(i) == b'\n');
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'\'' => {
-                if at(i + 1) == b'\\' {
-                    // An escaped character: '\n', '\'', '\u{1F600}'.
-                    i += 3;
-                    skip_to(&mut i, &mut line, b"'");
-                } else if let Some(c) = source[i + 1..].chars().next()
-                    && at(i + 1 + c.len_utf8()) == b'\''
-                {
-                    i += 2 + c.len_utf8();
-                } else {
-                    // A lifetime or a label.
-                    i += 1;
-                    while is_ident(at(i)) {
-                        i += 1;
-                    }
-                }
-            }
-            b'0'..=b'9' => {
-                while is_ident(at(i)) {
-                    i += 1;
-                }
-            }
-            _ if is_ident(b) => {
-                let start = i;
-                while is_ident(at(i)) {
-                    i += 1;
-                }
-                let word = &source[start..i];
-                let hashes =
-                    bytes[i..].iter().take_while(|&&b| b == b'#').count();
-                if matches!(word, "r" | "br" | "cr") && at(i + hashes) == b'"' {
-                    // A raw string: up to `"` and as many `#`s.
-                    i += hashes + 1;
-                    let end = format!("\"{}", "#".repeat(hashes));
-                    skip_to(&mut i, &mut line, end.as_bytes());
-                } else if word == "r" && hashes == 1 && is_ident(at(i + 1)) {
-                    let start = i + 1;
-                    i = start;
-                    while is_ident(at(i)) {
-                        i += 1;
-                    }
-                    out.push((line, &source[start..i]));
-                } else {
-                    out.push((line, word));
-                }
-            }
-            _ => i += 1,
+/// `source` with its comments, string and character literals, lifetimes
+/// and the `r#` of raw identifiers blanked out, lines kept, so that what
+/// is left is code: a crate named in a doc comment (a doc-test, built
+/// with the dev-dependencies) or in SQL (`baton_schema_version`) is no
+/// import.
+fn code_only(source: &str) -> String {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    while let Some(c) = rest.chars().next() {
+        let (noise, code) =
+            rest.split_at(noise(rest, !out.ends_with(is_ident)));
+        out.extend(noise.chars().map(|c| if c == '\n' { c } else { ' ' }));
+        if noise.is_empty() {
+            out.push(c);
+            rest = &code[c.len_utf8()..];
+        } else {
+            rest = code;
         }
     }
     out
+}
+
+/// How long the comment, literal, lifetime or raw identifier's `r#` that
+/// `s` starts with is; 0 for code. `word`: `s` starts a word.
+fn noise(s: &str, word: bool) -> usize {
+    let b = s.as_bytes();
+    let at = |i: usize| b.get(i).copied().unwrap_or(0);
+    // Just past the first `end` from `from` on.
+    let past = |from: usize, end: &str| {
+        let found = s.get(from..).and_then(|rest| rest.find(end));
+        found.map_or(s.len(), |i| from + i + end.len())
+    };
+    // A raw string's prefix (r, br, cr) and its `#`s, if it is one.
+    let prefix = match (at(0), at(1)) {
+        (b'r', _) => 1,
+        (b'b' | b'c', b'r') => 2,
+        _ => 0,
+    };
+    let hashes = b[prefix..].iter().take_while(|&&c| c == b'#').count();
+    match at(0) {
+        b'/' if at(1) == b'/' => s.find('\n').unwrap_or(s.len()),
+        b'/' if at(1) == b'*' => {
+            let (mut depth, mut i) = (0, 0);
+            while i < b.len() {
+                let two = &b[i..b.len().min(i + 2)];
+                depth += i32::from(two == b"/*") - i32::from(two == b"*/");
+                i += if two == b"/*" || two == b"*/" { 2 } else { 1 };
+                if depth == 0 {
+                    break;
+                }
+            }
+            i
+        }
+        _ if word && prefix > 0 && at(prefix + hashes) == b'"' => {
+            past(prefix + hashes + 1, &format!("\"{}", "#".repeat(hashes)))
+        }
+        b'r' if word && hashes == 1 && s[2..].starts_with(is_ident) => 2,
+        b'"' => {
+            let mut escaped = false;
+            let end = s[1..].find(|c| {
+                let end = c == '"' && !escaped;
+                escaped = c == '\\' && !escaped;
+                end
+            });
+            end.map_or(s.len(), |i| i + 2)
+        }
+        // An escaped character: '\n', '\'', '\u{1F600}'.
+        b'\'' if at(1) == b'\\' => past(3, "'"),
+        b'\'' => match s[1..].chars().next() {
+            Some(c) if at(1 + c.len_utf8()) == b'\'' => 2 + c.len_utf8(),
+            // A lifetime or a label.
+            _ => 1 + s[1..].find(|c| !is_ident(c)).unwrap_or(s.len() - 1),
+        },
+        _ => 0,
+    }
+}
+
+/// The identifiers of code (see [`code_only`]), each with its line (from
+/// 1); number literals are not identifiers.
+fn identifiers(code: &str) -> impl Iterator<Item = (usize, &str)> {
+    code.lines().zip(1..).flat_map(|(text, line)| {
+        text.split(|c| !is_ident(c))
+            .filter(|w| w.starts_with(|c: char| !c.is_ascii_digit()))
+            .map(move |w| (line, w))
+    })
 }
 
 #[cfg(test)]
@@ -842,6 +744,10 @@ mod tests {
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, text).unwrap();
         }
+
+        fn check(&self) -> Vec<String> {
+            check(&self.0).unwrap()
+        }
     }
 
     impl Drop for Scratch {
@@ -851,13 +757,16 @@ mod tests {
     }
 
     /// A tidy workspace of these members (folder, normal dependencies,
-    /// `src/lib.rs`), for a test to break. Named after the test, so that
-    /// tests running at once never share one.
+    /// `src/lib.rs`), for a test to break, plus an empty member for each
+    /// other workspace crate they depend on (cargo metadata wants them).
+    /// Named after the test, so that tests running at once never share
+    /// one.
     fn workspace(test: &str, members: &[(&str, &[&str], &str)]) -> Scratch {
         let dir = std::env::temp_dir()
             .join(format!("xtask-tidy-{}-{test}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         let scratch = Scratch(dir);
+        let mut members = members.to_vec();
         let mut deps: Vec<&str> = members
             .iter()
             .flat_map(|(_, deps, _)| *deps)
@@ -865,23 +774,33 @@ mod tests {
             .collect();
         deps.sort_unstable();
         deps.dedup();
-        let mut root = String::from("[workspace]\nmembers = [\n");
-        for (folder, ..) in members {
-            root += &format!("    \"{folder}\",\n");
-        }
-        root += "]\n[workspace.package]\nversion = \"0.1.0\"\n\
-                 license = \"MPL-2.0\"\n\
-                 repository = \"https://example.invalid/baton\"\n\
-                 [workspace.dependencies]\n";
+        let mut root = String::from(
+            "[workspace.package]\nversion = \"0.1.0\"\n\
+             edition = \"2024\"\nrust-version = \"1.95.0\"\n\
+             license = \"MPL-2.0\"\n\
+             repository = \"https://example.invalid/baton\"\n\
+             [workspace.dependencies]\n",
+        );
         for dep in deps {
-            root += &match dep.strip_prefix("baton-") {
-                Some(folder) => format!(
-                    "{dep} = {{ path = \"crates/{folder}\", version = \
-                     \"0.1.0\" }}\n"
-                ),
-                None => format!("{dep} = \"1\"\n"),
+            let Some(folder) = dep.strip_prefix("baton-") else {
+                root += &format!("{dep} = \"1\"\n");
+                continue;
             };
+            let folder: &str = format!("crates/{folder}").leak();
+            if !members.iter().any(|(f, ..)| *f == folder) {
+                members.push((folder, &[], ""));
+            }
+            let version = if NOT_PUBLISHED.contains(&dep) {
+                ""
+            } else {
+                ", version = \"0.1.0\""
+            };
+            root += &format!("{dep} = {{ path = \"{folder}\"{version} }}\n");
         }
+        let folders: Vec<_> = members.iter().map(|(f, ..)| *f).collect();
+        root = format!(
+            "[workspace]\nresolver = \"3\"\nmembers = {folders:?}\n{root}"
+        );
         root += "[workspace.lints.rust]\nunsafe_code = \"forbid\"\n";
         scratch.write("Cargo.toml", &root);
         for (folder, deps, lib) in members {
@@ -893,6 +812,20 @@ mod tests {
             scratch.write(&format!("{folder}/src/lib.rs"), lib);
         }
         scratch
+    }
+
+    /// The problems of a workspace (named after the test) whose one
+    /// member, in `folder`, has this manifest, its workspace dependencies
+    /// among `deps`.
+    fn member_problems(
+        test: &str,
+        folder: &str,
+        deps: &[&str],
+        text: &str,
+    ) -> Vec<String> {
+        let ws = workspace(test, &[(folder, deps, "")]);
+        ws.write(&format!("{folder}/Cargo.toml"), text);
+        ws.check()
     }
 
     const PLANNER: (&str, &[&str], &str) = (
@@ -914,7 +847,7 @@ mod tests {
     #[test]
     fn a_fake_workspace_that_keeps_the_layering_is_tidy() {
         let ws = workspace("tidy", &[PLANNER, NEXUS, LEDGER]);
-        assert_eq!(check(&ws.0).unwrap(), Vec::<String>::new());
+        assert_eq!(ws.check(), Vec::<String>::new());
     }
 
     #[test]
@@ -933,9 +866,8 @@ mod tests {
             "crates/planner/src/decide/mod.rs",
             "fn f() {\n    let _ = r#baton_executor::realize_blueprint;\n}\n",
         );
-        let problems = check(&ws.0).unwrap();
         assert_eq!(
-            problems,
+            ws.check(),
             [
                 "crates/planner/src/decide/mod.rs:2: names baton_executor, \
                  but baton-executor is not below baton-planner in the \
@@ -962,7 +894,7 @@ mod tests {
         );
         ws.write("crates/planner/src/b/mod.rs", "use crate::Error;\n");
         ws.write("crates/planner/src/c.rs", "const S: &str = \"crate::a\";\n");
-        assert_eq!(check(&ws.0).unwrap(), Vec::<String>::new());
+        assert_eq!(ws.check(), Vec::<String>::new());
         // b's submodule names a back, through c: a loop of three.
         ws.write(
             "crates/planner/src/b/inner.rs",
@@ -970,7 +902,7 @@ mod tests {
         );
         ws.write("crates/planner/src/c.rs", "use crate::a::Thing;\n");
         assert_eq!(
-            check(&ws.0).unwrap(),
+            ws.check(),
             ["a module imports one that imports it back: \
                  crates/planner/src/a -> crates/planner/src/b -> \
                  crates/planner/src/c -> crates/planner/src/a"],
@@ -986,19 +918,19 @@ mod tests {
                 ("crates/datastore", &["baton-planner"], ""),
             ],
         );
-        let problems = check(&ws.0).unwrap();
+        let problems = ws.check();
         assert_eq!(problems.len(), 2, "{problems:#?}");
+        // The datastore decides no policy.
         assert!(
             problems[0].starts_with(
-                "crates/planner: [dependencies] has baton-datastore, which \
-                 is not below baton-planner"
+                "crates/datastore: [dependencies] has baton-planner"
             ),
             "{problems:#?}"
         );
-        // The datastore decides no policy.
         assert!(
             problems[1].starts_with(
-                "crates/datastore: [dependencies] has baton-planner"
+                "crates/planner: [dependencies] has baton-datastore, which \
+                 is not below baton-planner"
             ),
             "{problems:#?}"
         );
@@ -1015,9 +947,8 @@ mod tests {
                 LEDGER,
             ],
         );
-        let problems = check(&ws.0).unwrap();
         assert_eq!(
-            problems,
+            ws.check(),
             ["crates/executor: [dependencies] has diesel, but only \
                  baton-datastore speaks SQL; use its re-export \
                  (baton_datastore::diesel, ::diesel_async)"]
@@ -1026,7 +957,8 @@ mod tests {
 
     #[test]
     fn tidy_wants_every_package_in_the_layering() {
-        let problems = check_member("crates/foo", &manifest("baton-foo", &[]));
+        let foo = manifest("baton-foo", &[]);
+        let problems = member_problems("layering", "crates/foo", &[], &foo);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(problems[0].contains("LAYERS"), "{problems:#?}");
     }
@@ -1038,16 +970,16 @@ mod tests {
         // The example is unpublished: it needs neither.
         fs::remove_file(ws.0.join("examples/ledger/LICENSE")).unwrap();
         fs::remove_file(ws.0.join("examples/ledger/README.md")).unwrap();
+        // Without a readme key cargo would take README.md; not so here.
         ws.write(
             "crates/planner/Cargo.toml",
             "[package]\nname = \"baton-planner\"\nversion = \"0.1.0\"\n\
              edition.workspace = true\nrust-version.workspace = true\n\
              license.workspace = true\ndescription = \"\"\n\
-             [lints]\nworkspace = true\n",
+             readme = \"READ.ME\"\n[lints]\nworkspace = true\n",
         );
-        let problems = check(&ws.0).unwrap();
         assert_eq!(
-            problems,
+            ws.check(),
             [
                 "crates/planner: version.workspace = true is missing (a \
                  published package takes it from the workspace)",
@@ -1066,13 +998,19 @@ mod tests {
     fn tidy_wants_publish_false_exactly_where_listed() {
         let published = manifest("baton-planner", &[])
             .replace("readme", "publish = false\nreadme");
-        let problems = check_member("crates/planner", &published);
+        let problems =
+            member_problems("published", "crates/planner", &[], &published);
         assert_eq!(problems.len(), 1, "{problems:#?}");
         assert!(problems[0].contains("says nothing about publish"));
 
         let unpublished = manifest("baton-test-utils", &[])
-            .replace("publish = false", "publish.workspace = true");
-        let problems = check_member("crates/test-utils", &unpublished);
+            .replace("publish = false", "publish = true");
+        let problems = member_problems(
+            "unpublished",
+            "crates/test-utils",
+            &[],
+            &unpublished,
+        );
         assert_eq!(
             problems,
             [
@@ -1087,16 +1025,30 @@ mod tests {
         let root = "[workspace.package]\nversion = \"0.1.0\"\n\
                     license = \"MPL-2.0\"\npublish = false\n\
                     [workspace.dependencies]\n\
-                    baton-planner = { path = \"crates/planner\" }\n\
-                    baton-test-utils = { path = \"crates/test-utils\" }\n\
-                    baton-types = { path = \"crates/types\", version = \
-                    \"0.1.0\" }\n\
+                    baton-types = { path = \"crates/types\" }\n\
                     [workspace.lints.rust]\nunsafe_code = \"forbid\"\n";
         let problems = check_root(root);
-        assert_eq!(problems.len(), 3, "{problems:#?}");
+        assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("must not set publish"));
         assert!(problems[1].contains("has no repository"));
-        assert!(problems[2].contains("baton-planner must say version"));
+        // The planner without a version, and test scaffolding (which
+        // needs none) as a dev-dependency.
+        let ws = workspace("paths", &[NEXUS, ("crates/test-utils", &[], "")]);
+        let root = fs::read_to_string(ws.0.join("Cargo.toml")).unwrap();
+        let root = root.replace(
+            "\"crates/planner\", version = \"0.1.0\" }",
+            "\"crates/planner\" }\n\
+             baton-test-utils = { path = \"crates/test-utils\" }",
+        );
+        ws.write("Cargo.toml", &root);
+        let nexus = manifest("baton-nexus", NEXUS.1)
+            + "[dev-dependencies]\nbaton-test-utils.workspace = true\n";
+        ws.write("crates/nexus/Cargo.toml", &nexus);
+        assert_eq!(
+            ws.check(),
+            ["[workspace.dependencies] baton-planner must say version = \
+              \"0.1.0\", the workspace version (cargo package needs it)"]
+        );
     }
 
     #[test]
@@ -1109,7 +1061,7 @@ mod tests {
                         repository.workspace = true\n\
                         readme = \"README.md\"\n\
                         [dependencies]\nserde = \"1\"\n";
-        let problems = check_member("crates/types", manifest);
+        let problems = member_problems("local", "crates/types", &[], manifest);
         assert_eq!(problems.len(), 3, "{problems:#?}");
         assert!(problems[0].contains("version.workspace"));
         assert!(problems[1].contains("serde"));
@@ -1118,11 +1070,13 @@ mod tests {
 
     #[test]
     fn tidy_keeps_test_scaffolding_in_dev_dependencies() {
-        let manifest = manifest("baton-types", &["baton-test-utils"])
+        let deps = ["baton-test-utils"];
+        let manifest = manifest("baton-types", &deps)
             + "[dev-dependencies]\nbaton-test-utils.workspace = true\n\
                [target.'cfg(unix)'.dependencies.baton-test-utils]\n\
                workspace = true\n";
-        let problems = check_member("crates/types", &manifest);
+        let problems =
+            member_problems("scaffolding", "crates/types", &deps, &manifest);
         assert_eq!(problems.len(), 2, "{problems:#?}");
         assert!(problems[0].contains("[dependencies]"), "{problems:#?}");
         assert!(problems[1].contains("[target."), "{problems:#?}");
@@ -1131,7 +1085,8 @@ mod tests {
     #[test]
     fn tidy_catches_a_misnamed_package() {
         let manifest = manifest("foo", &[]);
-        let problems = check_member("crates/types", &manifest);
+        let problems =
+            member_problems("misnamed", "crates/types", &[], &manifest);
         assert_eq!(
             problems,
             ["crates/types: the package must be named baton-types"]
@@ -1145,8 +1100,8 @@ mod tests {
                       fn n<'o>(p: &'o str) -> char { 'q' }\n\
                       let r = ['\\'', '\\u{1F600}', 'é', b's'];\n\
                       let t = 1u8 + r#u;\n";
-        let found: Vec<_> = identifiers(source)
-            .into_iter()
+        let code = code_only(source);
+        let found: Vec<_> = identifiers(&code)
             .filter(|(_, w)| !matches!(*w, "let" | "use" | "fn" | "str"))
             .collect();
         assert_eq!(
