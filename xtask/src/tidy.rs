@@ -40,7 +40,7 @@ const TEST_ONLY: [&str; 1] = ["baton-test-utils"];
 ///
 /// Dev-dependencies are not listed: tests may use any crate but test
 /// scaffolding, which has its own rule ([`TEST_ONLY`]).
-const LAYERS: [(&str, &[&str]); 12] = [
+const LAYERS: [(&str, &[&str]); 13] = [
     ("baton-uuid-kinds", &[]),
     ("baton-types", &["baton-uuid-kinds"]),
     ("baton-planner", &["baton-types", "baton-uuid-kinds"]),
@@ -67,6 +67,17 @@ const LAYERS: [(&str, &[&str]); 12] = [
         ],
     ),
     (
+        "baton-rehearsal",
+        &[
+            "baton-datastore",
+            "baton-executor",
+            "baton-nexus",
+            "baton-planner",
+            "baton-types",
+            "baton-uuid-kinds",
+        ],
+    ),
+    (
         "baton-cli",
         &[
             "baton-datastore",
@@ -74,6 +85,7 @@ const LAYERS: [(&str, &[&str]); 12] = [
             "baton-executor",
             "baton-nexus",
             "baton-planner",
+            "baton-rehearsal",
             "baton-types",
             "baton-uuid-kinds",
         ],
@@ -98,6 +110,7 @@ const LAYERS: [(&str, &[&str]); 12] = [
         &[
             "baton-datastore",
             "baton-nexus",
+            "baton-rehearsal",
             "baton-types",
             "baton-uuid-kinds",
         ],
