@@ -4,7 +4,7 @@ use baton_test_utils::db::DataStoreTestExt;
 use std::time::Duration;
 
 use baton_nexus::NexusState;
-use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
+use baton_rehearsal::rehearsal::{RehearsalOptions, rehearse};
 use baton_types::NexusRecordState;
 
 use crate::common::{World, log, until};

@@ -3,8 +3,8 @@
 use std::time::Instant;
 
 use baton_dev_db::DevDb;
-use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
-use baton_nexus::timeline::{HandoffTimeline, PARTS};
+use baton_rehearsal::rehearsal::{RehearsalOptions, rehearse};
+use baton_rehearsal::timeline::{HandoffTimeline, PARTS};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 

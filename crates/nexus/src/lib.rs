@@ -16,11 +16,11 @@
 //! claims and wait for every claim; mark the record `quiesced`. Every
 //! wait ends at its period ([`Periods`]) or as soon as the change it
 //! waits for is announced (see `baton_datastore::Listener`), whichever
-//! comes first; [`timeline`] measures a handoff as the service feels it.
+//! comes first. The crate `baton-rehearsal` rehearses a whole handoff
+//! with these instances and times one as the service feels it.
 //!
-//! This crate holds no SQL of Baton's and no policy of its own (the
-//! rehearsal's demo service writes its own table, as any service would):
-//! it calls the planner, the executor and the datastore.
+//! This crate holds no SQL of Baton's and no policy of its own: it calls
+//! the planner, the executor and the datastore.
 //!
 //! ```
 //! use std::time::Duration;
@@ -80,9 +80,7 @@
 
 mod lifecycle;
 pub mod metrics;
-pub mod rehearsal;
 mod report;
-pub mod timeline;
 mod wake;
 mod work;
 

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use baton_datastore::DataStore;
 use baton_dev_db::DevDb;
-use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
 use baton_nexus::{Nexus, NexusConfig, NexusError, NexusState, Periods};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
@@ -96,32 +95,6 @@ async fn a_nexus_without_a_record_waits_instead_of_crashing() {
         NexusState::Running
     );
     assert_eq!(nexus.stop().await, NexusState::Stopped);
-}
-
-#[tokio::test]
-async fn the_rehearsal_ends_with_the_new_generation_active() {
-    let (db, _ds) = database().await;
-    let story = HandoffStory::new(1);
-    let mut stages = Vec::new();
-    let report = rehearse(
-        &log(),
-        &db.url(),
-        &story,
-        &RehearsalOptions::default(),
-        |s| stages.push(s.name),
-    )
-    .await
-    .unwrap();
-    assert!(report.quiesced_before_active);
-    let ids: Vec<_> = report.records.iter().map(|r| r.nexus_id).collect();
-    assert_eq!(ids, story.new_nexus);
-    assert!(
-        report
-            .records
-            .iter()
-            .all(|r| r.state == NexusRecordState::Active)
-    );
-    assert_eq!(stages.len(), 7, "{stages:?}");
 }
 
 #[tokio::test]

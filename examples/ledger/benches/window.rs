@@ -37,7 +37,7 @@ use baton_datastore::diesel::sql_types::{
     Array, BigInt, Nullable, Timestamptz, Uuid,
 };
 use baton_datastore::sql::{Bind, load_one, statement};
-use baton_nexus::timeline::{
+use baton_rehearsal::timeline::{
     HandoffTimeline, HandoffWatch, PARTS, TimelineEvent,
 };
 use baton_types::RecordsToEnsure;

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use baton_dev_db::DevDb;
-use baton_nexus::rehearsal::{RehearsalOptions, rehearse};
+use baton_rehearsal::rehearsal::{RehearsalOptions, rehearse};
 use baton_types::story::HandoffStory;
 use criterion::Criterion;
 use slog::{Logger, o};

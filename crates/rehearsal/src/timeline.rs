@@ -152,7 +152,7 @@ pub enum TimelineError {
 /// use std::time::Duration;
 ///
 /// use baton_datastore::DataStore;
-/// use baton_nexus::timeline::HandoffWatch;
+/// use baton_rehearsal::timeline::HandoffWatch;
 /// use baton_types::RecordsToEnsure;
 /// use baton_types::story::HandoffStory;
 ///
