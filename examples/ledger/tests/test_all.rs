@@ -5,3 +5,4 @@ mod handoff;
 mod metrics;
 mod rig;
 mod status;
+mod zombie;
