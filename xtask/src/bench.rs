@@ -16,9 +16,11 @@ const SLEDS: [&str; 4] = ["3", "32", "320", "3200"];
 
 /// The benchmark targets, named: `--benches` would also take every
 /// library and binary, whose test harness rejects criterion's flags.
-const BENCHES: [&str; 10] = [
+const BENCHES: [&str; 12] = [
     "--bench",
     "blueprint",
+    "--bench",
+    "fence",
     "--bench",
     "records",
     "--bench",

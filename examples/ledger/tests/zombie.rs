@@ -111,8 +111,11 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
         })
         .await;
     });
-    let mut new: Vec<Ledger> =
-        story.new_nexus.iter().map(|&id| spawn(&url, id, None)).collect();
+    let mut new: Vec<Ledger> = story
+        .new_nexus
+        .iter()
+        .map(|&id| spawn(&url, id, None))
+        .collect();
     for ledger in &mut new {
         ledger.wait_state("waiting_for_handoff");
     }
@@ -129,7 +132,7 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
     }
     // The operator, once `baton status` calls it silent (no report for
     // the report interval), forces it out.
-    let forced = force(&url, zombie_id);
+    let forced = force(&rt, &url, zombie_id);
     println!("baton records quiesce --force: {forced}");
     for ledger in old {
         let (status, last) = ledger.wait_exit();
@@ -169,7 +172,11 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
 /// `baton records quiesce --force`, retried while it is refused for a
 /// report within the report interval (the zombie's last one, before it
 /// fell silent); returns what it printed.
-fn force(url: &str, id: OmicronZoneUuid) -> String {
+fn force(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    id: OmicronZoneUuid,
+) -> String {
     let deadline = std::time::Instant::now() + PATIENCE;
     loop {
         let out = Command::new(baton())
@@ -190,7 +197,8 @@ fn force(url: &str, id: OmicronZoneUuid) -> String {
             std::time::Instant::now() < deadline,
             "still refused: {said}"
         );
-        std::thread::sleep(Duration::from_millis(250));
+        // A bounded retry on the report's age, the CLI's condition.
+        rt.block_on(tokio::time::sleep(Duration::from_millis(250)));
     }
 }
 
