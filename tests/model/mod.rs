@@ -8,8 +8,10 @@
 //! the six invariants are checked against the database, and then the real
 //! records must equal the model's.
 //!
-//! The same test runs against four deliberately broken datastores (the
-//! `mutants` feature) and must fail; their shrunk failing sequences are
+//! The same test runs against six deliberately broken datastores (the
+//! `mutants` feature: no target check, READ COMMITTED, quiesced before
+//! drain, a handoff that ignores active rows, no control check, no
+//! succession check) and must fail; their shrunk failing sequences are
 //! kept below as regression cases.
 
 mod reference;

@@ -571,5 +571,5 @@ pub(crate) async fn check_access(
         .access_facts_for(Some(id), &[])
         .await
         .expect("access facts");
-    baton_planner::decide_access(&facts).0
+    baton_planner::decide_access(&facts).decision
 }

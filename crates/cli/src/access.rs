@@ -32,7 +32,8 @@ pub(crate) fn run(ctx: &Context, args: AccessArgs) -> Result<(), Failure> {
     let facts = ctx.block_on(async {
         Ok(ds.access_facts_for(Some(nexus_id), &[]).await?)
     })?;
-    let (decision, reason) = baton_planner::decide_access(&facts);
+    let baton_planner::Access { decision, reason } =
+        baton_planner::decide_access(&facts);
     if json {
         output::json(&AccessJson {
             nexus_id: nexus_id.to_string(),

@@ -46,7 +46,8 @@ async fn execute(
 ) -> Result<(), Failure> {
     // A database this build must not use is not executed against.
     let facts = ds.access_facts_for(args.nexus_id, &[]).await?;
-    let (decision, reason) = baton_planner::decide_access(&facts);
+    let baton_planner::Access { decision, reason } =
+        baton_planner::decide_access(&facts);
     if decision == AccessDecision::Refuse {
         return Err(Failure::failed(format!(
             "refused to execute: the access check says refuse: {reason}"

@@ -187,9 +187,10 @@ fn not_reporting(
          fences it).",
         baton_planner::human_age(ago),
         report.reported_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-        match report.report.step {
-            Some(step) => format!("{} step {step}", report.report.phase),
-            None => report.report.phase.clone(),
+        match report.report.state.step() {
+            Some(step) =>
+                format!("{} step {step}", report.report.state.label()),
+            None => report.report.state.label().to_owned(),
         }
     )))
 }

@@ -193,8 +193,8 @@ fn nexus_rows(
                     .and_then(|bp| bp.nexus_zones().find(|z| z.zone_id == id))
                     .map(|z| z.nexus_generation.get()),
                 record: record.map(|r| r.state.as_str()),
-                phase: r.map(|r| r.phase.clone()),
-                step: r.and_then(|r| r.step),
+                phase: r.map(|r| r.state.label().to_owned()),
+                step: r.and_then(|r| r.state.step()),
                 since: r.map(|r| r.since),
                 reported_ago_ms: report.map(|s| {
                     u64::try_from((now - s.reported_at).num_milliseconds())

@@ -2,7 +2,7 @@
 //! and the instances' reports.
 
 use baton_datastore::DataStore;
-use baton_types::{Held, NexusReport};
+use baton_types::{Held, NexusState, NexusStatus};
 use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{TimeZone, Utc};
 use expectorate::assert_contents;
@@ -47,12 +47,10 @@ fn masked(text: &str) -> String {
         .join("\n")
 }
 
-fn report(id: &str, step: u8, claim: Option<Held>, work: u64) -> NexusReport {
-    NexusReport {
+fn report(id: &str, step: u8, claim: Option<Held>, work: u64) -> NexusStatus {
+    NexusStatus {
         nexus_id: id.parse::<OmicronZoneUuid>().unwrap(),
-        phase: "quiescing".to_owned(),
-        step: Some(step),
-        reason: None,
+        state: NexusState::Quiescing { step },
         since: Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap(),
         work_in_flight: work,
         oldest_work: (work > 0).then(|| Held {

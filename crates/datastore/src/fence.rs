@@ -5,18 +5,18 @@
 //! waits for the count of outstanding claims to reach zero, and only then
 //! writes `quiesced`, through a claim reserved for exactly that.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use baton_types::Held;
 
 use diesel_async::AsyncPgConnection;
 use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use slog::info;
-use tokio::sync::watch;
 
-use crate::{DataStore, Error, TransactionError, TxFuture};
+use crate::{DataStore, Error, Tally, TransactionError, TxFuture};
 
 /// Which pool a claim comes from.
 #[derive(Clone, Copy, Debug)]
@@ -27,106 +27,29 @@ enum Pool {
     Control,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct FenceState {
-    closed: bool,
-    /// Every claim out now: its number, the operation that took it, and
-    /// when.
-    out: BTreeMap<u64, (&'static str, Instant)>,
-}
-
-/// Counts claims and refuses new ones once closed.
+/// The drain fence: claims counted, refused once closed, and the one
+/// claim reserved for one's own `quiesced` mark.
 #[derive(Debug)]
 pub(crate) struct Fence {
-    state: watch::Sender<FenceState>,
-    next: AtomicU64,
+    pub(crate) claims: Tally,
     reserved_taken: AtomicBool,
     /// Always true, except in the model test's deliberate bug.
     waits_for_drain: bool,
 }
 
-/// The oldest claim still out: what a drain is waiting on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OldestClaim {
-    /// The operation that took it.
-    pub op: &'static str,
-    /// How long it has been out.
-    pub age: Duration,
-}
-
 impl Fence {
     pub(crate) fn new(waits_for_drain: bool) -> Fence {
         Fence {
-            state: watch::Sender::new(FenceState::default()),
-            next: AtomicU64::new(0),
+            claims: Tally::default(),
             reserved_taken: AtomicBool::new(false),
             waits_for_drain,
         }
     }
 
-    /// Counts a new claim, or refuses if closed. Returns its ticket.
-    pub(crate) fn enter(&self, op: &'static str) -> Result<u64, Error> {
-        let ticket = self.next.fetch_add(1, Ordering::Relaxed);
-        let mut refused = false;
-        self.state.send_if_modified(|s| {
-            if s.closed {
-                refused = true;
-                false
-            } else {
-                s.out.insert(ticket, (op, Instant::now()));
-                true
-            }
-        });
-        if refused {
-            Err(Error::Quiesced)
-        } else {
-            Ok(ticket)
-        }
-    }
-
-    pub(crate) fn leave(&self, ticket: u64) {
-        self.state.send_modify(|s| {
-            s.out.remove(&ticket);
-        });
-    }
-
-    pub(crate) fn close(&self) {
-        self.state.send_modify(|s| s.closed = true);
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.state.borrow().closed
-    }
-
-    pub(crate) fn outstanding(&self) -> usize {
-        self.state.borrow().out.len()
-    }
-
-    pub(crate) fn oldest(&self) -> Option<OldestClaim> {
-        let state = self.state.borrow();
-        state
-            .out
-            .values()
-            .min_by_key(|(_, since)| *since)
-            .map(|(op, since)| OldestClaim {
-                op,
-                age: since.elapsed(),
-            })
-    }
-
-    /// Resolves once every claim handed out has been released.
-    pub(crate) async fn drained(&self) {
-        let mut rx = self.state.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|s| s.out.is_empty()).await;
-    }
-
     /// The one claim allowed after closing: only once drained, only once.
     pub(crate) fn take_reserved(&self) -> Result<(), Error> {
-        let (closed, outstanding) = {
-            let state = self.state.borrow();
-            (state.closed, state.out.len())
-        };
+        let (closed, outstanding) =
+            (self.claims.is_closed(), self.claims.count());
         if !closed {
             return Err(Error::FenceNotDrained(
                 "the datastore is not quiesced",
@@ -201,7 +124,7 @@ impl std::fmt::Debug for Claim {
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        self.fence.leave(self.ticket);
+        self.fence.claims.leave(self.ticket);
     }
 }
 
@@ -241,7 +164,7 @@ impl DataStore {
         op: &'static str,
         pool: Pool,
     ) -> Result<Claim, Error> {
-        let ticket = self.fence.enter(op)?;
+        let ticket = self.fence.claims.enter(op).ok_or(Error::Quiesced)?;
         // Counted from here: if this future is dropped while waiting for
         // a connection, the guard gives the ticket back.
         let entered = Entered {
@@ -283,28 +206,28 @@ impl DataStore {
     /// Closes the pool to new claims. Claims already out stay valid.
     pub fn quiesce(&self) {
         info!(self.log, "datastore closed to new claims";
-            "outstanding" => self.fence.outstanding());
-        self.fence.close();
+            "outstanding" => self.fence.claims.count());
+        self.fence.claims.close();
     }
 
     /// True once [`DataStore::quiesce`] was called.
     pub fn is_quiesced(&self) -> bool {
-        self.fence.is_closed()
+        self.fence.claims.is_closed()
     }
 
     /// Claims not yet released.
     pub fn outstanding_claims(&self) -> usize {
-        self.fence.outstanding()
+        self.fence.claims.count()
     }
 
     /// The oldest claim still out, if any: what a drain waits on.
-    pub fn oldest_claim(&self) -> Option<OldestClaim> {
-        self.fence.oldest()
+    pub fn oldest_claim(&self) -> Option<Held> {
+        self.fence.claims.oldest()
     }
 
     /// Resolves when every outstanding claim has been released.
     pub async fn wait_for_drain(&self) {
-        self.fence.drained().await
+        self.fence.claims.drained().await
     }
 
     /// The single connection allowed after quiescing, once drained, to
@@ -344,7 +267,7 @@ impl Entered<'_> {
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
         if let Some(ticket) = self.ticket {
-            self.fence.leave(ticket);
+            self.fence.claims.leave(ticket);
         }
     }
 }

@@ -30,15 +30,17 @@ mod reports;
 mod retry;
 mod schema;
 mod statement;
+mod tally;
 
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use config::{DataStore, DataStoreConfig};
 pub use connect::{check_url, redact_url};
 pub use error::Error;
-pub use fence::{Claim, OldestClaim};
+pub use fence::Claim;
 pub use retry::{
     SERIALIZATION_RETRIES, StatementFuture, TransactionError, TxError, TxFuture,
 };
+pub use tally::Tally;
 
 /// Constant SQL statements that a connection prepares once and reuses,
 /// with `$n` parameters bound by [`sql::Bind::bind`], and

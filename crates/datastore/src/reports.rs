@@ -9,7 +9,7 @@
 //! written after the mark (a process that was paused and forced out) is
 //! refused by the database.
 
-use baton_types::{NexusReport, StoredReport};
+use baton_types::{NexusStatus, StoredReport};
 use baton_uuid_kinds::GenericUuid;
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -58,7 +58,7 @@ impl DataStore {
             .await?;
         rows.into_iter()
             .map(|(id, text, reported_at)| {
-                let report: NexusReport =
+                let report: NexusStatus =
                     serde_json::from_str(&text).map_err(|e| {
                         Error::Schema(format!(
                             "the report of Nexus {id} is unreadable: {e}"
@@ -94,7 +94,7 @@ impl Reporter {
     /// `quiesced`, so that a process that resumes after an operator
     /// forced it out reports nothing after its mark (`PROTOCOL.md`,
     /// "Reports, the one exception").
-    pub async fn report(&mut self, report: &NexusReport) -> Result<(), Error> {
+    pub async fn report(&mut self, report: &NexusStatus) -> Result<(), Error> {
         let nexus_id = report.nexus_id;
         let id = nexus_id.into_untyped_uuid();
         let text = serde_json::to_string(report)

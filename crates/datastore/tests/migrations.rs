@@ -44,7 +44,7 @@ async fn records_without_a_recorded_schema_are_drift_not_a_fresh_system() {
         .unwrap();
     run(&t.ds, "DELETE FROM baton_schema_version").await;
     let facts = t.ds.access_facts_for(Some(zone(3)), &[]).await.unwrap();
-    let (decision, reason) = decide_access(&facts);
+    let baton_planner::Access { decision, reason } = decide_access(&facts);
     assert_eq!(decision, AccessDecision::Refuse, "{reason}");
     assert!(
         reason.contains(
@@ -75,7 +75,7 @@ async fn a_dropped_table_is_named_by_access_and_by_migrate() {
         "{err}"
     );
     let facts = t.ds.access_facts_for(Some(zone(1)), &[]).await.unwrap();
-    let (decision, reason) = decide_access(&facts);
+    let baton_planner::Access { decision, reason } = decide_access(&facts);
     assert_eq!(decision, AccessDecision::Refuse, "{reason}");
     assert!(reason.contains("bp_target is missing"), "{reason}");
 }

@@ -88,114 +88,25 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use baton_datastore::{Claim, DataStore, DataStoreConfig, SchemaComponent};
-use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
+use baton_uuid_kinds::BlueprintUuid;
+pub use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use slog::{Logger, o};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use baton_types::{Held, NexusState, NexusStatus};
+pub use work::WorkGuard;
 use work::WorkTracker;
-pub use work::{Oldest, WorkGuard};
 
-/// Where a Nexus is in its life.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum NexusState {
-    /// Running the access check.
-    Starting,
-    /// No record yet while others exist: waiting to be registered.
-    WaitingForRecord,
-    /// Its record is `not_yet`: attempting the handoff.
-    WaitingForHandoff,
-    /// Applying schema migrations.
-    Migrating,
-    /// Using the database: the service works, Baton executes blueprints.
-    Running,
-    /// Stepping down; `step` is the protocol's step (1 to 5).
-    Quiescing {
-        /// The step, 1 to 5.
-        step: u8,
-    },
-    /// Its record says `quiesced`; it holds no connection and ended.
-    Quiesced,
-    /// The access check refused it, with the reason; it ended.
-    Refused {
-        /// Why.
-        reason: String,
-    },
-    /// Stopped by its owner (its record unchanged).
-    Stopped,
-    /// Ended on an error that waiting would not cure.
-    Failed {
-        /// Why.
-        reason: String,
-    },
-    /// Ended because the database fenced it out: its record is no
-    /// longer `active` (an operator forced it `quiesced` while it was
-    /// paused or cut off), so nothing it runs can commit.
-    Fenced {
-        /// Why, naming the record's state.
-        reason: String,
-    },
-}
-
-impl NexusState {
-    /// True for the states a Nexus never leaves.
-    pub fn is_final(&self) -> bool {
-        matches!(
-            self,
-            NexusState::Quiesced
-                | NexusState::Refused { .. }
-                | NexusState::Stopped
-                | NexusState::Failed { .. }
-                | NexusState::Fenced { .. }
-        )
-    }
-
-    /// The state's name, as in JSON.
-    pub fn label(&self) -> &'static str {
-        match self {
-            NexusState::Starting => "starting",
-            NexusState::WaitingForRecord => "waiting_for_record",
-            NexusState::WaitingForHandoff => "waiting_for_handoff",
-            NexusState::Migrating => "migrating",
-            NexusState::Running => "running",
-            NexusState::Quiescing { .. } => "quiescing",
-            NexusState::Quiesced => "quiesced",
-            NexusState::Refused { .. } => "refused",
-            NexusState::Stopped => "stopped",
-            NexusState::Failed { .. } => "failed",
-            NexusState::Fenced { .. } => "fenced",
-        }
-    }
-
-    /// Whether the service may take new database claims in this state:
-    /// while running and in quiesce steps 1 to 3 (in-flight work still
-    /// needs them).
-    fn claims_allowed(&self) -> bool {
-        matches!(
-            self,
-            NexusState::Running | NexusState::Quiescing { step: 1..=3 }
-        )
-    }
-}
-
-impl std::fmt::Display for NexusState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            NexusState::Quiescing { step } => {
-                write!(f, "quiescing (step {step})")
-            }
-            NexusState::Refused { reason }
-            | NexusState::Failed { reason }
-            | NexusState::Fenced { reason } => {
-                write!(f, "{}: {reason}", self.label())
-            }
-            _ => f.write_str(self.label()),
-        }
-    }
+/// Whether the service may take new database claims in this state:
+/// while running and in quiesce steps 1 to 3 (in-flight work still
+/// needs them).
+fn claims_allowed(state: &NexusState) -> bool {
+    matches!(
+        state,
+        NexusState::Running | NexusState::Quiescing { step: 1..=3 }
+    )
 }
 
 /// How long a Nexus waits between checks. The defaults are production
@@ -386,58 +297,6 @@ fn datastore_config(config: &NexusConfig) -> DataStoreConfig {
     }
 }
 
-/// What an instance reports about itself: serializable, for the
-/// service's own API (and for `baton status`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct NexusStatus {
-    /// Its id.
-    pub nexus_id: OmicronZoneUuid,
-    /// Its state, with the quiesce step or the reason.
-    #[serde(flatten)]
-    pub state: NexusState,
-    /// When it entered that state.
-    pub since: DateTime<Utc>,
-    /// Work guards out.
-    pub work_in_flight: usize,
-    /// The oldest work guard.
-    pub oldest_work: Option<Oldest>,
-    /// Database claims out.
-    pub claims_held: usize,
-    /// The oldest claim.
-    pub oldest_claim: Option<Oldest>,
-    /// The blueprint it last recorded as drained, while quiescing.
-    pub last_drained_blueprint_id: Option<BlueprintUuid>,
-}
-
-impl NexusStatus {
-    /// The snapshot as `baton status` reads it.
-    pub fn report(&self) -> baton_types::NexusReport {
-        let held = |o: &Oldest| baton_types::Held {
-            op: o.op.to_owned(),
-            age_ms: o.age_ms,
-        };
-        let (step, reason) = match &self.state {
-            NexusState::Quiescing { step } => (Some(*step), None),
-            NexusState::Refused { reason }
-            | NexusState::Failed { reason }
-            | NexusState::Fenced { reason } => (None, Some(reason.clone())),
-            _ => (None, None),
-        };
-        baton_types::NexusReport {
-            nexus_id: self.nexus_id,
-            phase: self.state.label().to_owned(),
-            step,
-            reason,
-            since: self.since,
-            work_in_flight: self.work_in_flight as u64,
-            oldest_work: self.oldest_work.as_ref().map(held),
-            claims_held: self.claims_held as u64,
-            oldest_claim: self.oldest_claim.as_ref().map(held),
-            last_drained_blueprint_id: self.last_drained_blueprint_id,
-        }
-    }
-}
-
 /// The snapshot [`Nexus::status`] returns.
 pub(crate) fn status_of(inner: &Inner) -> NexusStatus {
     let (since, drained) = {
@@ -448,13 +307,10 @@ pub(crate) fn status_of(inner: &Inner) -> NexusStatus {
         nexus_id: inner.id,
         state: inner.state.borrow().clone(),
         since,
-        work_in_flight: inner.work.in_flight(),
+        work_in_flight: inner.work.count() as u64,
         oldest_work: inner.work.oldest(),
-        claims_held: inner.ds.outstanding_claims(),
-        oldest_claim: inner.ds.oldest_claim().map(|c| Oldest {
-            op: c.op,
-            age_ms: work::millis(c.age),
-        }),
+        claims_held: inner.ds.outstanding_claims() as u64,
+        oldest_claim: inner.ds.oldest_claim(),
         last_drained_blueprint_id: drained,
     }
 }
@@ -560,7 +416,7 @@ impl Nexus {
             history: vec![NexusState::Starting],
             drained: None,
         }));
-        let work = WorkTracker::new();
+        let work = Arc::new(WorkTracker::default());
         let id = config.id;
         let slot = report::SharedSlot::default();
         let report_period = config.periods.report;
@@ -638,7 +494,7 @@ impl Nexus {
     /// and once it ended.
     pub async fn claim(&self, op: &'static str) -> Result<Claim, NexusError> {
         let state = self.state();
-        if !state.claims_allowed() {
+        if !claims_allowed(&state) {
             return Err(self.refusal(state, "database claims"));
         }
         // The fence closes at step 4: a claim racing it is refused there.
@@ -667,9 +523,7 @@ impl Nexus {
             return Err(self.refusal(state, "work"));
         }
         // Step 1 closes the tracker: a guard racing it is refused there.
-        self.inner
-            .work
-            .enter(op)
+        work::enter(&self.inner.work, op)
             .ok_or_else(|| self.refusal(self.state(), "work"))
     }
 

@@ -169,9 +169,9 @@ impl Life {
     /// flight and the claims, and leave the record as it is.
     async fn stop_gracefully(&self) -> NexusState {
         info!(self.log, "stopping: waiting for work in flight";
-            "work_in_flight" => self.work.in_flight());
+            "work_in_flight" => self.work.count());
         self.work.close();
-        self.work.idle().await;
+        self.work.drained().await;
         self.wake.lock().await.close();
         self.ds.quiesce();
         info!(self.log, "stopping: waiting for database claims";
@@ -208,8 +208,8 @@ impl Life {
             };
             let decision = baton_planner::decide_access(&facts);
             info!(self.log, "access check";
-                "decision" => decision.0.as_str(), "reason" => &decision.1);
-            match decision.0 {
+                "decision" => decision.decision.as_str(), "reason" => &decision.reason);
+            match decision.decision {
                 AccessDecision::Ready => return Ok(()),
                 AccessDecision::NeedsHandoff => {
                     self.set(NexusState::WaitingForHandoff);
@@ -244,7 +244,7 @@ impl Life {
                     // Unlike the reference system, waiting is not fatal.
                     self.set(NexusState::WaitingForRecord);
                     info!(self.log, "waiting for this Nexus's record";
-                        "reason" => &decision.1);
+                        "reason" => &decision.reason);
                     backoff
                         .wait_for(
                             self,
@@ -256,7 +256,9 @@ impl Life {
                         )
                         .await;
                 }
-                AccessDecision::Refuse => return Err(End::Refused(decision.1)),
+                AccessDecision::Refuse => {
+                    return Err(End::Refused(decision.reason));
+                }
             }
         }
     }
@@ -389,8 +391,8 @@ impl Life {
         self.set(NexusState::Quiescing { step: 2 });
         if !self.skips(2) {
             info!(self.log, "quiesce step 2: waiting for work in flight";
-                "work_in_flight" => self.work.in_flight());
-            self.work.idle().await;
+                "work_in_flight" => self.work.count());
+            self.work.drained().await;
         }
         let mut drained = target.id();
         self.record_drained(drained).await;

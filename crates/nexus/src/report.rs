@@ -61,7 +61,7 @@ pub(crate) async fn run(
         let status = crate::status_of(&nexus);
         let ds = nexus.ds.clone();
         drop(nexus);
-        crate::metrics::claims_held(status.claims_held);
+        crate::metrics::claims_held(status.claims_held as usize);
         if status.state.is_final() {
             close(&slot).await;
             return;
@@ -79,7 +79,7 @@ pub(crate) async fn run(
                 }
             }
             if let Some(reporter) = &mut slot.reporter
-                && let Err(e) = reporter.report(&status.report()).await
+                && let Err(e) = reporter.report(&status).await
             {
                 if let baton_datastore::Error::Fenced { .. } = e {
                     // Its record says quiesced: nothing more to say.

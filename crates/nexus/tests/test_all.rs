@@ -170,7 +170,10 @@ async fn quiesced_comes_only_after_the_services_job_ends() {
     );
     let status = busy.status();
     assert_eq!(status.claims_held, 1);
-    assert_eq!(status.oldest_claim.map(|c| c.op), Some("a long job"));
+    assert_eq!(
+        status.oldest_claim.map(|c| c.op),
+        Some("a long job".to_owned())
+    );
     let record = ds.records_by_ids(&[busy.id()].into()).await.unwrap();
     assert_eq!(record[0].state, NexusRecordState::Active);
     assert_eq!(busy.state(), NexusState::Quiescing { step: 4 });

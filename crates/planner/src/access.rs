@@ -53,8 +53,23 @@ fn differing(facts: &AccessFacts) -> String {
     }
 }
 
+/// The start-up access decision and why, in words an operator can act
+/// on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Access {
+    /// What the Nexus may do.
+    pub decision: AccessDecision,
+    /// Why.
+    pub reason: String,
+}
+
 /// The protocol's decision table, with the reason in words.
-pub fn decide_access(facts: &AccessFacts) -> (AccessDecision, String) {
+pub fn decide_access(facts: &AccessFacts) -> Access {
+    let (decision, reason) = decide(facts);
+    Access { decision, reason }
+}
+
+fn decide(facts: &AccessFacts) -> (AccessDecision, String) {
     use AccessDecision::*;
     use SchemaComparison::*;
     if !facts.drift.is_empty() {

@@ -32,7 +32,7 @@ mod expunge;
 mod quiesce;
 mod status;
 
-pub use access::{AccessDecision, decide_access};
+pub use access::{Access, AccessDecision, decide_access};
 pub use bump::{BumpDecision, BumpWait, decide_generation_bump};
 pub use classify::{
     Classification, ClassifyError, Role, classify, decide_role, is_quiescing,

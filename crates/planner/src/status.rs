@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use baton_types::{
-    Blueprint, Generation, NexusRecord, NexusRecordState, StoredReport,
+    Blueprint, Generation, NexusRecord, NexusRecordState, NexusState,
+    StoredReport,
 };
 use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
@@ -205,8 +206,10 @@ impl Look<'_> {
             Err(silence) => return wait(format!("{silence}: {dead_hint}")),
         };
         let r = &report.report;
-        let reason = match (r.phase.as_str(), r.step) {
-            ("quiescing", Some(step @ (1 | 2))) => match &r.oldest_work {
+        let reason = match &r.state {
+            NexusState::Quiescing {
+                step: step @ (1 | 2),
+            } => match &r.oldest_work {
                 Some(oldest) => format!(
                     "Nexus {id} is in quiesce step {step}: {} unit(s) of \
                      work in flight, the oldest for {} ({})",
@@ -219,7 +222,7 @@ impl Look<'_> {
                      finishing"
                 ),
             },
-            ("quiescing", Some(3)) => {
+            NexusState::Quiescing { step: 3 } => {
                 let drained =
                     r.last_drained_blueprint_id.unwrap_or(self.blueprint.id());
                 match peers_drained(
@@ -243,7 +246,7 @@ impl Look<'_> {
                     ),
                 }
             }
-            ("quiescing", Some(4)) => match &r.oldest_claim {
+            NexusState::Quiescing { step: 4 } => match &r.oldest_claim {
                 Some(oldest) => format!(
                     "Nexus {id} is in quiesce step 4: {} database claim(s) \
                      held, the oldest for {} ({})",
@@ -256,27 +259,33 @@ impl Look<'_> {
                      claims are coming back"
                 ),
             },
-            ("quiescing", _) => format!(
-                "Nexus {id} is in quiesce step {}: marking itself quiesced",
-                r.step.unwrap_or(5)
+            NexusState::Quiescing { step } => format!(
+                "Nexus {id} is in quiesce step {step}: marking itself \
+                 quiesced"
             ),
-            ("running", _) => format!(
+            NexusState::Running => format!(
                 "Nexus {id} has not noticed the bump yet: it does when it \
                  next executes the target (running for {})",
                 self.since(report)
             ),
-            (phase @ ("refused" | "failed" | "stopped"), _) => format!(
-                "Nexus {id} ended ({phase}{}) while its record is active: \
+            state @ (NexusState::Refused { .. }
+            | NexusState::Failed { .. }
+            | NexusState::Fenced { .. }
+            | NexusState::Stopped) => format!(
+                "Nexus {id} ended ({}{}) while its record is active: \
                  restart it, or if it is gone for good, `baton records \
                  quiesce --force --nexus-id {id}`",
-                r.reason
-                    .as_deref()
+                state.label(),
+                state
+                    .reason()
                     .map(|why| format!(": {why}"))
                     .unwrap_or_default()
             ),
-            (phase, _) => {
-                format!("Nexus {id} is {phase} (for {})", self.since(report))
-            }
+            state => format!(
+                "Nexus {id} is {} (for {})",
+                state.label(),
+                self.since(report)
+            ),
         };
         wait(reason)
     }
@@ -287,7 +296,9 @@ impl Look<'_> {
             Err(silence) => format!(
                 "{silence}: is it running? Any not_yet Nexus may take over"
             ),
-            Ok(report) if report.report.phase == "waiting_for_handoff" => {
+            Ok(report)
+                if report.report.state == NexusState::WaitingForHandoff =>
+            {
                 format!(
                     "Nexus {id} is attempting the handoff (for {})",
                     self.since(report)
@@ -295,7 +306,7 @@ impl Look<'_> {
             }
             Ok(report) => format!(
                 "Nexus {id} is {} (for {})",
-                report.report.phase,
+                report.report.state.label(),
                 self.since(report)
             ),
         };
@@ -322,7 +333,7 @@ impl Look<'_> {
                 continue;
             }
             if let Some(report) = self.reports.get(id)
-                && report.report.phase == "migrating"
+                && report.report.state == NexusState::Migrating
             {
                 waits.push(Wait {
                     waiting: Waiting::Handoff,

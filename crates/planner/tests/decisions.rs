@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 
 use baton_planner::{
-    AccessDecision, PeerDrain, QuiesceRefusal, Role, classify, decide_access,
-    decide_role, is_quiescing, peers_drained, quiesce_allowed,
+    Access, AccessDecision, PeerDrain, QuiesceRefusal, Role, classify,
+    decide_access, decide_role, is_quiescing, peers_drained, quiesce_allowed,
     records_to_clean_up,
 };
 use baton_test_utils::strategies;
@@ -64,7 +64,7 @@ fn schema_drift_is_refused_whatever_else_holds() {
         for nexus_id in [Some(id), None] {
             let mut f = facts(situation, nexus_id, 5);
             f.drift = vec!["table bp_target is missing".to_owned()];
-            let (decision, reason) = decide_access(&f);
+            let Access { decision, reason } = decide_access(&f);
             assert_eq!(decision, AccessDecision::Refuse, "{situation}");
             assert!(reason.contains("bp_target is missing"), "{reason}");
             assert!(!reason.contains("empty"), "{reason}");
@@ -78,8 +78,10 @@ fn every_cell_of_the_access_table() {
     for (situation, decisions) in TABLE {
         // Applied 5, 4, 6 against a wanted 5: up to date, older, newer.
         for (applied, want) in [5, 4, 6].into_iter().zip(decisions) {
-            let (got, reason) =
-                decide_access(&facts(situation, Some(id), applied));
+            let Access {
+                decision: got,
+                reason,
+            } = decide_access(&facts(situation, Some(id), applied));
             assert_eq!(got, want, "{situation} / applied {applied}: {reason}");
             assert!(!reason.is_empty());
         }
@@ -91,7 +93,11 @@ fn no_identity_skips_the_record_check() {
     for (applied, want) in [(5, Ready), (4, UpdateSchema), (6, Refuse)] {
         for situation in ["empty", "missing", "quiesced"] {
             let facts = facts(situation, None, applied);
-            assert_eq!(decide_access(&facts).0, want, "{situation}/{applied}");
+            assert_eq!(
+                decide_access(&facts).decision,
+                want,
+                "{situation}/{applied}"
+            );
         }
     }
 }
@@ -115,7 +121,7 @@ fn several_components_combine(
         .collect();
     let newer = versions.iter().any(|(a, w)| a > w);
     let older = versions.iter().any(|(a, w)| a < w);
-    let (decision, reason) = decide_access(&f);
+    let Access { decision, reason } = decide_access(&f);
     let want = match (newer, older) {
         (true, _) => Refuse,
         (false, true) => UpdateSchema,

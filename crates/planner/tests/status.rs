@@ -7,8 +7,8 @@ use baton_planner::{
 };
 use baton_types::story::HandoffStory;
 use baton_types::{
-    Blueprint, Generation, Held, NexusRecord, NexusRecordState, NexusReport,
-    StoredReport,
+    Blueprint, Generation, Held, NexusRecord, NexusRecordState, NexusState,
+    NexusStatus, StoredReport,
 };
 use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, TimeZone, Utc};
@@ -33,12 +33,23 @@ fn record(id: OmicronZoneUuid, state: NexusRecordState) -> NexusRecord {
     }
 }
 
-fn report(id: OmicronZoneUuid, phase: &str, step: Option<u8>) -> NexusReport {
-    NexusReport {
+fn report(id: OmicronZoneUuid, phase: &str, step: Option<u8>) -> NexusStatus {
+    let reason = String::new;
+    let state = match (phase, step) {
+        ("quiescing", Some(step)) => NexusState::Quiescing { step },
+        ("running", _) => NexusState::Running,
+        ("migrating", _) => NexusState::Migrating,
+        ("waiting_for_handoff", _) => NexusState::WaitingForHandoff,
+        ("waiting_for_record", _) => NexusState::WaitingForRecord,
+        ("starting", _) => NexusState::Starting,
+        ("stopped", _) => NexusState::Stopped,
+        ("failed", _) => NexusState::Failed { reason: reason() },
+        ("refused", _) => NexusState::Refused { reason: reason() },
+        other => panic!("no such phase in these tests: {other:?}"),
+    };
+    NexusStatus {
         nexus_id: id,
-        phase: phase.to_owned(),
-        step,
-        reason: None,
+        state,
         since: ago(30),
         work_in_flight: 0,
         oldest_work: None,
@@ -48,7 +59,7 @@ fn report(id: OmicronZoneUuid, phase: &str, step: Option<u8>) -> NexusReport {
     }
 }
 
-fn stored(report: NexusReport, seconds_ago: i64) -> StoredReport {
+fn stored(report: NexusStatus, seconds_ago: i64) -> StoredReport {
     StoredReport {
         report,
         reported_at: ago(seconds_ago),

@@ -126,13 +126,17 @@ async fn terminated() {
     }
 }
 
-/// `{"nexus_id": ..., "state": ..., "step"/"reason": ...}` for a state.
+/// `{"nexus_id": ..., "state": ..., "step"/"reason": ...}` for a state
+/// (the contract's line: the phase under `state`).
 fn state_line(nexus: &Nexus, state: &NexusState) -> serde_json::Value {
-    let mut line = json!({ "nexus_id": nexus.id() });
-    if let (Some(line), serde_json::Value::Object(state)) =
-        (line.as_object_mut(), json!(state))
-    {
-        line.extend(state);
+    let mut line = json!({ "nexus_id": nexus.id(), "state": state.label() });
+    if let Some(fields) = line.as_object_mut() {
+        if let Some(step) = state.step() {
+            fields.insert("step".to_owned(), json!(step));
+        }
+        if let Some(reason) = state.reason() {
+            fields.insert("reason".to_owned(), json!(reason));
+        }
     }
     line
 }

@@ -198,7 +198,9 @@ fn force(
             "still refused: {said}"
         );
         // A bounded retry on the report's age, the CLI's condition.
-        rt.block_on(tokio::time::sleep(Duration::from_millis(250)));
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        });
     }
 }
 
