@@ -142,6 +142,18 @@ pub(crate) fn deploy_generation_2(
     story: &HandoffStory,
     url: &str,
 ) -> Vec<Ledger> {
+    deploy_generation_2_with(rt, ds, story, |id| {
+        Ledger::spawn(url, id, 2, None)
+    })
+}
+
+/// [`deploy_generation_2`], its processes started by `spawn`.
+pub(crate) fn deploy_generation_2_with(
+    rt: &tokio::runtime::Runtime,
+    ds: &DataStore,
+    story: &HandoffStory,
+    spawn: impl Fn(OmicronZoneUuid) -> Ledger,
+) -> Vec<Ledger> {
     rt.block_on(async {
         import(ds, &story.new_generation_deployed).await;
         until("the not_yet records of generation 2", || async {
@@ -154,11 +166,8 @@ pub(crate) fn deploy_generation_2(
         })
         .await;
     });
-    let mut new: Vec<Ledger> = story
-        .new_nexus
-        .iter()
-        .map(|id| Ledger::spawn(url, *id, 2, None))
-        .collect();
+    let mut new: Vec<Ledger> =
+        story.new_nexus.iter().map(|id| spawn(*id)).collect();
     for ledger in &mut new {
         ledger.wait_state("waiting_for_handoff");
     }

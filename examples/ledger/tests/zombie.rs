@@ -7,7 +7,7 @@
 //! zombie may commit after the force did.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Command;
@@ -19,11 +19,10 @@ use baton_datastore::diesel;
 use baton_datastore::diesel::QueryableByName;
 use baton_datastore::diesel::sql_types::{BigInt, Uuid};
 use baton_datastore::diesel_async::RunQueryDsl;
-use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 
-use crate::handoff::{PATIENCE, count};
+use crate::handoff::{PATIENCE, count, deploy_generation_2_with};
 use crate::rig::{Ledger, import, rack_at_generation_1, runtime, until};
 
 /// How the zombie is taken out of time.
@@ -99,26 +98,10 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
     for ledger in &mut old {
         ledger.wait_state("running");
     }
-    rt.block_on(async {
-        import(&ds, &story.new_generation_deployed).await;
-        until("the not_yet records of generation 2", PATIENCE, || async {
-            let records = ds.records_list().await.expect("records");
-            story.new_nexus.iter().all(|id| {
-                records.iter().any(|r| {
-                    r.nexus_id == *id && r.state == NexusRecordState::NotYet
-                })
-            })
-        })
-        .await;
-    });
-    let mut new: Vec<Ledger> = story
-        .new_nexus
-        .iter()
-        .map(|&id| spawn(&url, id, None))
-        .collect();
-    for ledger in &mut new {
-        ledger.wait_state("waiting_for_handoff");
-    }
+    // The new generation at the same schema: only the fence stops a
+    // zombie's writes.
+    let mut new =
+        deploy_generation_2_with(&rt, &ds, &story, |id| spawn(&url, id, None));
     let mut zombie = old.remove(0);
     match fault {
         Fault::PausedRunning => zombie.signal("-STOP"),
@@ -311,8 +294,16 @@ impl Proxy {
                     server.try_clone().expect("clone"),
                 );
                 let (f1, f2) = (flag.clone(), flag.clone());
-                std::thread::spawn(move || pump(client, server, f1));
-                std::thread::spawn(move || pump_back(s2, c2, f2));
+                std::thread::spawn(move || {
+                    pump(client, server, f1, |to| {
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    })
+                });
+                std::thread::spawn(move || {
+                    pump(s2, c2, f2, |to| {
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    })
+                });
             }
         });
         Proxy { port, frozen }
@@ -340,10 +331,13 @@ fn wait_thawed(frozen: &(Mutex<bool>, Condvar)) {
     }
 }
 
-fn pump(
-    mut from: TcpStream,
-    mut to: UnixStream,
+/// Forwards `from` to `to`, holding what it read while the proxy is
+/// frozen; `close` shuts `to` when `from` ends.
+fn pump<R: Read, W: Write>(
+    mut from: R,
+    mut to: W,
     frozen: Arc<(Mutex<bool>, Condvar)>,
+    close: impl FnOnce(&W),
 ) {
     let mut buf = vec![0u8; 16 * 1024];
     while let Ok(n @ 1..) = from.read(&mut buf) {
@@ -352,20 +346,5 @@ fn pump(
             break;
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
-}
-
-fn pump_back(
-    mut from: UnixStream,
-    mut to: TcpStream,
-    frozen: Arc<(Mutex<bool>, Condvar)>,
-) {
-    let mut buf = vec![0u8; 16 * 1024];
-    while let Ok(n @ 1..) = from.read(&mut buf) {
-        wait_thawed(&frozen);
-        if to.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Both);
+    close(&to);
 }
