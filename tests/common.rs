@@ -12,12 +12,10 @@ use baton_nexus::{Nexus, NexusConfig, NexusState, Periods};
 use baton_types::story::HandoffStory;
 use baton_types::{Blueprint, NexusRecordState};
 use baton_uuid_kinds::OmicronZoneUuid;
-use slog::{Logger, o};
+use slog::Logger;
 use tokio::task::JoinHandle;
 
-pub(crate) fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
+pub(crate) use baton_test_utils::log;
 
 pub(crate) struct World {
     pub(crate) db: DevDb,

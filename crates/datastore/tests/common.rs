@@ -8,11 +8,8 @@ use baton_types::{
     ZoneConfig, ZoneDisposition, ZoneType,
 };
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
-use slog::{Logger, o};
 
-pub(crate) fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
+pub(crate) use baton_test_utils::log;
 
 /// A server (from a cached template, so no initdb per test) and a
 /// datastore on it with the schema applied.

@@ -10,20 +10,11 @@ use baton_types::{
     SledConfig, SledState, ZoneConfig, ZoneDisposition, ZoneType,
 };
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid, SledUuid};
-use slog::{Logger, o};
 
-fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
+use baton_test_utils::log;
 
 async fn database() -> (DevDb, DataStore) {
-    let db = DevDb::builder()
-        .template_cache(env!("CARGO_TARGET_TMPDIR"))
-        .start(&log())
-        .unwrap();
-    let ds = DataStore::new(&log(), &db.url());
-    ds.migrate().await.unwrap();
-    (db, ds)
+    baton_test_utils::db::database(env!("CARGO_TARGET_TMPDIR"), true).await
 }
 
 fn zone(n: u128) -> OmicronZoneUuid {

@@ -8,25 +8,11 @@ use baton_nexus::{Nexus, NexusConfig, NexusError, NexusState, Periods};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::OmicronZoneUuid;
-use slog::{Logger, o};
 
-fn log() -> Logger {
-    use slog::Drain;
-    if std::env::var("BATON_TEST_LOG").is_ok() {
-        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-        let drain = slog_term::FullFormat::new(decorator).build().fuse();
-        return Logger::root(drain, o!());
-    }
-    Logger::root(slog::Discard, o!())
-}
+use baton_test_utils::log;
 
 async fn database() -> (DevDb, DataStore) {
-    let db = DevDb::builder()
-        .template_cache(env!("CARGO_TARGET_TMPDIR"))
-        .start(&log())
-        .unwrap();
-    let ds = DataStore::new(&log(), &db.url());
-    (db, ds)
+    baton_test_utils::db::database(env!("CARGO_TARGET_TMPDIR"), false).await
 }
 
 fn config(url: &str, id: OmicronZoneUuid) -> NexusConfig {

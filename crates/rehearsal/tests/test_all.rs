@@ -4,17 +4,8 @@ use baton_dev_db::DevDb;
 use baton_rehearsal::rehearsal::{RehearsalOptions, rehearse};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
-use slog::{Logger, o};
 
-fn log() -> Logger {
-    use slog::Drain;
-    if std::env::var("BATON_TEST_LOG").is_ok() {
-        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
-        let drain = slog_term::FullFormat::new(decorator).build().fuse();
-        return Logger::root(drain, o!());
-    }
-    Logger::root(slog::Discard, o!())
-}
+use baton_test_utils::log;
 
 #[tokio::test]
 async fn the_rehearsal_ends_with_the_new_generation_active() {

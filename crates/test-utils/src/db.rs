@@ -491,3 +491,22 @@ impl DataStoreTestExt for DataStore {
         self
     }
 }
+
+/// A throwaway server (from the template cached in `template_cache`, a
+/// test binary's `CARGO_TARGET_TMPDIR`, so no initdb per test) and a
+/// datastore on it, Baton's schema applied when `migrate` is set (a
+/// Nexus applies it itself).
+pub async fn database(
+    template_cache: &str,
+    migrate: bool,
+) -> (baton_dev_db::DevDb, baton_datastore::DataStore) {
+    let db = baton_dev_db::DevDb::builder()
+        .template_cache(template_cache)
+        .start(&crate::log())
+        .expect("a throwaway PostgreSQL starts");
+    let ds = baton_datastore::DataStore::new(&crate::log(), &db.url());
+    if migrate {
+        ds.migrate().await.expect("migrations apply");
+    }
+    (db, ds)
+}

@@ -22,3 +22,16 @@
 
 pub mod db;
 pub mod strategies;
+
+use slog::{Drain, Logger, o};
+
+/// The logger every test passes in: nowhere, or stderr when
+/// `BATON_TEST_LOG` is set (for a test being debugged).
+pub fn log() -> Logger {
+    if std::env::var_os("BATON_TEST_LOG").is_some() {
+        let decorator = slog_term::PlainSyncDecorator::new(std::io::stderr());
+        let drain = slog_term::FullFormat::new(decorator).build().fuse();
+        return Logger::root(drain, o!());
+    }
+    Logger::root(slog::Discard, o!())
+}

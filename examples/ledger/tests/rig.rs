@@ -14,12 +14,8 @@ use baton_types::Blueprint;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::OmicronZoneUuid;
 use serde_json::Value;
-use slog::{Logger, o};
 
-/// Logs nowhere.
-pub(crate) fn log() -> Logger {
-    Logger::root(slog::Discard, o!())
-}
+pub(crate) use baton_test_utils::log;
 
 pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
