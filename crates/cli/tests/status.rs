@@ -51,6 +51,7 @@ fn report(id: &str, step: u8, claim: Option<Held>, work: u64) -> NexusStatus {
     NexusStatus {
         nexus_id: id.parse::<OmicronZoneUuid>().unwrap(),
         state: NexusState::Quiescing { step },
+        readiness: baton_types::Readiness::Draining,
         since: Utc.with_ymd_and_hms(2026, 11, 28, 9, 0, 0).unwrap(),
         work_in_flight: work,
         oldest_work: (work > 0).then(|| Held {

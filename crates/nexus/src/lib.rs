@@ -95,7 +95,7 @@ use slog::{Logger, o};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use baton_types::{Held, NexusState, NexusStatus};
+pub use baton_types::{Held, NexusState, NexusStatus, Readiness};
 pub use work::WorkGuard;
 use work::WorkTracker;
 
@@ -288,6 +288,23 @@ pub enum NexusError {
     Datastore(#[from] baton_datastore::Error),
 }
 
+impl NexusError {
+    /// True when another instance may serve the request: this one is not
+    /// in control yet, is stepping down, has ended or was fenced out, or
+    /// its database was out of reach for a moment. A service answers such
+    /// a request with 503 (the client retries another instance); any
+    /// other error is the request's own.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            NexusError::NotYetRunning { .. }
+            | NexusError::Quiescing { .. }
+            | NexusError::Ended { .. }
+            | NexusError::Fenced { .. } => true,
+            NexusError::Datastore(e) => e.is_transient(),
+        }
+    }
+}
+
 /// The datastore settings of a Nexus: its own, fenced by its id.
 fn datastore_config(config: &NexusConfig) -> DataStoreConfig {
     DataStoreConfig {
@@ -303,9 +320,16 @@ pub(crate) fn status_of(inner: &Inner) -> NexusStatus {
         let shared = inner.shared.lock().expect("never poisoned");
         (shared.since, shared.drained)
     };
+    let state = inner.state.borrow().clone();
+    // The tracker closes just before quiesce step 1 is announced.
+    let readiness = match state.readiness() {
+        Readiness::Ready if inner.work.is_closed() => Readiness::Draining,
+        readiness => readiness,
+    };
     NexusStatus {
         nexus_id: inner.id,
-        state: inner.state.borrow().clone(),
+        state,
+        readiness,
         since,
         work_in_flight: inner.work.count() as u64,
         oldest_work: inner.work.oldest(),

@@ -4,7 +4,9 @@ use std::time::Duration;
 
 use baton_datastore::DataStore;
 use baton_dev_db::DevDb;
-use baton_nexus::{Nexus, NexusConfig, NexusError, NexusState, Periods};
+use baton_nexus::{
+    Nexus, NexusConfig, NexusError, NexusState, Periods, Readiness,
+};
 use baton_types::NexusRecordState;
 use baton_types::story::HandoffStory;
 use baton_uuid_kinds::OmicronZoneUuid;
@@ -96,12 +98,16 @@ async fn the_service_is_refused_the_database_until_the_nexus_runs() {
         matches!(claim, Err(NexusError::NotYetRunning { .. })),
         "{claim:?}"
     );
+    assert!(claim.unwrap_err().is_unavailable());
     let guard = nexus.work_guard("early");
     assert!(
         matches!(guard, Err(NexusError::NotYetRunning { .. })),
         "{guard:?}"
     );
+    // Not yet, but it will take work once it is in control.
+    assert_eq!(nexus.status().readiness, Readiness::Soon);
     nexus.stop().await;
+    assert_eq!(nexus.status().readiness, Readiness::Ended);
 }
 
 /// The service's own work is what quiesce drains: a job's work guard
@@ -128,6 +134,7 @@ async fn quiesced_comes_only_after_the_services_job_ends() {
         until(nexus, NexusState::Running).await;
     }
     let busy = &old[0];
+    assert_eq!(busy.status().readiness, Readiness::Ready);
     let guard = busy.work_guard("a long job").unwrap();
     let claim = busy.claim("a long job").await.unwrap();
     for bp in [&story.new_generation_deployed, &story.handoff_started] {
@@ -143,6 +150,10 @@ async fn quiesced_comes_only_after_the_services_job_ends() {
         matches!(refused, Err(NexusError::Quiescing { step: 2, .. })),
         "{refused:?}"
     );
+    // A load balancer sends new work elsewhere: the status says so, and
+    // the refusal says another instance may serve it.
+    assert_eq!(busy.status().readiness, Readiness::Draining);
+    assert!(refused.unwrap_err().is_unavailable());
     drop(busy.claim("the job's next statement").await.unwrap());
     assert_eq!(busy.status().work_in_flight, 1);
     drop(guard);
@@ -154,6 +165,7 @@ async fn quiesced_comes_only_after_the_services_job_ends() {
         matches!(refused, Err(NexusError::Quiescing { step: 4, .. })),
         "{refused:?}"
     );
+    assert!(refused.unwrap_err().is_unavailable());
     let status = busy.status();
     assert_eq!(status.claims_held, 1);
     assert_eq!(

@@ -49,6 +49,7 @@ fn report(id: OmicronZoneUuid, phase: &str, step: Option<u8>) -> NexusStatus {
     };
     NexusStatus {
         nexus_id: id,
+        readiness: state.readiness(),
         state,
         since: ago(30),
         work_in_flight: 0,

@@ -42,6 +42,6 @@ pub use parse::{ReadError, parse_blueprint};
 pub use records::{
     NexusRecord, NexusRecordState, RecordsToEnsure, UnknownState,
 };
-pub use report::{Held, NexusState, NexusStatus, StoredReport};
+pub use report::{Held, NexusState, NexusStatus, Readiness, StoredReport};
 pub use succession::{SuccessionError, SuccessionProblem};
 pub use validate::{ValidationError, ValidationProblem};

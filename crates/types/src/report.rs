@@ -106,6 +106,46 @@ impl NexusState {
     }
 }
 
+/// Whether an instance takes new work: what a load balancer follows.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Readiness {
+    /// It takes new work now (running).
+    Ready,
+    /// Not yet, but soon: it is starting, waiting for its record or the
+    /// handoff, or migrating; it takes work once it is in control.
+    Soon,
+    /// It is stepping down (quiescing): it finishes what it holds and
+    /// takes nothing new; send new work to another instance.
+    Draining,
+    /// It has ended and takes nothing, ever (also what a report of an
+    /// unknown phase reads as).
+    #[default]
+    Ended,
+}
+
+impl NexusState {
+    /// Whether an instance in this state takes new work.
+    pub fn readiness(&self) -> Readiness {
+        match self {
+            NexusState::Running => Readiness::Ready,
+            NexusState::Starting
+            | NexusState::WaitingForRecord
+            | NexusState::WaitingForHandoff
+            | NexusState::Migrating => Readiness::Soon,
+            NexusState::Quiescing { .. } => Readiness::Draining,
+            NexusState::Quiesced
+            | NexusState::Refused { .. }
+            | NexusState::Stopped
+            | NexusState::Failed { .. }
+            | NexusState::Fenced { .. }
+            | NexusState::Unknown => Readiness::Ended,
+        }
+    }
+}
+
 impl std::fmt::Display for NexusState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.step(), self.reason()) {
@@ -136,6 +176,10 @@ pub struct NexusStatus {
     /// Its lifecycle phase, with the quiesce step or the reason.
     #[serde(flatten)]
     pub state: NexusState,
+    /// Whether it takes new work (from `state`; a report written before
+    /// this field reads as `ended` and is judged by its phase).
+    #[serde(default)]
+    pub readiness: Readiness,
     /// When it entered that phase (or step).
     pub since: DateTime<Utc>,
     /// Units of the service's work in flight.
