@@ -103,8 +103,8 @@ pub enum AuthorError {
     /// A new Nexus zone more than one generation ahead of the blueprint.
     #[error(
         "generation {generation} is more than one above the blueprint's \
-         nexus_generation {blueprint_generation}; deploy generation \
-         {blueprint_generation} + 1 first"
+         nexus_generation {blueprint_generation}: a blueprint holds Nexus \
+         zones at most one generation ahead of its own"
     )]
     GenerationTooFarAhead {
         /// The generation asked for.
@@ -183,7 +183,66 @@ pub struct ChildDraft<'p> {
     doc: Json,
     nexus_generation: Generation,
     bumped_sleds: BTreeSet<SledUuid>,
-    changes: Vec<String>,
+    changes: Changes,
+}
+
+/// What a draft changed, for the child's default comment.
+#[derive(Clone, Debug, Default)]
+struct Changes {
+    bumped: Option<(Generation, Generation)>,
+    added: Vec<(OmicronZoneUuid, Generation)>,
+    expunged: Vec<OmicronZoneUuid>,
+    expunged_ready: Vec<OmicronZoneUuid>,
+    marked_ready: Vec<OmicronZoneUuid>,
+}
+
+impl Changes {
+    /// One phrase per kind of change, in a stable order.
+    fn phrases(&self) -> Vec<String> {
+        let ids = |zones: &[OmicronZoneUuid]| {
+            zones
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut phrases = Vec::new();
+        let mut generations: Vec<Generation> =
+            self.added.iter().map(|(_, g)| *g).collect();
+        generations.dedup();
+        for generation in generations {
+            let zones: Vec<_> = self
+                .added
+                .iter()
+                .filter(|(_, g)| *g == generation)
+                .map(|(z, _)| *z)
+                .collect();
+            phrases.push(format!(
+                "add {} Nexus zone(s) at generation {generation}: {}",
+                zones.len(),
+                ids(&zones)
+            ));
+        }
+        if let Some((from, to)) = self.bumped {
+            phrases.push(format!("bump nexus_generation from {from} to {to}"));
+        }
+        if !self.expunged.is_empty() {
+            phrases.push(format!("expunge {}", ids(&self.expunged)));
+        }
+        if !self.expunged_ready.is_empty() {
+            phrases.push(format!(
+                "expunge {}, ready for cleanup",
+                ids(&self.expunged_ready)
+            ));
+        }
+        if !self.marked_ready.is_empty() {
+            phrases.push(format!(
+                "mark {} ready for cleanup",
+                ids(&self.marked_ready)
+            ));
+        }
+        phrases
+    }
 }
 
 impl Blueprint {
@@ -199,15 +258,16 @@ impl Blueprint {
             doc,
             nexus_generation: self.nexus_generation(),
             bumped_sleds: BTreeSet::new(),
-            changes: Vec::new(),
+            changes: Changes::default(),
         })
     }
 }
 
 impl ChildDraft<'_> {
-    /// What the edits so far changed, one phrase each.
-    pub fn changes(&self) -> &[String] {
-        &self.changes
+    /// What the edits so far changed, one phrase per kind of change
+    /// (the child's default comment joins them).
+    pub fn changes(&self) -> Vec<String> {
+        self.changes.phrases()
     }
 
     /// Sets the top-level `nexus_generation` to the next one.
@@ -218,8 +278,8 @@ impl ChildDraft<'_> {
         })?;
         self.doc.set("nexus_generation", Json::from(to.get()));
         self.nexus_generation = to;
-        self.changes
-            .push(format!("nexus_generation bumped from {from} to {to}"));
+        let first = self.changes.bumped.map_or(from, |(first, _)| first);
+        self.changes.bumped = Some((first, to));
         Ok(to)
     }
 
@@ -306,10 +366,7 @@ impl ChildDraft<'_> {
             .and_then(Json::as_array_mut)
             .ok_or_else(|| missing("sled's zones"))?
             .push(zone);
-        self.changes.push(format!(
-            "Nexus zone {zone_id} (generation {generation}) added on sled \
-             {sled_id}"
-        ));
+        self.changes.added.push((zone_id, generation));
         Ok(zone_id)
     }
 
@@ -329,7 +386,7 @@ impl ChildDraft<'_> {
                 blueprint_id: self.parent.id(),
                 zone_id,
             })?;
-        let (sled_id, done) = match disposition {
+        let done = match disposition {
             (sled_id, ZoneDisposition::InService) => {
                 let as_of_generation = self.bump_sled_generation(sled_id)?;
                 let (_, zone) = self.zone_json_mut(zone_id)?;
@@ -337,10 +394,10 @@ impl ChildDraft<'_> {
                     "disposition",
                     expunged(as_of_generation, ready_for_cleanup),
                 );
-                (sled_id, Expunged::Expunged { as_of_generation })
+                Expunged::Expunged { as_of_generation }
             }
             (
-                sled_id,
+                _,
                 ZoneDisposition::Expunged {
                     as_of_generation,
                     ready_for_cleanup: false,
@@ -348,7 +405,7 @@ impl ChildDraft<'_> {
             ) if ready_for_cleanup => {
                 let (_, zone) = self.zone_json_mut(zone_id)?;
                 zone.set("disposition", expunged(as_of_generation, true));
-                (sled_id, Expunged::MarkedReadyForCleanup)
+                Expunged::MarkedReadyForCleanup
             }
             (
                 _,
@@ -362,31 +419,27 @@ impl ChildDraft<'_> {
                 ));
             }
         };
-        self.changes.push(match done {
-            Expunged::Expunged { as_of_generation } => format!(
-                "zone {zone_id} on sled {sled_id} expunged as of generation \
-                 {as_of_generation}{}",
-                if ready_for_cleanup {
-                    ", ready for cleanup"
-                } else {
-                    ""
-                }
-            ),
-            Expunged::MarkedReadyForCleanup => {
-                format!("zone {zone_id} marked ready for cleanup")
+        match done {
+            Expunged::Expunged { .. } if ready_for_cleanup => {
+                self.changes.expunged_ready.push(zone_id)
             }
-        });
+            Expunged::Expunged { .. } => self.changes.expunged.push(zone_id),
+            Expunged::MarkedReadyForCleanup => {
+                self.changes.marked_ready.push(zone_id)
+            }
+        }
         Ok(done)
     }
 
     /// Stamps the child, renders its document and reads it back: the
     /// child is returned only if it is valid and follows its parent.
     pub fn finish(self, stamp: ChildStamp) -> Result<Blueprint, AuthorError> {
-        if self.changes.is_empty() {
+        let phrases = self.changes.phrases();
+        if phrases.is_empty() {
             return Err(AuthorError::NothingChanged);
         }
         let parent = self.parent;
-        let comment = stamp.comment.unwrap_or_else(|| self.changes.join("; "));
+        let comment = stamp.comment.unwrap_or_else(|| phrases.join("; "));
         let mut doc = self.doc;
         doc.set("id", Json::string(stamp.id.to_string()));
         doc.set("parent_blueprint_id", Json::string(parent.id().to_string()));

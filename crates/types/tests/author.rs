@@ -65,13 +65,7 @@ fn assert_only_edits(
 /// afresh (parse, serialize, parse).
 fn assert_round_trips(child: &Blueprint) {
     assert_eq!(&parse_blueprint(child.document()).unwrap(), child);
-    let rendered = BlueprintBuilder::new(child.id(), child.nexus_generation())
-        .parent(child.parent_blueprint_id())
-        .sleds(child.sleds().clone())
-        .time_created(child.time_created())
-        .creator(child.creator())
-        .comment(child.comment())
-        .build();
+    let rendered = baton_test_utils::rendered_afresh(child);
     assert_eq!(&parse_blueprint(rendered.document()).unwrap(), child);
 }
 
@@ -88,7 +82,7 @@ fn a_bump_changes_only_the_generation_and_keeps_the_parents_text() {
     let mut draft = parent.draft_child().unwrap();
     assert_eq!(draft.bump_nexus_generation(), Ok(gen_(2)));
     let child = draft.finish(stamp()).unwrap();
-    assert_eq!(child.comment(), "nexus_generation bumped from 1 to 2");
+    assert_eq!(child.comment(), "bump nexus_generation from 1 to 2");
     assert_eq!(child.check_follows(&parent), Ok(()));
     assert_only_edits(&parent, &child, |v| v["nexus_generation"] = json!(2));
     assert_round_trips(&child);
