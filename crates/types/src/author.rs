@@ -29,6 +29,28 @@
 //! the edit and checks the result: the child must validate and follow its
 //! parent ([`Blueprint::check_follows`]). It does no I/O: ids and the
 //! time come from the caller.
+//!
+//! ```
+//! use baton_types::ChildStamp;
+//! use baton_types::story::HandoffStory;
+//! use baton_uuid_kinds::BlueprintUuid;
+//!
+//! let story = HandoffStory::new(1);
+//! let parent = &story.new_generation_deployed;
+//! let mut draft = parent.draft_child().unwrap();
+//! draft.bump_nexus_generation().unwrap();
+//! let child = draft
+//!     .finish(ChildStamp {
+//!         id: BlueprintUuid::from_u128(9),
+//!         time_created: chrono::Utc::now(),
+//!         creator: "doc".into(),
+//!         comment: None,
+//!     })
+//!     .unwrap();
+//! assert_eq!(child.nexus_generation().get(), 2);
+//! assert_eq!(child.parent_blueprint_id(), Some(parent.id()));
+//! assert_eq!(child.comment(), "bump nexus_generation from 1 to 2");
+//! ```
 
 use std::collections::BTreeSet;
 use std::net::Ipv6Addr;
