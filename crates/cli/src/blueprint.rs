@@ -1,4 +1,7 @@
-//! `baton blueprint`: read, check, store, show and target blueprints.
+//! `baton blueprint`: read, check, store, show and target blueprints,
+//! and write children of them ([`author`]).
+
+mod author;
 
 use baton_datastore::{DataStore, Error as DbError};
 use baton_types::{Blueprint, ZoneDisposition};
@@ -51,6 +54,17 @@ pub(crate) enum BlueprintCommand {
     /// The current target.
     #[command(subcommand)]
     Target(TargetCommand),
+    /// Write a child of the current target (or of --from) with new Nexus
+    /// zones at a generation; print it as Omicron JSON, or --import it.
+    AddNexus(author::AddNexusArgs),
+    /// Write a child with the top-level nexus_generation bumped by one,
+    /// if the planner allows it (the new zones in service, each with a
+    /// not_yet record); print it, or --import it.
+    Bump(author::BumpArgs),
+    /// Write a child with zones expunged (every Nexus zone of a
+    /// generation, or the zones named), if the planner allows it (the
+    /// handoff past them done); print it, or --import it.
+    Expunge(author::ExpungeArgs),
 }
 
 /// The current target.
@@ -121,6 +135,9 @@ pub(crate) fn run(
             let ds = ctx.datastore()?;
             ctx.block_on(target_show(&ds, json))
         }
+        BlueprintCommand::AddNexus(args) => author::add_nexus(ctx, args),
+        BlueprintCommand::Bump(args) => author::bump(ctx, args),
+        BlueprintCommand::Expunge(args) => author::expunge(ctx, args),
     }
 }
 

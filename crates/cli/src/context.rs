@@ -46,7 +46,7 @@ impl Context {
             return Ok(url.clone());
         }
         let local = PersistentDb::new(default_data_dir());
-        if local.is_running().unwrap_or(false) {
+        if local_is_running(&local) {
             return Ok(local.client_url());
         }
         Err(Failure::bad_input(format!(
@@ -66,6 +66,19 @@ impl Context {
         Ok(DataStore::new(&self.log, &url))
     }
 
+    /// A datastore when there is a database to use (one given, or the
+    /// local one running), else `None`: for a command that can do
+    /// without one and says what it then did not check.
+    pub(crate) fn datastore_if_any(
+        &self,
+    ) -> Result<Option<DataStore>, Failure> {
+        let local = PersistentDb::new(default_data_dir());
+        if self.database_url.is_none() && !local_is_running(&local) {
+            return Ok(None);
+        }
+        self.datastore().map(Some)
+    }
+
     /// Runs `work` to completion on the runtime.
     pub(crate) fn block_on<T>(
         &self,
@@ -73,6 +86,10 @@ impl Context {
     ) -> Result<T, Failure> {
         self.runtime.block_on(work)
     }
+}
+
+fn local_is_running(local: &PersistentDb) -> bool {
+    local.is_running().unwrap_or(false)
 }
 
 /// The log level in `BATON_LOG` (default: errors only, so that stdout

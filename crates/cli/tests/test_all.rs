@@ -1,5 +1,6 @@
 //! The `baton` binary, run for real, against the contract.
 
+mod authoring;
 mod bad_input;
 mod common;
 mod database_commands;

@@ -57,12 +57,29 @@ pub fn decide_generation_bump(
     records: &[NexusRecord],
     redundancy: usize,
 ) -> BumpDecision {
+    decide(blueprint, Some(records), redundancy)
+}
+
+/// The part of [`decide_generation_bump`] that needs no records: the new
+/// zones' count. For a tool that has no database; a `Bump` here only
+/// says the blueprint allows it, and the caller must say that the
+/// records were not checked.
+pub fn decide_generation_bump_without_records(
+    blueprint: &Blueprint,
+    redundancy: usize,
+) -> BumpDecision {
+    decide(blueprint, None, redundancy)
+}
+
+fn decide(
+    blueprint: &Blueprint,
+    records: Option<&[NexusRecord]>,
+    redundancy: usize,
+) -> BumpDecision {
     let from = blueprint.nexus_generation();
     let Ok(to) = from.next() else {
         return BumpDecision::Wait(vec![BumpWait::GenerationExhausted]);
     };
-    let states: BTreeMap<OmicronZoneUuid, NexusRecordState> =
-        records.iter().map(|r| (r.nexus_id, r.state)).collect();
     let new_zones: Vec<OmicronZoneUuid> = blueprint
         .in_service_nexus_zones()
         .filter(|z| z.nexus_generation == to)
@@ -77,14 +94,18 @@ pub fn decide_generation_bump(
             wanted,
         });
     }
-    let mut missing: Vec<OmicronZoneUuid> = new_zones
-        .into_iter()
-        .filter(|id| states.get(id) != Some(&NexusRecordState::NotYet))
-        .collect();
-    missing.sort_unstable();
-    missing.dedup();
-    if !missing.is_empty() {
-        waits.push(BumpWait::RecordsMissing { zones: missing });
+    if let Some(records) = records {
+        let states: BTreeMap<OmicronZoneUuid, NexusRecordState> =
+            records.iter().map(|r| (r.nexus_id, r.state)).collect();
+        let mut missing: Vec<OmicronZoneUuid> = new_zones
+            .into_iter()
+            .filter(|id| states.get(id) != Some(&NexusRecordState::NotYet))
+            .collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            waits.push(BumpWait::RecordsMissing { zones: missing });
+        }
     }
     if waits.is_empty() {
         BumpDecision::Bump { from, to }

@@ -5,8 +5,9 @@
 //! whether a Nexus may use the database, which records an executing Nexus
 //! should write, whether it must quiesce, when its peers have drained,
 //! which records the cleanup deletes, when an operator may mark a Nexus
-//! quiesced, whether the blueprint's generation may be bumped, and which
-//! old Nexus zones may be expunged. It never does I/O: the executor, the
+//! quiesced, whether the blueprint's generation may be bumped, which
+//! old Nexus zones may be expunged (and why not), and where new Nexus
+//! zones go. It never does I/O: the executor, the
 //! Nexus lifecycle and the CLI gather the facts and act on its answers.
 //!
 //! ```
@@ -29,15 +30,20 @@ mod access;
 mod bump;
 mod classify;
 mod expunge;
+mod place;
 mod quiesce;
 mod status;
 
 pub use access::{Access, AccessDecision, decide_access};
-pub use bump::{BumpDecision, BumpWait, decide_generation_bump};
+pub use bump::{
+    BumpDecision, BumpWait, decide_generation_bump,
+    decide_generation_bump_without_records,
+};
 pub use classify::{
     Classification, ClassifyError, Role, classify, decide_role, is_quiescing,
 };
-pub use expunge::expungeable_nexus_zones;
+pub use expunge::{ExpungeRefusal, expunge_refusals, expungeable_nexus_zones};
+pub use place::place_nexus_zones;
 pub use quiesce::{
     PeerDrain, QuiesceRefusal, peers_drained, quiesce_allowed,
     records_to_clean_up,

@@ -2,8 +2,9 @@
 //! blueprints that tell a handoff step by step.
 
 use baton_planner::{
-    BumpDecision, BumpWait, ClassifyError, decide_generation_bump,
-    expungeable_nexus_zones, is_quiescing,
+    BumpDecision, BumpWait, ClassifyError, ExpungeRefusal,
+    decide_generation_bump, decide_generation_bump_without_records,
+    expunge_refusals, expungeable_nexus_zones, is_quiescing, place_nexus_zones,
 };
 use baton_types::{
     Blueprint, BlueprintBuilder, Generation, NexusRecord, NexusRecordState,
@@ -172,4 +173,107 @@ fn nothing_is_expunged_with_no_active_record_or_an_unknown_one() {
     assert!(expungeable_nexus_zones(&bp, &[]).is_empty());
     let records = [record(999, NexusRecordState::Active)];
     assert!(expungeable_nexus_zones(&bp, &records).is_empty());
+}
+
+#[test]
+fn bump_without_records_checks_the_new_zones_only() {
+    let three = blueprint(1, 3);
+    assert_eq!(
+        decide_generation_bump_without_records(&three, 3),
+        BumpDecision::Bump {
+            from: Generation::FIRST,
+            to: Generation::new(2).unwrap()
+        }
+    );
+    let two = blueprint(1, 2);
+    assert_eq!(
+        decide_generation_bump_without_records(&two, 3),
+        BumpDecision::Wait(vec![BumpWait::NewZonesMissing {
+            generation: Generation::new(2).unwrap(),
+            found: 2,
+            wanted: 3,
+        }])
+    );
+}
+
+#[test]
+fn expunge_refusals_say_why_the_rule_refuses() {
+    let old = [id(1), id(2), id(3)];
+    let bumped = blueprint(2, 3);
+    let g = |n| Generation::new(n).unwrap();
+    // Before the handoff: generation 1 still active.
+    let before: Vec<_> = (1..=3)
+        .map(|n| record(n, NexusRecordState::Active))
+        .chain((11..=13).map(|n| record(n, NexusRecordState::NotYet)))
+        .collect();
+    let refusals = expunge_refusals(&bumped, Some(&before), &old);
+    assert_eq!(refusals.len(), 3);
+    assert_eq!(
+        refusals[0],
+        ExpungeRefusal::HandoffNotDone {
+            zone_id: id(1),
+            generation: g(1),
+            active: g(1)
+        }
+    );
+    assert!(expungeable_nexus_zones(&bumped, &before).is_empty());
+    // After it: nothing refused, as the rule says.
+    let after: Vec<_> = (1..=3)
+        .map(|n| record(n, NexusRecordState::Quiesced))
+        .chain((11..=13).map(|n| record(n, NexusRecordState::Active)))
+        .collect();
+    assert_eq!(expunge_refusals(&bumped, Some(&after), &old), vec![]);
+    assert_eq!(
+        expungeable_nexus_zones(&bumped, &after),
+        old.into_iter().collect()
+    );
+    // The new generation itself is never expungeable by the rule.
+    assert_eq!(expunge_refusals(&bumped, Some(&after), &[id(11)]).len(), 1);
+    // Nobody active, or an active record of an unknown zone.
+    assert_eq!(
+        expunge_refusals(&bumped, Some(&[]), &[id(1)]),
+        vec![ExpungeRefusal::NoActiveRecord { zone_id: id(1) }]
+    );
+    let stranger = [record(99, NexusRecordState::Active)];
+    assert_eq!(
+        expunge_refusals(&bumped, Some(&stranger), &[id(1)]),
+        vec![ExpungeRefusal::UnknownActiveRecord {
+            zone_id: id(1),
+            nexus_id: id(99)
+        }]
+    );
+    // Zones that are not in-service Nexus zones are not the planner's.
+    assert_eq!(expunge_refusals(&bumped, Some(&[]), &[id(51)]), vec![]);
+}
+
+#[test]
+fn expunge_without_records_needs_the_generation_bumped_past() {
+    let old = [id(1)];
+    assert_eq!(
+        expunge_refusals(&blueprint(1, 3), None, &old),
+        vec![ExpungeRefusal::NotBumpedPast {
+            zone_id: id(1),
+            generation: Generation::FIRST,
+            blueprint: Generation::FIRST,
+        }]
+    );
+    assert_eq!(expunge_refusals(&blueprint(2, 3), None, &old), vec![]);
+}
+
+#[test]
+fn new_zones_spread_over_the_sleds_with_the_fewest() {
+    let g2 = Generation::new(2).unwrap();
+    // Sled 1 already has a generation-2 zone: the others come first.
+    let bp = blueprint(1, 1);
+    assert_eq!(
+        place_nexus_zones(&bp, g2, 4),
+        vec![
+            SledUuid::from_u128(2),
+            SledUuid::from_u128(3),
+            SledUuid::from_u128(1),
+            SledUuid::from_u128(2),
+        ]
+    );
+    let empty = BlueprintBuilder::new(BlueprintUuid::from_u128(5), g2).build();
+    assert_eq!(place_nexus_zones(&empty, g2, 2), vec![]);
 }

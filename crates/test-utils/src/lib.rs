@@ -1,6 +1,7 @@
 //! Test scaffolding for Baton's own tests: proptest strategies for
 //! generations, zones, sleds and whole blueprints ([`strategies`]), and
-//! database helpers for tests and benchmarks ([`db`]).
+//! database helpers for tests and benchmarks ([`db`]), and
+//! [`rendered_afresh`] for round-trip checks.
 //!
 //! This crate is never a dependency of a shipped crate, only a
 //! dev-dependency of the crates whose tests use it (tidy checks this), so
@@ -23,6 +24,7 @@
 pub mod db;
 pub mod strategies;
 
+use baton_types::{Blueprint, BlueprintBuilder};
 use slog::{Drain, Logger, o};
 
 /// The logger every test passes in: nowhere, or stderr when
@@ -34,4 +36,17 @@ pub fn log() -> Logger {
         return Logger::root(drain, o!());
     }
     Logger::root(slog::Discard, o!())
+}
+
+/// The same blueprint with its document rendered from the model instead
+/// of kept from the text it was read from: a round-trip check parses
+/// this document and expects the blueprint back.
+pub fn rendered_afresh(bp: &Blueprint) -> Blueprint {
+    BlueprintBuilder::new(bp.id(), bp.nexus_generation())
+        .parent(bp.parent_blueprint_id())
+        .sleds(bp.sleds().clone())
+        .time_created(bp.time_created())
+        .creator(bp.creator())
+        .comment(bp.comment())
+        .build()
 }

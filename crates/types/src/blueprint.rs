@@ -78,8 +78,10 @@ pub enum ZoneDisposition {
     InService,
     /// The zone is permanently gone.
     Expunged {
-        /// The sled config generation in which the zone was expunged
-        /// (kept as written; Baton does not reason about it).
+        /// The sled's `sled_agent_generation` in which the zone became
+        /// expunged (Omicron's convention; `baton blueprint expunge`
+        /// sets it so). Kept as written: no decision of Baton's reads
+        /// it.
         as_of_generation: u64,
         /// True once the zone is known shut down for good, so its records
         /// may be deleted.

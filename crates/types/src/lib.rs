@@ -4,8 +4,10 @@
 //! A [`Blueprint`] is the desired configuration of the whole system: sleds,
 //! and on each sled its zones. This crate parses Omicron-format documents,
 //! keeps the original text unchanged, and checks the rules the handoff
-//! depends on ([`Blueprint::validate`]). It never does I/O: callers hand it
-//! text and get values back.
+//! depends on ([`Blueprint::validate`]). It also writes a child blueprint
+//! from its parent's document ([`Blueprint::draft_child`]): Nexus zones
+//! added, the generation bumped, zones expunged. It never does I/O:
+//! callers hand it text, ids and the time, and get values back.
 //!
 //! ```
 //! use baton_types::story::HandoffStory;
@@ -22,9 +24,11 @@
 //! ```
 
 mod access;
+mod author;
 mod blueprint;
 mod document;
 mod generation;
+mod ordered;
 mod parse;
 mod records;
 mod report;
@@ -33,6 +37,7 @@ mod succession;
 mod validate;
 
 pub use access::{AccessFacts, SchemaComparison, SchemaFact};
+pub use author::{AuthorError, ChildDraft, ChildStamp, Expunged, FreshIds};
 pub use blueprint::{
     Blueprint, BlueprintBuilder, NexusZone, NexusZoneRef, SledConfig,
     SledState, ZoneConfig, ZoneDisposition, ZoneType,

@@ -1,7 +1,9 @@
 //! Reading Omicron-format blueprint JSON.
 //!
-//! Only the fields the handoff uses are read; everything else in the
-//! document is accepted and ignored, and the text itself is kept.
+//! Only the fields the handoff uses are read (the `Wire*` types below;
+//! the list, with what each field means to Baton, is in the repository's
+//! README, "Writing blueprints"); everything else in the document is
+//! accepted and ignored, and the text itself is kept.
 
 use std::collections::BTreeMap;
 

@@ -1,5 +1,6 @@
 //! Tests of reading, validating and rendering blueprints.
 
+mod author;
 mod fixtures;
 mod roundtrip;
 mod succession;
