@@ -432,6 +432,8 @@ impl Life {
                 .await;
         }
         // 4. Close the pool and wait for every claim to come back.
+        // Step 4 before step 5: no claim of ours is out when the mark
+        // commits (`PROTOCOL.md`, "Step 4 before step 5").
         self.set(NexusState::Quiescing { step: 4 });
         self.ds.quiesce();
         if !self.skips(4) {

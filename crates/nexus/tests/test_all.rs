@@ -214,3 +214,19 @@ async fn a_zero_execution_period_still_runs_and_stops() {
     drop(nexus.claim("after start").await.unwrap());
     assert_eq!(nexus.stop().await, NexusState::Stopped);
 }
+
+/// The README's embedding example is `examples/embed.rs`, which the
+/// build compiles: the two must not drift apart.
+#[test]
+fn the_readme_shows_the_embedding_example_verbatim() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let readme = std::fs::read_to_string(format!("{root}/README.md"))
+        .expect("the README");
+    let example = include_str!("../examples/embed.rs");
+    let code =
+        &example[example.find("use baton_datastore::diesel;").unwrap()..];
+    assert!(
+        readme.contains(&format!("```rust\n{code}```")),
+        "README.md no longer shows crates/nexus/examples/embed.rs verbatim"
+    );
+}

@@ -106,12 +106,13 @@ pub(crate) const TARGET_GUARD: &str =
     "EXISTS (SELECT 1 FROM target WHERE blueprint_id = $1)";
 
 /// The write happens only if the executing Nexus is in control: its own
-/// record `active`, or no record at all yet (rack setup).
+/// record `active`, or no record at all yet (rack setup) (`PROTOCOL.md`,
+/// "In control").
 pub(crate) const CONTROL_GUARD: &str =
     "(SELECT me_records = 0 OR me_state = 'active' FROM me)";
 
 /// The handoff promotes only when no record is outside the allowed
-/// states.
+/// states (`PROTOCOL.md`, "The handoff").
 pub(crate) const HANDOFF_GUARD: &str = "(SELECT n FROM blocking) = 0";
 
 /// The conditions joined with `AND`, or `TRUE` when there are none (a
