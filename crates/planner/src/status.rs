@@ -362,6 +362,33 @@ impl Look<'_> {
                 });
             }
         }
+        // Every record of the next generation written, and the target
+        // not bumped yet: the operator's move.
+        let next_zones: Vec<OmicronZoneUuid> = self
+            .blueprint
+            .in_service_nexus_zones()
+            .filter(|z| Some(z.nexus_generation) == next)
+            .map(|z| z.zone_id)
+            .collect();
+        if let (Some(current), Some(next)) = (in_control, next)
+            && self.blueprint.nexus_generation() == current
+            && !next_zones.is_empty()
+            && next_zones
+                .iter()
+                .all(|id| records.get(id) == Some(&NexusRecordState::NotYet))
+        {
+            waits.push(Wait {
+                waiting: Waiting::Bump,
+                nexus_id: None,
+                reason: format!(
+                    "generation {next}'s {} not_yet record(s) are written: \
+                     bump the target's nexus_generation from {current} to \
+                     {next} to start the handoff (`baton blueprint bump \
+                     --import --set-target`)",
+                    next_zones.len()
+                ),
+            });
+        }
         for id in records_to_clean_up(self.blueprint) {
             if records.contains_key(&id) {
                 waits.push(Wait {

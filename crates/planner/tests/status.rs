@@ -281,6 +281,30 @@ fn after_the_handoff_the_migration_the_bump_and_the_cleanup() {
     assert_eq!(waits(Some((&story.steady, true)), &old, &[]), []);
 }
 
+/// Before the bump, with every record of the new generation written, the
+/// handoff is not done: it waits on the operator's bump (this once said
+/// "waiting on nothing: the handoff is done").
+#[test]
+fn with_the_new_records_written_it_waits_on_the_bump() {
+    let story = HandoffStory::new(5);
+    let mut records: Vec<_> = story
+        .old_nexus
+        .iter()
+        .map(|id| record(*id, Active))
+        .collect();
+    records.extend(story.new_nexus.iter().map(|id| record(*id, NotYet)));
+    let w = waits(Some((&story.new_generation_deployed, true)), &records, &[]);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert_eq!(w[0].waiting, Waiting::Bump);
+    assert_eq!(w[0].nexus_id, None);
+    assert_eq!(
+        w[0].reason,
+        "generation 2's 3 not_yet record(s) are written: bump the target's \
+         nexus_generation from 1 to 2 to start the handoff (`baton \
+         blueprint bump --import --set-target`)"
+    );
+}
+
 #[test]
 fn the_generation_in_control_is_the_active_records() {
     let story = HandoffStory::new(6);
