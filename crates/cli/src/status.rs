@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use baton_datastore::{DataStore, Error as DbError};
-use baton_planner::{StatusFacts, Wait, generation_in_control, human_age};
+use baton_planner::{
+    Shown, StatusFacts, Wait, generation_in_control, human_age,
+};
 use baton_types::{Blueprint, Held, NexusRecord, StoredReport};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use chrono::{DateTime, Utc};
@@ -25,7 +27,10 @@ JSON fields (stable):
     nexus_id, generation (in the target, or null), record (active, not_yet,
     quiesced, or null), phase (as last reported: starting,
     waiting_for_record, waiting_for_handoff, migrating, running, quiescing,
-    quiesced, refused, stopped, failed; null if it never reported), step
+    quiesced, refused, stopped, failed, fenced; unless the records know
+    better: quiesced when its record is, gone when its zone is expunged
+    and its record deleted, taking_over when its record became active
+    after a report that still waited; null if it never reported), step
     (the quiesce step), since (when it entered the phase, RFC 3339),
     reported_ago_ms, last_drained_blueprint_id, work_in_flight,
     oldest_work {op, age_ms}, claims_held, oldest_claim {op, age_ms}
@@ -186,14 +191,24 @@ fn nexus_rows(
         .map(|id| {
             let record = records.iter().find(|r| r.nexus_id == id);
             let report = reports.iter().find(|r| r.report.nexus_id == id);
-            let r = report.map(|s| &s.report);
+            let zone = blueprint
+                .and_then(|bp| bp.nexus_zones().find(|z| z.zone_id == id));
+            let expunged = zone.is_some_and(|z| !z.disposition.is_in_service());
+            let shown = baton_planner::shown(
+                record.map(|r| r.state),
+                expunged,
+                report.map(|s| &s.report),
+            );
+            // Only a report nothing contradicts says what it holds.
+            let r = match shown {
+                Shown::Reported(r) => Some(r),
+                _ => None,
+            };
             NexusJson {
                 nexus_id: id,
-                generation: blueprint
-                    .and_then(|bp| bp.nexus_zones().find(|z| z.zone_id == id))
-                    .map(|z| z.nexus_generation.get()),
+                generation: zone.map(|z| z.nexus_generation.get()),
                 record: record.map(|r| r.state.as_str()),
-                phase: r.map(|r| r.state.label().to_owned()),
+                phase: shown.label().map(str::to_owned),
                 step: r.and_then(|r| r.state.step()),
                 since: r.map(|r| r.since),
                 reported_ago_ms: report.map(|s| {

@@ -64,6 +64,108 @@ fn report(id: &str, step: u8, claim: Option<Held>, work: u64) -> NexusStatus {
     }
 }
 
+/// The generation-2 Nexus of the fixtures.
+const NEW: [&str; 3] = [
+    "6bad6be2-8e7a-46e9-9f19-950499dd251d",
+    "7dabe929-c4a3-44bf-86cd-75e9bb049a79",
+    "d7a7a3cc-8c3d-4f16-9293-de8fc88b2875",
+];
+
+/// A report of `id` in `state`, with `work` units in flight.
+fn reported(id: &str, state: NexusState, work: u64) -> NexusStatus {
+    NexusStatus {
+        readiness: state.readiness(),
+        state,
+        work_in_flight: work,
+        oldest_work: (work > 0).then(|| Held {
+            op: "a request".to_owned(),
+            age_ms: 10,
+        }),
+        ..report(id, 1, None, 0)
+    }
+}
+
+/// Writes these reports, as the instances would.
+fn write_reports(env: &Env, reports: &[NexusStatus]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let log = slog::Logger::root(slog::Discard, slog::o!());
+        let ds = DataStore::new(&log, &env.db.url());
+        let mut reporter = ds.reporter().await.unwrap();
+        for report in reports {
+            reporter.report(report).await.unwrap();
+        }
+    });
+}
+
+/// Through a whole handoff with reports that the records have since
+/// overtaken, `baton status` says what is true: once said "waiting on
+/// nothing: the handoff is done" before the bump, "running" with work 1
+/// for quiesced instances, "waiting_for_handoff" for instances in
+/// control, and "running" for instances whose records were cleaned up.
+#[test]
+fn status_follows_the_records_where_they_know_better() {
+    let env = Env::new();
+    let path = |name: &str| fixture(name).to_str().unwrap().to_owned();
+    let import = |name: &str| {
+        env.ok(&["blueprint", "import", &path(name), "--set-target"]);
+    };
+    import("01-steady.json");
+    let mut init = vec!["records", "init"];
+    init.extend(OLD.iter().flat_map(|id| ["--nexus-id", id]));
+    env.ok(&init);
+    let running: Vec<_> = OLD
+        .iter()
+        .map(|id| reported(id, NexusState::Running, 1))
+        .collect();
+    write_reports(&env, &running);
+
+    // Generation 2 deployed and its records written: the bump is next.
+    import("02-new-generation-deployed.json");
+    env.ok(&["execute", "--nexus-id", OLD[0]]);
+    let text = env.ok(&["status"]);
+    assert_contents("tests/output/status-before-bump.txt", &masked(&text));
+    let json = env.json(&["status", "--json"]);
+    assert_eq!(json["done"], false);
+    assert_eq!(json["waiting_on"][0]["waiting"], "bump");
+
+    // The bump, the old generation forced out, the handoff: the new
+    // instances' last reports still say they wait for it.
+    let waiting: Vec<_> = NEW
+        .iter()
+        .map(|id| reported(id, NexusState::WaitingForHandoff, 0))
+        .collect();
+    write_reports(&env, &waiting);
+    import("03-handoff-started.json");
+    let mut quiesce = vec!["records", "quiesce", "--i-know-it-is-dead"];
+    quiesce.extend(OLD.iter().flat_map(|id| ["--nexus-id", id]));
+    env.ok(&quiesce);
+    env.ok(&["handoff", "--nexus-id", NEW[0]]);
+    let text = env.ok(&["status"]);
+    assert_contents("tests/output/status-after-handoff.txt", &masked(&text));
+    let json = env.json(&["status", "--json"]);
+    for n in json["nexus"].as_array().unwrap() {
+        let old = OLD.contains(&n["nexus_id"].as_str().unwrap());
+        let want = if old { "quiesced" } else { "taking_over" };
+        assert_eq!(n["phase"], want, "{n}");
+        assert_eq!(n["work_in_flight"], serde_json::Value::Null, "{n}");
+    }
+
+    // The old zones expunged and their records cleaned up.
+    import("04-old-expunged.json");
+    env.ok(&["execute", "--nexus-id", NEW[0]]);
+    let text = env.ok(&["status"]);
+    assert_contents("tests/output/status-after-cleanup.txt", &masked(&text));
+    let json = env.json(&["status", "--json"]);
+    let gone = json["nexus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["phase"] == "gone")
+        .count();
+    assert_eq!(gone, 3, "{json}");
+}
+
 /// Three old Nexus mid-drain after the bump: one holds a claim in step 4,
 /// one waits for its work in step 2, one never reported.
 #[test]

@@ -49,6 +49,6 @@ pub use quiesce::{
     records_to_clean_up,
 };
 pub use status::{
-    STALE_AFTER_INTERVALS, StatusFacts, Wait, Waiting, generation_in_control,
-    human_age, waiting_on,
+    STALE_AFTER_INTERVALS, Shown, StatusFacts, Wait, Waiting,
+    generation_in_control, human_age, shown, waiting_on,
 };

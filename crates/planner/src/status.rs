@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use baton_types::{
     Blueprint, Generation, NexusRecord, NexusRecordState, NexusState,
-    StoredReport,
+    NexusStatus, StoredReport,
 };
 use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
@@ -90,6 +90,65 @@ pub fn generation_in_control(
         .filter(|r| r.state == NexusRecordState::Active)
         .filter_map(|r| generations.get(&r.nexus_id).copied())
         .min()
+}
+
+/// What `baton status` shows of one Nexus's life: its last report,
+/// unless the records know better. A report is a snapshot the instance
+/// took of itself; a record changed since (by its own mark, an
+/// operator's force, the handoff or the cleanup) is the later truth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shown<'a> {
+    /// Its last report, which the records do not contradict.
+    Reported(&'a NexusStatus),
+    /// Its record says `quiesced`, though its last report does not: it
+    /// holds nothing and can commit nothing (the database fences it).
+    Quiesced,
+    /// Its zone is expunged and its record deleted (cleaned up): it no
+    /// longer runs, whatever it last reported.
+    Gone,
+    /// Its record became `active` after its last report (which still
+    /// waits for the record or the handoff): it is taking over.
+    TakingOver,
+    /// It never reported, and its record says nothing more.
+    Silent,
+}
+
+impl Shown<'_> {
+    /// The phase shown, as in `baton status`'s JSON.
+    pub fn label(&self) -> Option<&'static str> {
+        match self {
+            Shown::Reported(r) => Some(r.state.label()),
+            Shown::Quiesced => Some("quiesced"),
+            Shown::Gone => Some("gone"),
+            Shown::TakingOver => Some("taking_over"),
+            Shown::Silent => None,
+        }
+    }
+}
+
+/// [`Shown`] for a Nexus with this record (`None`: it has none), whose
+/// zone the target has expunged or not, and this last report.
+pub fn shown<'a>(
+    record: Option<NexusRecordState>,
+    expunged: bool,
+    report: Option<&'a NexusStatus>,
+) -> Shown<'a> {
+    use NexusRecordState::{Active, Quiesced};
+    let reported_final = report.is_some_and(|r| r.state.is_final());
+    match (record, report) {
+        (Some(Quiesced), _) if !reported_final => Shown::Quiesced,
+        (None, _) if expunged => Shown::Gone,
+        (Some(Active), Some(r))
+            if matches!(
+                r.state,
+                NexusState::WaitingForRecord | NexusState::WaitingForHandoff
+            ) =>
+        {
+            Shown::TakingOver
+        }
+        (_, Some(r)) => Shown::Reported(r),
+        (_, None) => Shown::Silent,
+    }
 }
 
 /// Everything the protocol waits on now, in a stable order.
