@@ -118,18 +118,63 @@ fn run(chore: Option<Chore>) -> Result<()> {
 }
 
 fn ci() -> Result<()> {
-    step("fmt --check", || cargo(&["fmt", "--all", "--check"]))?;
-    step("clippy", clippy)?;
-    step("tidy", tidy)?;
-    step("package", || package(false, &[]))?;
-    step("rustdoc", rustdoc)?;
-    step("tests", test)?;
-    step("benchmark smoke run", bench::smoke)
+    nextest_is_there()?;
+    let started = std::time::Instant::now();
+    let mut times = Vec::new();
+    let steps: [(&str, Step); 7] = [
+        ("fmt --check", || cargo(&["fmt", "--all", "--check"])),
+        ("clippy", clippy),
+        ("tidy", tidy),
+        ("package", || package(false, &[])),
+        ("rustdoc", rustdoc),
+        ("tests", test),
+        ("benchmark smoke run", bench::smoke),
+    ];
+    for (name, f) in steps {
+        let at = std::time::Instant::now();
+        let done = step(name, f);
+        times.push(format!("{name} {:.0} s", at.elapsed().as_secs_f64()));
+        if let Err(e) = done {
+            eprintln!(
+                "xtask ci: FAILED at {name} after {:.0} s ({})",
+                started.elapsed().as_secs_f64(),
+                times.join(", ")
+            );
+            return Err(e);
+        }
+    }
+    eprintln!(
+        "xtask ci: every check passed in {:.0} s ({})",
+        started.elapsed().as_secs_f64(),
+        times.join(", ")
+    );
+    Ok(())
 }
+
+/// One step of `cargo xtask ci`.
+type Step = fn() -> Result<()>;
 
 fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     eprintln!("xtask ci: {name}");
     f().with_context(|| format!("step {name:?} failed"))
+}
+
+/// The tests run under cargo-nextest: say so at once, not after the
+/// build, if it is missing.
+fn nextest_is_there() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let there = Command::new(cargo)
+        .args(["nextest", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !there {
+        bail!(
+            "cargo-nextest is not installed, and the tests run under it: \
+             install it with `cargo install cargo-nextest --locked`, then \
+             run `cargo xtask ci` again"
+        );
+    }
+    Ok(())
 }
 
 /// The packages with a test-only `mutants` feature: deliberate bugs the

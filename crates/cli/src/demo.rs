@@ -23,6 +23,7 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
     let url = match ctx.database_url.clone() {
         Some(url) => {
             baton_datastore::check_url(&url)?;
+            refuse_unless_empty(ctx, &url)?;
             url
         }
         None => {
@@ -124,4 +125,32 @@ fn window(timeline: &HandoffTimeline) -> String {
         ));
     }
     out
+}
+
+/// `--database-url` must name an empty database (Baton's tables may be
+/// there, migrated, but hold no record and no blueprint): the rehearsal
+/// sets up a rack from scratch and leaves its state behind, so a second
+/// run (or a database in use) would fail halfway.
+fn refuse_unless_empty(ctx: &Context, url: &str) -> Result<(), Failure> {
+    let held = ctx.block_on(async {
+        let ds = baton_datastore::DataStore::new(&ctx.log, url);
+        if ds.schema_version().await? == 0 {
+            return Ok((0, 0));
+        }
+        let records = ds.records_list().await?.len();
+        let blueprints = ds.blueprint_list().await?.len();
+        Ok((records, blueprints))
+    })?;
+    if held != (0, 0) {
+        return Err(Failure::bad_input(format!(
+            "the database at {} already holds {} record(s) and {} \
+             blueprint(s): baton demo needs an empty database, so drop \
+             and create it again, or run baton demo without \
+             --database-url (on a throwaway server of its own).",
+            baton_datastore::redact_url(url),
+            held.0,
+            held.1
+        )));
+    }
+    Ok(())
 }

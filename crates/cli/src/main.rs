@@ -65,7 +65,10 @@ enum Command {
     Handoff(handoff::HandoffArgs),
     Access(access::AccessArgs),
     Status(status::StatusArgs),
-    /// Rehearse a complete handoff on a throwaway PostgreSQL.
+    /// Rehearse a complete handoff on a throwaway PostgreSQL that it
+    /// starts and removes itself (not the local database); with
+    /// --database-url, on that database instead, which must be empty
+    /// (the rehearsal leaves its state there).
     Demo,
 }
 

@@ -523,3 +523,16 @@ fn concurrent_migrations_from_several_processes_all_succeed() {
         }
     }
 }
+
+/// `baton demo --database-url` needs an empty database: on one that
+/// already holds records or blueprints (a second run, or one in use) it
+/// refuses at once, naming why, and changes nothing.
+#[test]
+fn demo_refuses_a_database_that_is_not_empty() {
+    let env = Env::new();
+    env.ok(&["records", "init", "--nexus-id", OLD[0]]);
+    let err = env.fails(&["demo"], 2);
+    assert!(err.contains("already holds 1 record(s)"), "{err}");
+    assert!(err.contains("needs an empty database"), "{err}");
+    assert_eq!(env.records(), expect(&[(OLD[0], "active")]));
+}
