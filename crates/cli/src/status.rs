@@ -34,10 +34,35 @@ JSON fields (stable):
     reason}]; empty when nothing waits
   done                   true when nothing waits
 
-With --watch, the view is redrawn every --interval seconds, and at once
-when the handoff's state changes (a target set, a drained or quiesced
-mark, the handoff), until nothing waits; with --watch --json, one JSON
-object per line per redraw.";
+With --watch, the view is redrawn every --interval seconds (from 0.05 to
+86400), and at once when the handoff's state changes (a target set, a
+record added, drained, quiesced, handed off or removed), until nothing
+waits; with --watch --json, one JSON object per line per redraw. An
+announcement only makes it look: one that changed none of these (any
+role can send them) redraws nothing, and it looks at most 10 times a
+second however many arrive.";
+
+/// The bounds of `--interval`, in seconds.
+const INTERVAL_SECONDS: std::ops::RangeInclusive<f64> = 0.05..=86_400.0;
+
+/// The shortest time between two looks an announcement causes.
+const RECHECK_GAP: Duration = Duration::from_millis(100);
+
+/// `--interval`: seconds within [`INTERVAL_SECONDS`].
+fn interval(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !INTERVAL_SECONDS.contains(&seconds) {
+        return Err(format!(
+            "{text} is outside {} to {} seconds (one day)",
+            INTERVAL_SECONDS.start(),
+            INTERVAL_SECONDS.end()
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
 
 /// The whole handoff at once: the target, the generation in control,
 /// every Nexus (record, last reported phase, work and claims), and what
@@ -51,9 +76,9 @@ pub(crate) struct StatusArgs {
     /// Redraw until nothing waits.
     #[arg(long)]
     watch: bool,
-    /// Seconds between redraws with --watch.
-    #[arg(long, default_value_t = 2.0)]
-    interval: f64,
+    /// Seconds between redraws with --watch, from 0.05 to 86400.
+    #[arg(long, default_value = "2", value_parser = interval)]
+    interval: Duration,
 }
 
 #[derive(Serialize)]
@@ -89,12 +114,6 @@ struct StatusJson {
 }
 
 pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
-    if !(args.interval.is_finite() && args.interval > 0.0) {
-        return Err(Failure::bad_input(format!(
-            "--interval {} is not a positive number of seconds.",
-            args.interval
-        )));
-    }
     let ds = ctx.datastore()?;
     ctx.block_on(async {
         // A redraw also comes as soon as the handoff's state changes
@@ -103,39 +122,77 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
             true => ds.listen().await.ok(),
             false => None,
         };
+        let mut status = gather(&ds).await?;
         loop {
-            let status = gather(&ds).await?;
-            if args.json {
-                if args.watch {
-                    output::json_line(&status);
-                } else {
-                    output::json(&status);
-                }
-            } else {
-                if args.watch {
-                    output::line(&format!(
-                        "-- {} --",
-                        Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
-                    ));
-                }
-                output::line(&render(&status));
-            }
+            draw(&status, &args);
             if !args.watch || status.done {
                 return Ok(());
             }
-            let interval = Duration::from_secs_f64(args.interval);
-            if let Some(heard) = &mut listener {
+            let next = tokio::time::Instant::now() + args.interval;
+            status = loop {
+                let Some(heard) = &mut listener else {
+                    tokio::time::sleep_until(next).await;
+                    break gather(&ds).await?;
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    event = heard.next() => if event.is_none() {
+                    () = tokio::time::sleep_until(next) => {
+                        break gather(&ds).await?;
+                    }
+                    batch = heard.next_batch() => if batch.is_none() {
                         listener = None;
+                        continue;
                     },
                 }
-            } else {
-                tokio::time::sleep(interval).await;
-            }
+                // Only a hint: look (at most every RECHECK_GAP), and
+                // redraw only if what it announces changed.
+                let gap = tokio::time::Instant::now() + RECHECK_GAP;
+                tokio::time::sleep_until(gap.min(next)).await;
+                if let Some(heard) = &mut listener {
+                    heard.skip_received();
+                }
+                let looked = gather(&ds).await?;
+                if announced(&looked) != announced(&status) {
+                    break looked;
+                }
+            };
         }
     })
+}
+
+fn draw(status: &StatusJson, args: &StatusArgs) {
+    if args.json {
+        if args.watch {
+            output::json_line(status);
+        } else {
+            output::json(status);
+        }
+    } else {
+        if args.watch {
+            output::line(&format!(
+                "-- {} --",
+                Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        output::line(&render(status));
+    }
+}
+
+/// What an announcement can change in the status: the target and the
+/// records.
+type Announced = (
+    Option<(BlueprintUuid, bool)>,
+    Vec<(OmicronZoneUuid, Option<&'static str>, Option<BlueprintUuid>)>,
+);
+
+fn announced(status: &StatusJson) -> Announced {
+    (
+        status.target.as_ref().map(|t| (t.blueprint_id, t.enabled)),
+        status
+            .nexus
+            .iter()
+            .map(|n| (n.nexus_id, n.record, n.last_drained_blueprint_id))
+            .collect(),
+    )
 }
 
 async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {

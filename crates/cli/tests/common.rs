@@ -73,6 +73,38 @@ impl Env {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// Runs `sql` through `psql`, which must succeed.
+    pub(crate) fn sql(&self, sql: &str) {
+        let status = Command::new(psql())
+            .arg(self.db.url())
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{sql}");
+    }
+
+    /// `baton ARGS` running, its stdout read line by line.
+    pub(crate) fn spawn(
+        &self,
+        args: &[&str],
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .env("BATON_DATABASE_URL", self.db.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines =
+            std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    }
+
     pub(crate) fn json(&self, args: &[&str]) -> Value {
         serde_json::from_str(&self.ok(args)).unwrap()
     }
