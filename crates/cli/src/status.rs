@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use baton_datastore::{DataStore, Error as DbError};
+use baton_datastore::{DataStore, Error as DbError, Reports, UnreadableReport};
 use baton_planner::{StatusFacts, Wait, generation_in_control, human_age};
 use baton_types::{Blueprint, Held, NexusRecord, StoredReport};
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
@@ -27,7 +27,9 @@ JSON fields (stable):
     waiting_for_record, waiting_for_handoff, migrating, running, quiescing,
     quiesced, refused, stopped, failed; null if it never reported), step
     (the quiesce step), since (when it entered the phase, RFC 3339),
-    reported_ago_ms, last_drained_blueprint_id, work_in_flight,
+    reported_ago_ms, report_unreadable (why its report cannot be read;
+    only present then, and the report's fields are null),
+    last_drained_blueprint_id, work_in_flight,
     oldest_work {op, age_ms}, claims_held, oldest_claim {op, age_ms}
   waiting_on             what the handoff, the bump or the cleanup waits on:
     [{waiting (execution, handoff, bump, cleanup), nexus_id (or null),
@@ -91,6 +93,10 @@ struct TargetJson {
 #[derive(Serialize)]
 struct NexusJson {
     nexus_id: OmicronZoneUuid,
+    /// Why its stored report cannot be read (then the report's fields
+    /// are null); absent when it can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_unreadable: Option<String>,
     generation: Option<u64>,
     record: Option<&'static str>,
     phase: Option<String>,
@@ -202,7 +208,10 @@ async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
         Err(e) => return Err(e.into()),
     };
     let records = ds.records_list().await?;
-    let reports = ds.reports_list().await?;
+    let Reports {
+        readable: reports,
+        unreadable,
+    } = ds.reports_list().await?;
     let now = ds.database_now().await?;
     let facts = StatusFacts {
         target: target.as_ref().map(|(bp, enabled)| (bp, *enabled)),
@@ -222,7 +231,7 @@ async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
         generation_in_control: blueprint
             .and_then(|bp| generation_in_control(bp, &records))
             .map(|g| g.get()),
-        nexus: nexus_rows(blueprint, &records, &reports, now),
+        nexus: nexus_rows(blueprint, &records, &reports, &unreadable, now),
         done: waiting_on.is_empty(),
         waiting_on,
     })
@@ -232,6 +241,7 @@ fn nexus_rows(
     blueprint: Option<&Blueprint>,
     records: &[NexusRecord],
     reports: &[StoredReport],
+    unreadable: &[UnreadableReport],
     now: DateTime<Utc>,
 ) -> Vec<NexusJson> {
     let mut ids: BTreeSet<OmicronZoneUuid> =
@@ -244,7 +254,9 @@ fn nexus_rows(
             let record = records.iter().find(|r| r.nexus_id == id);
             let report = reports.iter().find(|r| r.report.nexus_id == id);
             let r = report.map(|s| &s.report);
+            let bad = unreadable.iter().find(|u| u.nexus_id == id);
             NexusJson {
+                report_unreadable: bad.map(|u| u.reason.clone()),
                 nexus_id: id,
                 generation: blueprint
                     .and_then(|bp| bp.nexus_zones().find(|z| z.zone_id == id))
@@ -253,10 +265,13 @@ fn nexus_rows(
                 phase: r.map(|r| r.phase.clone()),
                 step: r.and_then(|r| r.step),
                 since: r.map(|r| r.since),
-                reported_ago_ms: report.map(|s| {
-                    u64::try_from((now - s.reported_at).num_milliseconds())
-                        .unwrap_or(0)
-                }),
+                reported_ago_ms: report
+                    .map(|s| s.reported_at)
+                    .or(bad.map(|u| u.reported_at))
+                    .map(|at| {
+                        u64::try_from((now - at).num_milliseconds())
+                            .unwrap_or(0)
+                    }),
                 last_drained_blueprint_id: record
                     .and_then(|r| r.last_drained_blueprint_id)
                     .or(r.and_then(|r| r.last_drained_blueprint_id)),
@@ -317,6 +332,9 @@ fn render(status: &StatusJson) -> String {
                 format!("{phase} since {}", since.format("%H:%M:%S"))
             }
             (Some(phase), _, None) => phase.clone(),
+            (None, ..) if n.report_unreadable.is_some() => {
+                "report unreadable".to_owned()
+            }
             (None, ..) => "never reported".to_owned(),
         },
         reported: n

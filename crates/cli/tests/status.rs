@@ -199,3 +199,49 @@ fn status_watch_redraws_nothing_for_forged_announcements() {
     assert_eq!(redraws.len(), 1, "{:?}", &redraws[..redraws.len().min(3)]);
     assert!(redraws[0].contains(r#""done":true"#), "{}", redraws[0]);
 }
+
+/// A report row that is not a report (not JSON) is shown as unreadable
+/// for its Nexus, and blocks neither the others nor the operator: the
+/// status reads, and `records quiesce --force` marks the others, and
+/// that one too once its row is older than a report interval (its
+/// arrival still counts as a sign of life).
+#[test]
+fn an_unreadable_report_blocks_no_one() {
+    let env = Env::new();
+    let steady = fixture("01-steady.json");
+    env.ok(&[
+        "blueprint",
+        "import",
+        steady.to_str().unwrap(),
+        "--set-target",
+    ]);
+    let mut init = vec!["records", "init"];
+    for id in OLD {
+        init.extend(["--nexus-id", id]);
+    }
+    env.ok(&init);
+    env.sql(&format!(
+        "INSERT INTO baton_nexus_report (nexus_id, report, reported_at) \
+         VALUES ('{}', 'not json', now())",
+        OLD[0]
+    ));
+    let status = env.json(&["status", "--json"]);
+    let nexus = status["nexus"].as_array().unwrap();
+    assert!(
+        nexus[0]["report_unreadable"]
+            .as_str()
+            .is_some_and(|why| why.contains("not a status report")),
+        "{status}"
+    );
+    assert!(nexus[1].get("report_unreadable").is_none(), "{status}");
+    assert!(env.ok(&["status"]).contains("report unreadable"));
+    env.ok(&["records", "quiesce", "--nexus-id", OLD[1], "--force"]);
+    let quiesce = ["records", "quiesce", "--nexus-id", OLD[0], "--force"];
+    let err = env.fails(&quiesce, 1);
+    assert!(err.contains("an unreadable report"), "{err}");
+    env.sql(
+        "UPDATE baton_nexus_report SET reported_at = now() - \
+             interval '1 hour'",
+    );
+    env.ok(&quiesce);
+}
