@@ -388,3 +388,41 @@ fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
     );
     assert!(cases >= 60, "only {cases} cases");
 }
+
+/// No value of a numeric flag makes `baton` panic: `status --interval`
+/// takes 0.05 to 86400 seconds and refuses anything else with exit 2,
+/// naming the flag (it panicked on 1e20, and 1e-9 redrew ~5,000 times a
+/// second).
+#[test]
+fn every_numeric_flag_beyond_its_bounds_is_refused_without_a_panic() {
+    let env = Env::new();
+    let extremes = [
+        "1e20",
+        "18446744073709551616",
+        "1e-9",
+        "0",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "",
+        "two",
+        "0.04",
+        "86400.5",
+    ];
+    for value in extremes {
+        for watch in [false, true] {
+            let interval = format!("--interval={value}");
+            let mut args = vec!["status", interval.as_str()];
+            if watch {
+                args.push("--watch");
+            }
+            let err = env.fails(&args, 2);
+            assert!(err.contains("--interval"), "{args:?}: {err}");
+        }
+    }
+    // The bounds themselves are taken.
+    for value in ["0.05", "86400"] {
+        env.ok(&["status", "--interval", value]);
+    }
+}
