@@ -146,6 +146,11 @@ fn broken_documents() -> Vec<(&'static str, String, &'static str)> {
             edit(&|d| d["nexus_generation"] = 2.into()),
             "no in-service Nexus zone",
         ),
+        (
+            "its own parent",
+            edit(&|d| d["parent_blueprint_id"] = d["id"].clone()),
+            "names itself as its parent",
+        ),
     ]
 }
 
@@ -425,4 +430,31 @@ fn every_numeric_flag_beyond_its_bounds_is_refused_without_a_panic() {
     for value in ["0.05", "86400"] {
         env.ok(&["status", "--interval", value]);
     }
+}
+
+/// First-run and access errors say the true cause: a database never
+/// migrated says to run `baton db migrate`; a role without USAGE on the
+/// schema is told so, not that the record table is empty.
+#[test]
+fn first_run_and_access_errors_name_the_true_cause() {
+    let fresh = crate::common::Env::unmigrated();
+    let err = fresh.fails(&["records", "list"], 1);
+    assert!(err.contains("baton db migrate"), "{err}");
+
+    let env = Env::new();
+    env.ok(&["records", "init", "--nexus-id", OLD]);
+    env.sql(
+        "CREATE ROLE outsider LOGIN; REVOKE ALL ON SCHEMA public FROM PUBLIC",
+    );
+    let url = env.db.url().replacen("://baton@", "://outsider@", 1);
+    assert_ne!(url, env.db.url());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["access", "--nexus-id", OLD, "--database-url", &url])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("empty"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("USAGE"), "{said}");
 }

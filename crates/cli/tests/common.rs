@@ -39,14 +39,19 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn new() -> Env {
+        let env = Env::unmigrated();
+        env.ok(&["db", "migrate"]);
+        env
+    }
+
+    /// A server whose database was never migrated.
+    pub(crate) fn unmigrated() -> Env {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let db = DevDb::builder()
             .template_cache(env!("CARGO_TARGET_TMPDIR"))
             .start(&log)
             .unwrap();
-        let env = Env { db };
-        env.ok(&["db", "migrate"]);
-        env
+        Env { db }
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
