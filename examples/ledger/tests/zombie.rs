@@ -198,7 +198,10 @@ fn force(
             "still refused: {said}"
         );
         // A bounded retry on the report's age, the CLI's condition.
-        rt.block_on(tokio::time::sleep(Duration::from_millis(250)));
+        // The sleep is made inside the runtime: a timer needs one.
+        rt.block_on(async {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        });
     }
 }
 
