@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use baton_datastore::{DataStore, Error as DbError};
+use baton_datastore::{DataStore, Error as DbError, Reports};
 use baton_types::{Blueprint, NexusRecord, StoredReport};
 use baton_uuid_kinds::OmicronZoneUuid;
 use chrono::{DateTime, Utc};
@@ -167,31 +167,38 @@ async fn quiesce(
 /// refuse: a paused or cut-off process keeps them on the server, and the
 /// mark ends its fenced ones itself.
 fn not_reporting(
-    reports: &[StoredReport],
+    reports: &Reports,
     now: DateTime<Utc>,
     nexus_id: OmicronZoneUuid,
 ) -> Result<(), Failure> {
     let interval = baton_nexus::Periods::default().report;
-    let Some(report) = reports.iter().find(|r| r.report.nexus_id == nexus_id)
-    else {
+    // A report that cannot be read still says when it came.
+    let Some(reported_at) = reports.reported_at(nexus_id) else {
         return Ok(());
     };
-    let ago = (now - report.reported_at).num_milliseconds().max(0) as u64;
+    let ago = (now - reported_at).num_milliseconds().max(0) as u64;
     if u128::from(ago) > interval.as_millis() {
         return Ok(());
     }
+    let phase = match reports
+        .readable
+        .iter()
+        .find(|r| r.report.nexus_id == nexus_id)
+    {
+        Some(StoredReport { report, .. }) => match report.state.step() {
+            Some(step) => format!("{} step {step}", report.state.label()),
+            None => report.state.label().to_owned(),
+        },
+        None => "an unreadable report".to_owned(),
+    };
     Err(Failure::failed(format!(
         "refused to mark Nexus {nexus_id} quiesced: it looks alive, having \
          reported its status {} ago (at {}, {}), so it should quiesce \
          itself; --i-know-it-is-dead marks it anyway (safe: the database \
          fences it).",
         baton_planner::human_age(ago),
-        report.reported_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
-        match report.report.state.step() {
-            Some(step) =>
-                format!("{} step {step}", report.report.state.label()),
-            None => report.report.state.label().to_owned(),
-        }
+        reported_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+        phase
     )))
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use baton_datastore::{DataStore, Error as DbError};
+use baton_datastore::{DataStore, Error as DbError, Reports, UnreadableReport};
 use baton_planner::{
     Shown, StatusFacts, Wait, generation_in_control, human_age,
 };
@@ -32,17 +32,44 @@ JSON fields (stable):
     and its record deleted, taking_over when its record became active
     after a report that still waited; null if it never reported), step
     (the quiesce step), since (when it entered the phase, RFC 3339),
-    reported_ago_ms, last_drained_blueprint_id, work_in_flight,
+    reported_ago_ms, report_unreadable (why its report cannot be read;
+    only present then, and the report's fields are null),
+    last_drained_blueprint_id, work_in_flight,
     oldest_work {op, age_ms}, claims_held, oldest_claim {op, age_ms}
   waiting_on             what the handoff, the bump or the cleanup waits on:
     [{waiting (execution, handoff, bump, cleanup), nexus_id (or null),
     reason}]; empty when nothing waits
   done                   true when nothing waits
 
-With --watch, the view is redrawn every --interval seconds, and at once
-when the handoff's state changes (a target set, a drained or quiesced
-mark, the handoff), until nothing waits; with --watch --json, one JSON
-object per line per redraw.";
+With --watch, the view is redrawn every --interval seconds (from 0.05 to
+86400), and at once when the handoff's state changes (a target set, a
+record added, drained, quiesced, handed off or removed), until nothing
+waits; with --watch --json, one JSON object per line per redraw. An
+announcement only makes it look: one that changed none of these (any
+role can send them) redraws nothing, and it looks at most 10 times a
+second however many arrive.";
+
+/// The bounds of `--interval`, in seconds.
+const INTERVAL_SECONDS: std::ops::RangeInclusive<f64> = 0.05..=86_400.0;
+
+/// The shortest time between two looks an announcement causes.
+const RECHECK_GAP: Duration = Duration::from_millis(100);
+
+/// `--interval`: seconds within [`INTERVAL_SECONDS`].
+fn interval(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !INTERVAL_SECONDS.contains(&seconds) {
+        return Err(format!(
+            "{text} is outside {} to {} seconds (one day)",
+            INTERVAL_SECONDS.start(),
+            INTERVAL_SECONDS.end()
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
 
 /// The whole handoff at once: the target, the generation in control,
 /// every Nexus (record, last reported phase, work and claims), and what
@@ -56,9 +83,9 @@ pub(crate) struct StatusArgs {
     /// Redraw until nothing waits.
     #[arg(long)]
     watch: bool,
-    /// Seconds between redraws with --watch.
-    #[arg(long, default_value_t = 2.0)]
-    interval: f64,
+    /// Seconds between redraws with --watch, from 0.05 to 86400.
+    #[arg(long, default_value = "2", value_parser = interval)]
+    interval: Duration,
 }
 
 #[derive(Serialize)]
@@ -71,6 +98,10 @@ struct TargetJson {
 #[derive(Serialize)]
 struct NexusJson {
     nexus_id: OmicronZoneUuid,
+    /// Why its stored report cannot be read (then the report's fields
+    /// are null); absent when it can.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    report_unreadable: Option<String>,
     generation: Option<u64>,
     record: Option<&'static str>,
     phase: Option<String>,
@@ -94,12 +125,6 @@ struct StatusJson {
 }
 
 pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
-    if !(args.interval.is_finite() && args.interval > 0.0) {
-        return Err(Failure::bad_input(format!(
-            "--interval {} is not a positive number of seconds.",
-            args.interval
-        )));
-    }
     let ds = ctx.datastore()?;
     ctx.block_on(async {
         // A redraw also comes as soon as the handoff's state changes
@@ -108,39 +133,77 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
             true => ds.listen().await.ok(),
             false => None,
         };
+        let mut status = gather(&ds).await?;
         loop {
-            let status = gather(&ds).await?;
-            if args.json {
-                if args.watch {
-                    output::json_line(&status);
-                } else {
-                    output::json(&status);
-                }
-            } else {
-                if args.watch {
-                    output::line(&format!(
-                        "-- {} --",
-                        Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
-                    ));
-                }
-                output::line(&render(&status));
-            }
+            draw(&status, &args);
             if !args.watch || status.done {
                 return Ok(());
             }
-            let interval = Duration::from_secs_f64(args.interval);
-            if let Some(heard) = &mut listener {
+            let next = tokio::time::Instant::now() + args.interval;
+            status = loop {
+                let Some(heard) = &mut listener else {
+                    tokio::time::sleep_until(next).await;
+                    break gather(&ds).await?;
+                };
                 tokio::select! {
-                    () = tokio::time::sleep(interval) => {}
-                    event = heard.next() => if event.is_none() {
+                    () = tokio::time::sleep_until(next) => {
+                        break gather(&ds).await?;
+                    }
+                    batch = heard.next_batch() => if batch.is_none() {
                         listener = None;
+                        continue;
                     },
                 }
-            } else {
-                tokio::time::sleep(interval).await;
-            }
+                // Only a hint: look (at most every RECHECK_GAP), and
+                // redraw only if what it announces changed.
+                let gap = tokio::time::Instant::now() + RECHECK_GAP;
+                tokio::time::sleep_until(gap.min(next)).await;
+                if let Some(heard) = &mut listener {
+                    heard.skip_received();
+                }
+                let looked = gather(&ds).await?;
+                if announced(&looked) != announced(&status) {
+                    break looked;
+                }
+            };
         }
     })
+}
+
+fn draw(status: &StatusJson, args: &StatusArgs) {
+    if args.json {
+        if args.watch {
+            output::json_line(status);
+        } else {
+            output::json(status);
+        }
+    } else {
+        if args.watch {
+            output::line(&format!(
+                "-- {} --",
+                Utc::now().format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        output::line(&render(status));
+    }
+}
+
+/// What an announcement can change in the status: the target and the
+/// records.
+type Announced = (
+    Option<(BlueprintUuid, bool)>,
+    Vec<(OmicronZoneUuid, Option<&'static str>, Option<BlueprintUuid>)>,
+);
+
+fn announced(status: &StatusJson) -> Announced {
+    (
+        status.target.as_ref().map(|t| (t.blueprint_id, t.enabled)),
+        status
+            .nexus
+            .iter()
+            .map(|n| (n.nexus_id, n.record, n.last_drained_blueprint_id))
+            .collect(),
+    )
 }
 
 async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
@@ -150,7 +213,10 @@ async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
         Err(e) => return Err(e.into()),
     };
     let records = ds.records_list().await?;
-    let reports = ds.reports_list().await?;
+    let Reports {
+        readable: reports,
+        unreadable,
+    } = ds.reports_list().await?;
     let now = ds.database_now().await?;
     let facts = StatusFacts {
         target: target.as_ref().map(|(bp, enabled)| (bp, *enabled)),
@@ -170,7 +236,7 @@ async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
         generation_in_control: blueprint
             .and_then(|bp| generation_in_control(bp, &records))
             .map(|g| g.get()),
-        nexus: nexus_rows(blueprint, &records, &reports, now),
+        nexus: nexus_rows(blueprint, &records, &reports, &unreadable, now),
         done: waiting_on.is_empty(),
         waiting_on,
     })
@@ -180,6 +246,7 @@ fn nexus_rows(
     blueprint: Option<&Blueprint>,
     records: &[NexusRecord],
     reports: &[StoredReport],
+    unreadable: &[UnreadableReport],
     now: DateTime<Utc>,
 ) -> Vec<NexusJson> {
     let mut ids: BTreeSet<OmicronZoneUuid> =
@@ -204,17 +271,22 @@ fn nexus_rows(
                 Shown::Reported(r) => Some(r),
                 _ => None,
             };
+            let bad = unreadable.iter().find(|u| u.nexus_id == id);
             NexusJson {
+                report_unreadable: bad.map(|u| u.reason.clone()),
                 nexus_id: id,
                 generation: zone.map(|z| z.nexus_generation.get()),
                 record: record.map(|r| r.state.as_str()),
                 phase: shown.label().map(str::to_owned),
                 step: r.and_then(|r| r.state.step()),
                 since: r.map(|r| r.since),
-                reported_ago_ms: report.map(|s| {
-                    u64::try_from((now - s.reported_at).num_milliseconds())
-                        .unwrap_or(0)
-                }),
+                reported_ago_ms: report
+                    .map(|s| s.reported_at)
+                    .or(bad.map(|u| u.reported_at))
+                    .map(|at| {
+                        u64::try_from((now - at).num_milliseconds())
+                            .unwrap_or(0)
+                    }),
                 last_drained_blueprint_id: record
                     .and_then(|r| r.last_drained_blueprint_id)
                     .or(r.and_then(|r| r.last_drained_blueprint_id)),
@@ -275,6 +347,9 @@ fn render(status: &StatusJson) -> String {
                 format!("{phase} since {}", since.format("%H:%M:%S"))
             }
             (Some(phase), _, None) => phase.clone(),
+            (None, ..) if n.report_unreadable.is_some() => {
+                "report unreadable".to_owned()
+            }
             (None, ..) => "never reported".to_owned(),
         },
         reported: n

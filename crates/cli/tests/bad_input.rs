@@ -146,6 +146,11 @@ fn broken_documents() -> Vec<(&'static str, String, &'static str)> {
             edit(&|d| d["nexus_generation"] = 2.into()),
             "no in-service Nexus zone",
         ),
+        (
+            "its own parent",
+            edit(&|d| d["parent_blueprint_id"] = d["id"].clone()),
+            "names itself as its parent",
+        ),
     ]
 }
 
@@ -387,4 +392,69 @@ fn every_case_of_the_bad_input_corpus_is_refused_and_changes_nothing() {
         "bad-input corpus: {cases} cases refused, database unchanged after each"
     );
     assert!(cases >= 60, "only {cases} cases");
+}
+
+/// No value of a numeric flag makes `baton` panic: `status --interval`
+/// takes 0.05 to 86400 seconds and refuses anything else with exit 2,
+/// naming the flag (it panicked on 1e20, and 1e-9 redrew ~5,000 times a
+/// second).
+#[test]
+fn every_numeric_flag_beyond_its_bounds_is_refused_without_a_panic() {
+    let env = Env::new();
+    let extremes = [
+        "1e20",
+        "18446744073709551616",
+        "1e-9",
+        "0",
+        "-1",
+        "NaN",
+        "inf",
+        "-inf",
+        "",
+        "two",
+        "0.04",
+        "86400.5",
+    ];
+    for value in extremes {
+        for watch in [false, true] {
+            let interval = format!("--interval={value}");
+            let mut args = vec!["status", interval.as_str()];
+            if watch {
+                args.push("--watch");
+            }
+            let err = env.fails(&args, 2);
+            assert!(err.contains("--interval"), "{args:?}: {err}");
+        }
+    }
+    // The bounds themselves are taken.
+    for value in ["0.05", "86400"] {
+        env.ok(&["status", "--interval", value]);
+    }
+}
+
+/// First-run and access errors say the true cause: a database never
+/// migrated says to run `baton db migrate`; a role without USAGE on the
+/// schema is told so, not that the record table is empty.
+#[test]
+fn first_run_and_access_errors_name_the_true_cause() {
+    let fresh = crate::common::Env::unmigrated();
+    let err = fresh.fails(&["records", "list"], 1);
+    assert!(err.contains("baton db migrate"), "{err}");
+
+    let env = Env::new();
+    env.ok(&["records", "init", "--nexus-id", OLD]);
+    env.sql(
+        "CREATE ROLE outsider LOGIN; REVOKE ALL ON SCHEMA public FROM PUBLIC",
+    );
+    let url = env.db.url().replacen("://baton@", "://outsider@", 1);
+    assert_ne!(url, env.db.url());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["access", "--nexus-id", OLD, "--database-url", &url])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).to_string()
+        + &String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("empty"), "{said}");
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("USAGE"), "{said}");
 }

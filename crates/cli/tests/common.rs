@@ -39,14 +39,19 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn new() -> Env {
+        let env = Env::unmigrated();
+        env.ok(&["db", "migrate"]);
+        env
+    }
+
+    /// A server whose database was never migrated.
+    pub(crate) fn unmigrated() -> Env {
         let log = slog::Logger::root(slog::Discard, slog::o!());
         let db = DevDb::builder()
             .template_cache(env!("CARGO_TARGET_TMPDIR"))
             .start(&log)
             .unwrap();
-        let env = Env { db };
-        env.ok(&["db", "migrate"]);
-        env
+        Env { db }
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
@@ -71,6 +76,38 @@ impl Env {
         let out = self.run(args);
         assert_eq!(out.status.code(), Some(code), "{args:?}: {out:?}");
         String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Runs `sql` through `psql`, which must succeed.
+    pub(crate) fn sql(&self, sql: &str) {
+        let status = Command::new(psql())
+            .arg(self.db.url())
+            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "{sql}");
+    }
+
+    /// `baton ARGS` running, its stdout read line by line.
+    pub(crate) fn spawn(
+        &self,
+        args: &[&str],
+    ) -> (
+        std::process::Child,
+        std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    ) {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .env("BATON_DATABASE_URL", self.db.url())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines =
+            std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
     }
 
     pub(crate) fn json(&self, args: &[&str]) -> Value {

@@ -256,18 +256,9 @@ fn status_says_what_a_stuck_drain_waits_on() {
 /// waits; here something always does (no target), so it is stopped.
 #[test]
 fn status_watch_json_prints_one_object_per_line_per_redraw() {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
     let env = Env::new();
-    let mut watch = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["status", "--watch", "--json", "--interval", "0.05"])
-        .env("BATON_DATABASE_URL", env.db.url())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines =
-        std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let (mut watch, mut lines) =
+        env.spawn(&["status", "--watch", "--json", "--interval", "0.05"]);
     for _ in 0..3 {
         let line = lines.next().expect("a redraw").unwrap();
         let status: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -276,4 +267,82 @@ fn status_watch_json_prints_one_object_per_line_per_redraw() {
     }
     watch.kill().unwrap();
     watch.wait().unwrap();
+}
+
+/// Announcements are hints: 10,000 forged ones (any role may send
+/// them) redraw nothing, and the one real change after them redraws
+/// once. Here there is no target (the watch waits on execution) until
+/// one is set, and then nothing waits, so the watch ends by itself: one
+/// first draw, one redraw.
+#[test]
+fn status_watch_redraws_nothing_for_forged_announcements() {
+    let env = Env::new();
+    let (mut watch, mut lines) =
+        env.spawn(&["status", "--watch", "--json", "--interval", "3600"]);
+    let first = lines.next().expect("the first draw").unwrap();
+    assert!(first.contains(r#""done":false"#), "{first}");
+    let forged = "SELECT count(pg_notify('baton_handoff', \
+        (ARRAY['target_set', 'records_added', 'drained', 'quiesced', \
+        'handoff', 'records_removed', 'brand_new'])[1 + g % 7] || ' - ' || g)) \
+        FROM generate_series(1, 10000) AS g";
+    env.sql(forged);
+    let steady = fixture("01-steady.json");
+    env.ok(&[
+        "blueprint",
+        "import",
+        steady.to_str().unwrap(),
+        "--set-target",
+    ]);
+    // The watch ends once nothing waits: its stdout closes.
+    let redraws: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(watch.wait().unwrap().success());
+    eprintln!("redraws after the first: {}", redraws.len());
+    assert_eq!(redraws.len(), 1, "{:?}", &redraws[..redraws.len().min(3)]);
+    assert!(redraws[0].contains(r#""done":true"#), "{}", redraws[0]);
+}
+
+/// A report row that is not a report (not JSON) is shown as unreadable
+/// for its Nexus, and blocks neither the others nor the operator: the
+/// status reads, and `records quiesce --force` marks the others, and
+/// that one too once its row is older than a report interval (its
+/// arrival still counts as a sign of life).
+#[test]
+fn an_unreadable_report_blocks_no_one() {
+    let env = Env::new();
+    let steady = fixture("01-steady.json");
+    env.ok(&[
+        "blueprint",
+        "import",
+        steady.to_str().unwrap(),
+        "--set-target",
+    ]);
+    let mut init = vec!["records", "init"];
+    for id in OLD {
+        init.extend(["--nexus-id", id]);
+    }
+    env.ok(&init);
+    env.sql(&format!(
+        "INSERT INTO baton_nexus_report (nexus_id, report, reported_at) \
+         VALUES ('{}', 'not json', now())",
+        OLD[0]
+    ));
+    let status = env.json(&["status", "--json"]);
+    let nexus = status["nexus"].as_array().unwrap();
+    assert!(
+        nexus[0]["report_unreadable"]
+            .as_str()
+            .is_some_and(|why| why.contains("not a status report")),
+        "{status}"
+    );
+    assert!(nexus[1].get("report_unreadable").is_none(), "{status}");
+    assert!(env.ok(&["status"]).contains("report unreadable"));
+    env.ok(&["records", "quiesce", "--nexus-id", OLD[1], "--force"]);
+    let quiesce = ["records", "quiesce", "--nexus-id", OLD[0], "--force"];
+    let err = env.fails(&quiesce, 1);
+    assert!(err.contains("an unreadable report"), "{err}");
+    env.sql(
+        "UPDATE baton_nexus_report SET reported_at = now() - \
+             interval '1 hour'",
+    );
+    env.ok(&quiesce);
 }

@@ -274,6 +274,11 @@ pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
              operation may or may not have taken effect; retrying it is \
              safe)"
         )
+    } else if never_migrated(&e) {
+        format!(
+            "{e} (the database has no Baton schema yet: run `baton db \
+             migrate`, or start a Nexus, which applies it)"
+        )
     } else {
         e.to_string()
     };
@@ -283,6 +288,19 @@ pub(crate) fn database_error(op: &'static str, e: DieselError) -> Error {
         message,
         transient,
     }
+}
+
+/// A statement named one of Baton's tables and the server has none
+/// (SQLSTATE 42P01, which the driver does not map: told by its words).
+fn never_migrated(e: &DieselError) -> bool {
+    let DieselError::DatabaseError(DatabaseErrorKind::Unknown, info) = e else {
+        return false;
+    };
+    let message = info.message();
+    message.ends_with("does not exist")
+        && crate::schema::declared_tables().iter().any(|(table, _)| {
+            message == format!("relation \"{table}\" does not exist")
+        })
 }
 
 /// The SQLSTATE of a database error, where the driver keeps it: diesel

@@ -83,4 +83,4 @@ pub use mutants::Mutant;
 pub use notify::{CHANNEL, Event, EventKind, Listener};
 pub use operator::Backend;
 pub use records::EnsureOutcome;
-pub use reports::Reporter;
+pub use reports::{Reporter, Reports, UnreadableReport};

@@ -250,6 +250,44 @@ impl DataStore {
         Ok(version)
     }
 
+    /// Refuses a role that may use no schema on its `search_path`
+    /// (none exists, or it lacks `USAGE` on them): its catalog reads see
+    /// no table, which would read as a fresh, empty system.
+    async fn schema_usable(&self) -> Result<(), Error> {
+        #[derive(QueryableByName)]
+        struct Usable {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            usable: bool,
+            #[diesel(sql_type = Text)]
+            role: String,
+            #[diesel(sql_type = Text)]
+            path: String,
+        }
+        let row: Usable = self
+            .retrying("schema usable", |conn| {
+                // SQL text: session functions the builder does not know.
+                Box::pin(load_one(
+                    statement(
+                        "SELECT current_schema() IS NOT NULL AS usable, \
+                         current_user::TEXT AS role, \
+                         current_setting('search_path') AS path",
+                    ),
+                    conn,
+                ))
+            })
+            .await?;
+        if row.usable {
+            return Ok(());
+        }
+        Err(Error::Schema(format!(
+            "role {} may use no schema on its search_path ({}): it lacks \
+             USAGE on the schema that holds Baton's tables, or that schema \
+             does not exist, so the tables cannot even be seen (grant it, \
+             e.g. GRANT USAGE ON SCHEMA public TO {})",
+            row.role, row.path, row.role
+        )))
+    }
+
     /// The recorded schema version of Baton's tables (0 for none), and
     /// where the tables disagree with it: a table a recorded migration
     /// created that is missing, or a table of an unrecorded one that
@@ -257,6 +295,7 @@ impl DataStore {
     /// migration committing meanwhile (its tables and its version row
     /// commit together) is seen whole or not at all.
     pub async fn schema_state(&self) -> Result<(i64, Vec<String>), Error> {
+        self.schema_usable().await?;
         let tables = created_tables();
         let mut names: Vec<String> =
             tables.iter().map(|(_, n)| n.clone()).collect();

@@ -26,6 +26,15 @@
 //! transaction id lets a benchmark ask the server when the change
 //! committed (`pg_xact_commit_timestamp`), even after the row changed
 //! again.
+//!
+//! PostgreSQL checks no privilege for `NOTIFY`: any role that can
+//! connect can send any payload on [`CHANNEL`]. So an announcement is
+//! only ever a hint. A waiter re-reads the state it waits for and
+//! ignores a wake-up that changed nothing, and takes announcements in
+//! batches ([`Listener::next_batch`]), so a flood costs it a bounded
+//! rate of re-reads; a figure built from an announcement's transaction
+//! uses it only once the database confirms that transaction made the
+//! change named ([`DataStore::confirmed_commit`]).
 
 use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use chrono::{DateTime, Utc};
@@ -237,6 +246,148 @@ impl Listener {
                 Err(_) => return None,
             }
         }
+    }
+}
+
+/// The most announcements one [`Listener::next_batch`] takes.
+const BATCH_MAX: usize = 65_536;
+
+impl Listener {
+    /// The next announcement, and every other one already received
+    /// behind it (up to 65,536), without waiting for more: a burst,
+    /// forged or not, costs the caller one look. `None` once the
+    /// connection is gone, as for [`Listener::next`]. Cancel-safe.
+    pub async fn next_batch(&mut self) -> Option<Vec<Event>> {
+        use futures_util::FutureExt;
+        let first = self.next().await?;
+        let mut batch = vec![first];
+        while batch.len() < BATCH_MAX {
+            match self.next().now_or_never() {
+                Some(Some(event)) => batch.push(event),
+                // Nothing more received yet (or the connection went:
+                // the next call says so).
+                Some(None) | None => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Drops every announcement already received (up to 65,536), without
+    /// waiting; how many. For a caller about to look at the state
+    /// anyway: what they announced is committed, so the look sees it.
+    pub fn skip_received(&mut self) -> usize {
+        use futures_util::FutureExt;
+        let mut skipped = 0;
+        while skipped < BATCH_MAX {
+            match self.next().now_or_never() {
+                Some(Some(_)) => skipped += 1,
+                Some(None) | None => break,
+            }
+        }
+        skipped
+    }
+}
+
+impl DataStore {
+    /// When the transaction `event` names committed, by the server's
+    /// clock, but only if the database confirms that this transaction
+    /// made the change the event names; `None` otherwise (a forged or
+    /// garbled announcement, a transaction that is not recent, or one
+    /// whose rows changed again since in a way that hides it), and
+    /// `None` when the server keeps no commit times.
+    ///
+    /// Confirmed by the rows' own `xmin` (the transaction that wrote
+    /// them): a target set by a `bp_target` row it inserted; a
+    /// `quiesced` mark by that Nexus's row, `quiesced`, last written by
+    /// it; the handoff by an `active` row it wrote; a migration by a
+    /// version row it inserted. A drained mark is overwritten by the
+    /// same row's `quiesced` mark, so it is confirmed by that Nexus's row
+    /// holding a drained blueprint, written by this transaction or by a
+    /// later one. Other kinds are never confirmed. PostgreSQL only
+    /// (`xmin`, `pg_xact_commit_timestamp`), as announcements are.
+    pub async fn confirmed_commit(
+        &self,
+        event: &Event,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        #[derive(QueryableByName)]
+        struct At {
+            #[diesel(sql_type = Nullable<Timestamptz>)]
+            at: Option<DateTime<Utc>>,
+        }
+        let check = match event.kind {
+            EventKind::TargetSet => {
+                "EXISTS (SELECT 1 FROM bp_target WHERE xmin::TEXT = tx.xid)"
+            }
+            EventKind::Quiesced => {
+                "EXISTS (SELECT 1 FROM db_metadata_nexus WHERE nexus_id = $2 \
+                 AND state = 'quiesced' AND xmin::TEXT = tx.xid)"
+            }
+            EventKind::Handoff => {
+                "EXISTS (SELECT 1 FROM db_metadata_nexus WHERE state = \
+                 'active' AND xmin::TEXT = tx.xid)"
+            }
+            EventKind::Migrated => {
+                "(EXISTS (SELECT 1 FROM baton_schema_version \
+                 WHERE xmin::TEXT = tx.xid) OR EXISTS (SELECT 1 FROM \
+                 baton_component_version WHERE xmin::TEXT = tx.xid))"
+            }
+            EventKind::Drained => {
+                "EXISTS (SELECT 1 FROM db_metadata_nexus WHERE nexus_id = $2 \
+                 AND last_drained_blueprint_id IS NOT NULL AND (xmin::TEXT = \
+                 tx.xid OR pg_xact_commit_timestamp(xmin) > \
+                 pg_xact_commit_timestamp(tx.xid::xid)))"
+            }
+            _ => return Ok(None),
+        };
+        // SQL text: system columns and catalog functions the builder
+        // does not know. `txid_current()` counts epochs above the 32-bit
+        // `xid`: a transaction id is taken only if it is below the next
+        // one to be assigned and within 2^31 of it, so its low 32 bits
+        // name one transaction; anything else reads as xid 0, which
+        // never committed.
+        let sql = format!(
+            "WITH tx AS (SELECT CASE WHEN $1 < next AND $1 >= next - \
+             2147483648 THEN ($1 % 4294967296)::TEXT ELSE '0' END AS xid \
+             FROM (SELECT txid_snapshot_xmax(txid_current_snapshot()) \
+             AS next) AS n) \
+             SELECT CASE WHEN current_setting('track_commit_timestamp') = \
+             'on' AND tx.xid <> '0' AND {check} THEN \
+             pg_xact_commit_timestamp(tx.xid::xid) END AS at FROM tx"
+        );
+        let nexus = event.nexus_id.map(GenericUuid::into_untyped_uuid);
+        let row: At = self
+            .retrying("confirm an announcement", |conn| {
+                Box::pin(load_one(
+                    statement(sql.clone())
+                        .bind::<BigInt, _>(event.transaction)
+                        .bind::<Nullable<diesel::sql_types::Uuid>, _>(nexus),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(row.at)
+    }
+
+    /// Whether the server keeps commit times
+    /// (`track_commit_timestamp`). PostgreSQL only.
+    pub async fn keeps_commit_times(&self) -> Result<bool, Error> {
+        #[derive(QueryableByName)]
+        struct On {
+            #[diesel(sql_type = diesel::sql_types::Bool)]
+            on: bool,
+        }
+        let row: On = self
+            .retrying("commit times kept", |conn| {
+                Box::pin(load_one(
+                    statement(
+                        "SELECT current_setting('track_commit_timestamp') \
+                         = 'on' AS on",
+                    ),
+                    conn,
+                ))
+            })
+            .await?;
+        Ok(row.on)
     }
 }
 

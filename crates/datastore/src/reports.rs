@@ -10,7 +10,7 @@
 //! refused by the database.
 
 use baton_types::{NexusStatus, StoredReport};
-use baton_uuid_kinds::GenericUuid;
+use baton_uuid_kinds::{GenericUuid, OmicronZoneUuid};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use diesel::sql_types::{Text, Uuid};
@@ -19,6 +19,37 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::records::Count;
 use crate::statement::{Bind, load_one, statement};
 use crate::{DataStore, Error};
+
+/// Every stored report: those that read as one, and those that do not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reports {
+    /// The reports, by Nexus id.
+    pub readable: Vec<StoredReport>,
+    /// The rows that do not read as a report, by Nexus id.
+    pub unreadable: Vec<UnreadableReport>,
+}
+
+/// A stored report row that does not read as a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnreadableReport {
+    /// The Nexus whose row it is.
+    pub nexus_id: OmicronZoneUuid,
+    /// When the database received it.
+    pub reported_at: DateTime<Utc>,
+    /// Why it cannot be read.
+    pub reason: String,
+}
+
+impl Reports {
+    /// When Nexus `id` last reported, readable or not.
+    pub fn reported_at(&self, id: OmicronZoneUuid) -> Option<DateTime<Utc>> {
+        let readable = self.readable.iter().find(|r| r.report.nexus_id == id);
+        readable.map(|r| r.reported_at).or_else(|| {
+            let bad = self.unreadable.iter().find(|r| r.nexus_id == id);
+            bad.map(|r| r.reported_at)
+        })
+    }
+}
 
 /// A connection of its own for writing one Nexus's reports. Closed when
 /// dropped.
@@ -44,7 +75,10 @@ impl DataStore {
 
     /// Every stored report, by Nexus id, with the time the database
     /// received it (the database's clock, so ages compare across hosts).
-    pub async fn reports_list(&self) -> Result<Vec<StoredReport>, Error> {
+    /// A row that does not read as a report (written by something other
+    /// than this build) is listed among the unreadable ones, so it
+    /// never hides the others.
+    pub async fn reports_list(&self) -> Result<Reports, Error> {
         use crate::schema::baton_nexus_report::dsl;
         let rows: Vec<(uuid::Uuid, String, DateTime<Utc>)> = self
             .retrying("reports read", |conn| {
@@ -56,20 +90,32 @@ impl DataStore {
                 )
             })
             .await?;
-        rows.into_iter()
-            .map(|(id, text, reported_at)| {
-                let report: NexusStatus =
-                    serde_json::from_str(&text).map_err(|e| {
-                        Error::Schema(format!(
-                            "the report of Nexus {id} is unreadable: {e}"
-                        ))
-                    })?;
-                Ok(StoredReport {
-                    report,
+        let mut reports = Reports::default();
+        for (id, text, reported_at) in rows {
+            let nexus_id = OmicronZoneUuid::from_untyped_uuid(id);
+            match serde_json::from_str::<NexusStatus>(&text) {
+                Ok(report) if report.nexus_id == nexus_id => {
+                    reports.readable.push(StoredReport {
+                        report,
+                        reported_at,
+                    });
+                }
+                Ok(report) => reports.unreadable.push(UnreadableReport {
+                    nexus_id,
                     reported_at,
-                })
-            })
-            .collect()
+                    reason: format!(
+                        "it names Nexus {} instead",
+                        report.nexus_id
+                    ),
+                }),
+                Err(e) => reports.unreadable.push(UnreadableReport {
+                    nexus_id,
+                    reported_at,
+                    reason: format!("it is not a status report: {e}"),
+                }),
+            }
+        }
+        Ok(reports)
     }
 
     /// The database's clock now, to age reports against.

@@ -8,8 +8,9 @@ use baton_planner::{AccessDecision, PeerDrain, Role};
 use baton_types::Blueprint;
 use baton_uuid_kinds::{BlueprintUuid, OmicronZoneUuid};
 use chrono::Utc;
-use slog::{Logger, info, warn};
+use slog::{Logger, debug, info, warn};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::wake::{Wakeups, Woken};
 use crate::work::WorkTracker;
@@ -135,17 +136,27 @@ impl Backoff {
         tokio::time::sleep(self.next_wait()).await;
     }
 
-    /// Waits as [`Backoff::wait`], or until one of `kinds` is announced;
-    /// an announcement means the state changed, so the backoff starts
-    /// over.
-    async fn wait_for(&mut self, life: &Life, kinds: &[EventKind]) {
+    /// Waits as [`Backoff::wait`], or until one of `kinds` is announced
+    /// (a hint only: the caller looks, and calls [`Backoff::restart`] if
+    /// the state did change).
+    async fn wait_for(&mut self, life: &Life, kinds: &[EventKind]) -> Woken {
         let wait = self.next_wait();
-        let woken = life.wake.lock().await.wait(wait, kinds).await;
-        if let Woken::Event(_) = woken {
-            self.next = self.min.min(self.max);
-        }
+        life.wake.lock().await.wait(wait, kinds).await
+    }
+
+    /// Starts over from the shortest wait: the state changed.
+    fn restart(&mut self) {
+        self.next = self.min.min(self.max);
     }
 }
+
+/// What a handoff attempt depends on: every record's state. Unchanged
+/// since an attempt was refused, another attempt would be refused too.
+type RecordStates = Vec<(OmicronZoneUuid, baton_types::NexusRecordState)>;
+
+/// What a running Nexus's wait looks for: a different target (or the
+/// same one toggled).
+type TargetSeen = Option<(i64, bool)>;
 
 impl Life {
     fn set(&self, state: NexusState) {
@@ -191,6 +202,11 @@ impl Life {
     /// The access check, acted on until the answer is "ready".
     async fn start_up(&self) -> Result<(), End> {
         let mut backoff = Backoff::new(self);
+        // The facts of the last look, and the record states a handoff
+        // was last refused on: a wake-up that changed neither (a
+        // forged or repeated announcement) is only waited on.
+        let mut last_facts = None;
+        let mut refused_on: Option<RecordStates> = None;
         loop {
             let facts = match self
                 .ds
@@ -206,14 +222,31 @@ impl Life {
                 }
                 Err(e) => return Err(End::Failed(e.to_string())),
             };
+            if last_facts.as_ref().is_some_and(|last| *last != facts) {
+                backoff.restart();
+            }
             let decision = baton_planner::decide_access(&facts);
+            last_facts = Some(facts);
             info!(self.log, "access check";
                 "decision" => decision.decision.as_str(), "reason" => &decision.reason);
             match decision.decision {
                 AccessDecision::Ready => return Ok(()),
                 AccessDecision::NeedsHandoff => {
                     self.set(NexusState::WaitingForHandoff);
-                    if !self.take_over().await? {
+                    // `None` (unreadable): attempt anyway.
+                    let states = self.record_states().await;
+                    let unchanged = states.is_some() && states == refused_on;
+                    if unchanged {
+                        debug!(
+                            self.log,
+                            "the records are as when the \
+                            handoff was last refused: not attempting"
+                        );
+                    } else if states.is_some() && refused_on.is_some() {
+                        backoff.restart();
+                    }
+                    if unchanged || !self.take_over().await? {
+                        refused_on = states;
                         // The handoff waits for the last `quiesced` mark
                         // (or the last blocking record's removal).
                         backoff
@@ -263,6 +296,19 @@ impl Life {
         }
     }
 
+    /// Every record's state, sorted by id; `None` if unreadable.
+    async fn record_states(&self) -> Option<RecordStates> {
+        match self.ds.records_list().await {
+            Ok(records) => {
+                Some(records.iter().map(|r| (r.nexus_id, r.state)).collect())
+            }
+            Err(e) => {
+                warn!(self.log, "cannot read the records"; "error" => %e);
+                None
+            }
+        }
+    }
+
     /// Attempts the handoff once; true if it went through. Every refusal
     /// is transient: the caller waits and checks access again, which
     /// also notices when another new Nexus already took over for all of
@@ -307,16 +353,33 @@ impl Life {
         // wait, not a whole execution period, so a failed look right
         // after an announced bump does not cost a minute.
         let mut retry: Option<Backoff> = None;
+        let period = self.config.periods.execution;
+        let mut next_execution = Instant::now() + period;
+        let mut seen = self.target_seen().await;
         loop {
             // A new target is what sends this Nexus to quiesce.
             let kinds = [EventKind::TargetSet];
-            match &mut retry {
+            let woken = match &mut retry {
                 Some(backoff) => backoff.wait_for(self, &kinds).await,
                 None => {
-                    let period = self.config.periods.execution;
-                    self.wake.lock().await.wait(period, &kinds).await;
+                    let mut wake = self.wake.lock().await;
+                    wake.wait_until(next_execution, &kinds).await
+                }
+            };
+            let mut looked = None;
+            if let (Woken::Event(_), None) = (woken, &retry) {
+                // Only a hint: on a target that did not change, wait
+                // on for the period.
+                looked = self.target_seen().await;
+                if looked.is_some() && looked == seen {
+                    continue;
                 }
             }
+            next_execution = Instant::now() + period;
+            seen = match looked {
+                Some(now) => Some(now),
+                None => self.target_seen().await,
+            };
             match self.target_role().await {
                 Ok(Some((target, Role::Quiesce { .. }))) => {
                     // 1. No new work, from here on.
@@ -332,6 +395,15 @@ impl Life {
                     retry.get_or_insert_with(|| Backoff::new(self));
                 }
             }
+        }
+    }
+
+    /// The current target's version and whether it is enabled (`None`
+    /// inside: no target); `None` if it cannot be read.
+    async fn target_seen(&self) -> Option<TargetSeen> {
+        match self.ds.target_current().await {
+            Ok(target) => Some(target.map(|t| (t.version, t.enabled))),
+            Err(_) => None,
         }
     }
 

@@ -8,8 +8,23 @@
 //! an announcement lost (the connection dropped, a peer that does not
 //! notify, a database without notifications) costs time, never safety.
 //! A lost connection is reopened at the next wait.
+//!
+//! Any role that can connect can send a notification (PostgreSQL checks
+//! no privilege for `NOTIFY`), so a wake-up proves nothing: the caller
+//! re-reads the state it waits for and waits on if nothing changed, and
+//! here announcements are taken in batches, a burst costing one wake-up,
+//! and never more than one wake-up per [`RECHECK_GAP`]: a flood of forged
+//! notifications costs a waiter at most 40 re-reads a second, and no
+//! write.
 
 use std::time::Duration;
+
+/// The shortest time between two wake-ups by announcements: however
+/// many arrive, a waiter looks again at most 40 times a second. Short
+/// beside a handoff's own steps, so the real changes of one handoff,
+/// which come a few milliseconds apart, each still wake it at once or
+/// are seen by the look the one before caused.
+pub(crate) const RECHECK_GAP: Duration = Duration::from_millis(25);
 
 use baton_datastore::{DataStore, EventKind, Listener};
 use slog::{Logger, debug, warn};
@@ -24,6 +39,8 @@ pub(crate) struct Wakeups {
     enabled: bool,
     /// Closed for good (before the `quiesced` mark): never reopened.
     closed: bool,
+    /// When an announcement last ended a wait.
+    last_woken: Option<Instant>,
 }
 
 /// How a wait ended.
@@ -44,6 +61,7 @@ impl Wakeups {
             log: log.clone(),
             listener: None,
             closed: false,
+            last_woken: None,
         }
     }
 
@@ -68,32 +86,61 @@ impl Wakeups {
     ) -> Woken {
         // A zero period would spin: at least 1 ms.
         let deadline = Instant::now() + period.max(Duration::from_millis(1));
-        // Opening may take a connection timeout; the period bounds it.
+        self.wait_until(deadline, kinds).await
+    }
+
+    /// Waits until `deadline`, or until one of `kinds` is announced, but
+    /// never ends by an announcement sooner than [`RECHECK_GAP`] after
+    /// the last wait that did; announcements received by then are taken
+    /// with it (the caller's next look sees what they announced).
+    pub(crate) async fn wait_until(
+        &mut self,
+        deadline: Instant,
+        kinds: &[EventKind],
+    ) -> Woken {
+        // Opening may take a connection timeout; the deadline bounds it.
         let _ = tokio::time::timeout_at(deadline, self.open()).await;
         loop {
             let Some(listener) = &mut self.listener else {
                 tokio::time::sleep_until(deadline).await;
                 return Woken::Period;
             };
-            tokio::select! {
+            let batch = tokio::select! {
                 () = tokio::time::sleep_until(deadline) => return Woken::Period,
-                event = listener.next() => match event {
-                    Some(event) if kinds.contains(&event.kind)
-                        || event.kind == EventKind::Unknown => {
-                        debug!(self.log, "woken by an announcement";
-                            "event" => %event.kind,
-                            "nexus_id" => ?event.nexus_id);
-                        return Woken::Event(event.kind);
-                    }
-                    Some(_) => {}
-                    None => {
-                        warn!(self.log, "the connection listening for \
-                            announcements is gone; polling until it is \
-                            reopened at the next wait");
-                        self.listener = None;
-                    }
-                },
+                batch = listener.next_batch() => batch,
+            };
+            let Some(batch) = batch else {
+                warn!(
+                    self.log,
+                    "the connection listening for \
+                    announcements is gone; polling until it is \
+                    reopened at the next wait"
+                );
+                self.listener = None;
+                continue;
+            };
+            let Some(event) = batch.iter().find(|e| {
+                kinds.contains(&e.kind) || e.kind == EventKind::Unknown
+            }) else {
+                continue;
+            };
+            let kind = event.kind;
+            debug!(self.log, "woken by an announcement";
+                "event" => %kind, "nexus_id" => ?event.nexus_id,
+                "batch" => batch.len());
+            if let Some(last) = self.last_woken {
+                let earliest = last + RECHECK_GAP;
+                if earliest >= deadline {
+                    tokio::time::sleep_until(deadline).await;
+                    return Woken::Period;
+                }
+                tokio::time::sleep_until(earliest).await;
+                // What arrived meanwhile committed before the caller's
+                // next look, which sees it.
+                listener.skip_received();
             }
+            self.last_woken = Some(Instant::now());
+            return Woken::Event(kind);
         }
     }
 

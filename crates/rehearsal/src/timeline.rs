@@ -12,7 +12,16 @@
 //! table). Measuring needs PostgreSQL with commit timestamps on and
 //! notifications on in the processes making the changes; the protocol
 //! needs neither.
+//!
+//! Any role that can connect can send a notification, so an
+//! announcement's transaction is taken only once the database confirms
+//! that it made the change named (`DataStore::confirmed_commit`: the
+//! rows' own `xmin`) and that it committed after the watch started; a
+//! forged or garbled one is ignored, and a part whose events were not
+//! confirmed is unavailable ([`TimelineError::Missing`]), never a figure
+//! made of someone else's transaction.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use baton_datastore::{DataStore, Error, Event, EventKind, Listener};
@@ -131,8 +140,12 @@ pub enum TimelineError {
         /// The kinds seen before it gave up.
         seen: Vec<EventKind>,
     },
-    /// An event the timeline needs was not announced.
-    #[error("no {0} was announced")]
+    /// An event the timeline needs was not announced, or not confirmed
+    /// by the database.
+    #[error(
+        "no {0} was announced that the database confirms, so that figure \
+         is unavailable"
+    )]
     Missing(&'static str),
     /// The server keeps no commit times.
     #[error("the server keeps no commit times (track_commit_timestamp is off)")]
@@ -199,18 +212,63 @@ pub enum TimelineError {
 pub struct HandoffWatch {
     ds: DataStore,
     listener: Listener,
-    events: Vec<Event>,
+    /// The server's clock just before listening: what committed earlier
+    /// is no part of this handoff.
+    started: DateTime<Utc>,
+    /// Whether the server keeps commit times.
+    commit_times: bool,
+    /// The announcements the database confirmed, with their commit
+    /// times.
+    events: Vec<(Event, DateTime<Utc>)>,
+    /// Every announcement already judged, confirmed or not.
+    judged: HashSet<(EventKind, Option<OmicronZoneUuid>, i64)>,
 }
 
 impl HandoffWatch {
     /// Starts listening. Call it before the bump: what commits earlier
     /// is not seen.
     pub async fn start(ds: &DataStore) -> Result<HandoffWatch, Error> {
+        let started = ds.database_now().await?;
+        let commit_times = ds.keeps_commit_times().await?;
         Ok(HandoffWatch {
             ds: ds.clone(),
             listener: ds.listen().await?,
+            started,
+            commit_times,
             events: Vec::new(),
+            judged: HashSet::new(),
         })
+    }
+
+    /// Keeps `event` if the database confirms it, with its commit time.
+    /// Each distinct announcement is judged once, and only those that
+    /// can still add to the timeline are (a `quiesced` mark or the
+    /// handoff once confirmed is not looked up again).
+    async fn judge(&mut self, event: Event) -> Result<(), TimelineError> {
+        let useful = match event.kind {
+            EventKind::TargetSet | EventKind::Drained | EventKind::Migrated => {
+                true
+            }
+            EventKind::Quiesced => !self.seen(event.kind, event.nexus_id),
+            EventKind::Handoff => !self.seen(event.kind, None),
+            _ => false,
+        };
+        let key = (event.kind, event.nexus_id, event.transaction);
+        if !useful || !self.judged.insert(key) {
+            return Ok(());
+        }
+        match self.ds.confirmed_commit(&event).await? {
+            Some(at) if at >= self.started => self.events.push((event, at)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Whether a confirmed `kind` (of Nexus `id`, if given) was seen.
+    fn seen(&self, kind: EventKind, id: Option<OmicronZoneUuid>) -> bool {
+        self.events
+            .iter()
+            .any(|(e, _)| e.kind == kind && (id.is_none() || e.nexus_id == id))
     }
 
     /// Reads announcements until every Nexus of `old` was marked
@@ -222,35 +280,29 @@ impl HandoffWatch {
         migration: bool,
         patience: Duration,
     ) -> Result<(), TimelineError> {
+        if !self.commit_times {
+            return Err(TimelineError::NoCommitTimes);
+        }
         loop {
-            let seen = |kind, id: Option<OmicronZoneUuid>| {
-                self.events.iter().any(|e| {
-                    e.kind == kind && (id.is_none() || e.nexus_id == id)
-                })
-            };
-            let quiesced =
-                old.iter().all(|id| seen(EventKind::Quiesced, Some(*id)));
-            // A migration counts only once announced after the handoff.
-            let handoff_at = self
-                .events
+            let quiesced = old
                 .iter()
-                .position(|e| e.kind == EventKind::Handoff);
+                .all(|id| self.seen(EventKind::Quiesced, Some(*id)));
+            // A migration counts only once committed after the handoff.
+            let handoff_at = self.first(EventKind::Handoff);
             let migrated = !migration
                 || handoff_at.is_some_and(|at| {
-                    self.events[at..]
-                        .iter()
-                        .any(|e| e.kind == EventKind::Migrated)
+                    self.last(EventKind::Migrated).is_some_and(|m| m >= at)
                 });
-            if quiesced && seen(EventKind::Handoff, None) && migrated {
+            if quiesced && handoff_at.is_some() && migrated {
                 return Ok(());
             }
             match tokio::time::timeout(patience, self.listener.next()).await {
-                Ok(Some(event)) => self.events.push(event),
+                Ok(Some(event)) => self.judge(event).await?,
                 Ok(None) => return Err(TimelineError::ListenerLost),
                 Err(_) => {
                     return Err(TimelineError::NothingAnnounced {
                         waited: patience,
-                        seen: self.events.iter().map(|e| e.kind).collect(),
+                        seen: self.events.iter().map(|(e, _)| e.kind).collect(),
                     });
                 }
             }
@@ -265,37 +317,54 @@ impl HandoffWatch {
         last_old_write: DateTime<Utc>,
         first_new_write: DateTime<Utc>,
     ) -> Result<HandoffTimeline, TimelineError> {
-        let mut times: Vec<(EventKind, DateTime<Utc>)> = Vec::new();
-        for event in &self.events {
-            let at = self
-                .ds
-                .committed_at(event.transaction)
-                .await?
-                .ok_or(TimelineError::NoCommitTimes)?;
-            times.push((event.kind, at));
+        if !self.commit_times {
+            return Err(TimelineError::NoCommitTimes);
         }
-        let of = |kind| times.iter().filter(move |(k, _)| *k == kind);
-        let first = |kind| of(kind).map(|(_, t)| *t).min();
-        let last = |kind| of(kind).map(|(_, t)| *t).max();
         let need = |at: Option<DateTime<Utc>>, what: &'static str| {
             at.ok_or(TimelineError::Missing(what))
         };
-        let handoff = need(first(EventKind::Handoff), "handoff")?;
+        let handoff = need(self.first(EventKind::Handoff), "handoff")?;
+        let first_quiesced =
+            need(self.first(EventKind::Quiesced), "quiesced mark")?;
+        // Every drained mark comes before every quiesced mark (quiesce
+        // step 3); one confirmed later is not this handoff's.
+        let last_drained = self
+            .times(EventKind::Drained)
+            .filter(|at| *at <= first_quiesced)
+            .max();
         Ok(HandoffTimeline {
             at: [
-                need(first(EventKind::TargetSet), "bump")?,
-                need(last(EventKind::Drained), "drained mark")?,
-                need(first(EventKind::Quiesced), "quiesced mark")?,
-                need(last(EventKind::Quiesced), "quiesced mark")?,
+                need(self.first(EventKind::TargetSet), "bump")?,
+                need(last_drained, "drained mark")?,
+                first_quiesced,
+                need(self.last(EventKind::Quiesced), "quiesced mark")?,
                 handoff,
                 // No migration after the handoff: it took no time.
-                last(EventKind::Migrated)
+                self.last(EventKind::Migrated)
                     .filter(|at| *at >= handoff)
                     .unwrap_or(handoff),
                 last_old_write,
                 first_new_write,
             ],
         })
+    }
+}
+
+impl HandoffWatch {
+    /// The commit times of the confirmed events of `kind`.
+    fn times(&self, kind: EventKind) -> impl Iterator<Item = DateTime<Utc>> {
+        self.events
+            .iter()
+            .filter(move |(e, _)| e.kind == kind)
+            .map(|(_, at)| *at)
+    }
+
+    fn first(&self, kind: EventKind) -> Option<DateTime<Utc>> {
+        self.times(kind).min()
+    }
+
+    fn last(&self, kind: EventKind) -> Option<DateTime<Utc>> {
+        self.times(kind).max()
     }
 }
 

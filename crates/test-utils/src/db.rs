@@ -57,6 +57,38 @@ fn rows(records: &RecordsToEnsure) -> (Vec<uuid::Uuid>, Vec<String>) {
         .unzip()
 }
 
+/// `n` distinct announcements an outsider might forge: every kind
+/// (and one Baton does not know), naming each of `ids` or none, with
+/// transaction ids that are old, in the future, negative or huge.
+pub fn forged_announcements(n: usize, ids: &[OmicronZoneUuid]) -> Vec<String> {
+    const KINDS: [&str; 8] = [
+        "target_set",
+        "records_added",
+        "drained",
+        "quiesced",
+        "handoff",
+        "records_removed",
+        "migrated",
+        "brand_new",
+    ];
+    let names: Vec<String> = std::iter::once("-".to_owned())
+        .chain(ids.iter().map(ToString::to_string))
+        .collect();
+    (0..n)
+        .map(|i| {
+            let kind = KINDS[i % KINDS.len()];
+            let id = &names[(i / KINDS.len()) % names.len()];
+            let transaction: i64 = match i % 5 {
+                0 => i64::MAX - i as i64,
+                1 => -(i as i64),
+                2 => 4_294_967_296 + i as i64,
+                _ => i as i64,
+            };
+            format!("{kind} {id} {transaction}")
+        })
+        .collect()
+}
+
 /// The helpers, as methods on [`DataStore`]: `use` this trait.
 #[allow(async_fn_in_trait)]
 pub trait DataStoreTestExt {
@@ -471,6 +503,41 @@ pub trait DataStoreTestExt {
                AND pid <> pg_backend_pid()",
         )
         .await
+    }
+
+    /// Sends `payloads` on Baton's announcement channel as an outsider
+    /// could (any role may `NOTIFY` on any channel), 10 to a transaction
+    /// (a transaction delivers each distinct payload once), so they
+    /// arrive as a stream, not a single burst; returns how many were
+    /// sent.
+    async fn forge_announcements(
+        &self,
+        payloads: Vec<String>,
+    ) -> Result<i64, Error> {
+        #[derive(QueryableByName)]
+        struct Sent {
+            #[diesel(sql_type = BigInt)]
+            sent: i64,
+        }
+        let mut total = 0;
+        for chunk in payloads.chunks(10) {
+            let chunk = chunk.to_vec();
+            let row: Sent = self
+                .store()
+                .run("forge announcements", |conn| {
+                    Box::pin(load_one(
+                        statement(
+                            "SELECT count(pg_notify('baton_handoff', p)) \
+                             AS sent FROM unnest($1::TEXT[]) AS p",
+                        )
+                        .bind::<Array<Text>, _>(chunk.clone()),
+                        conn,
+                    ))
+                })
+                .await?;
+            total += row.sent;
+        }
+        Ok(total)
     }
 }
 

@@ -275,6 +275,7 @@ impl Blueprint {
 
     fn outline(&self) -> Outline {
         Outline {
+            parent: self.parent_blueprint_id,
             nexus_generation: self.nexus_generation.get(),
             zones: self
                 .zones()

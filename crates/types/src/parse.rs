@@ -137,6 +137,7 @@ fn outline(wire: &WireBlueprint) -> Outline {
         }
     }
     Outline {
+        parent: wire.parent_blueprint_id,
         nexus_generation: wire.nexus_generation,
         zones,
         problems,

@@ -61,6 +61,13 @@ pub enum ValidationProblem {
         /// The zone.
         zone_id: OmicronZoneUuid,
     },
+    /// A blueprint cannot follow itself: the chain of parents would be
+    /// a loop.
+    #[error("blueprint {blueprint_id} names itself as its parent")]
+    OwnParent {
+        /// The blueprint.
+        blueprint_id: BlueprintUuid,
+    },
     /// A text field the database cannot store: PostgreSQL's text type
     /// holds no NUL character (a `\u0000` escape in the JSON).
     #[error(
@@ -119,6 +126,8 @@ pub(crate) struct OutlineZone {
 
 /// The parts of a blueprint the rules speak of.
 pub(crate) struct Outline {
+    /// The blueprint's parent as written.
+    pub parent: Option<BlueprintUuid>,
     /// The blueprint's top-level generation as written.
     pub nexus_generation: u64,
     pub zones: Vec<OutlineZone>,
@@ -132,6 +141,9 @@ impl Outline {
         blueprint_id: BlueprintUuid,
     ) -> Result<(), ValidationError> {
         let mut problems = self.problems;
+        if self.parent == Some(blueprint_id) {
+            problems.push(ValidationProblem::OwnParent { blueprint_id });
+        }
         problems.extend(duplicate_zones(&self.zones));
         let top = self.nexus_generation;
         if let Err(error) = Generation::new(top) {

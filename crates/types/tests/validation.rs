@@ -161,9 +161,21 @@ fn every_problem_is_reported_not_only_the_first() {
             ValidationProblem::NoNexusAtBlueprintGeneration { .. } => "none",
             ValidationProblem::MissingNexusGeneration { .. } => "missing",
             ValidationProblem::UnstorableText { .. } => "text",
+            ValidationProblem::OwnParent { .. } => "own parent",
         })
         .collect();
     assert_eq!(kinds, ["duplicate", "range", "ahead", "none"], "{found:?}");
+}
+
+#[test]
+fn a_blueprint_that_is_its_own_parent_is_refused() {
+    let mut doc = steady();
+    doc["parent_blueprint_id"] = doc["id"].clone();
+    let found = problems(&doc);
+    assert!(
+        matches!(&found[..], [ValidationProblem::OwnParent { .. }]),
+        "{found:?}"
+    );
 }
 
 #[test]

@@ -39,15 +39,20 @@ struct Args {
     /// The ledger schema version this build speaks (1 or 2).
     #[arg(long, value_parser = clap::value_parser!(i64).range(1..=2))]
     schema_version: i64,
-    /// Time between two appends of a batch, in milliseconds.
-    #[arg(long, default_value_t = 100)]
+    /// Time between two appends of a batch, in milliseconds, from 1 to
+    /// 3600000 (an hour).
+    #[arg(long, default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
     write_period_ms: u64,
-    /// The length of a long job, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// The length of a long job, in milliseconds, from 0 to 86400000 (a
+    /// day).
+    #[arg(long, default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     job_ms: u64,
     /// Caps every lifecycle period (execution every 60 s, drain re-check
-    /// every 5 s, retries from 250 ms to 3 min), for tests and demos.
-    #[arg(long)]
+    /// every 5 s, retries from 250 ms to 3 min), for tests and demos; in
+    /// milliseconds, from 1 to 86400000 (a day).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     period_ms: Option<u64>,
     /// Never wait for announcements: every wait of the lifecycle ends
     /// only at its period (this instance's own changes are still
@@ -72,7 +77,7 @@ fn main() -> ExitCode {
     let schema = schema::component(args.schema_version);
     let mut periods = Periods::default();
     if let Some(ms) = args.period_ms {
-        periods = periods.capped(Duration::from_millis(ms.max(1)));
+        periods = periods.capped(Duration::from_millis(ms));
     }
     let mut config = NexusConfig::new(args.nexus_id, &args.database_url)
         .with_component(schema)
