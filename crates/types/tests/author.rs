@@ -220,7 +220,13 @@ fn expunged_zones_are_expunged_as_of_their_sleds_new_generation() {
             Ok(Expunged::MarkedReadyForCleanup)
         );
     }
-    let ready = draft.finish(stamp()).unwrap();
+    // A grandchild: an id of its own (a blueprint is never its own
+    // parent, which validation refuses).
+    let grandchild = ChildStamp {
+        id: BlueprintUuid::from_u128(0xc41e),
+        ..stamp()
+    };
+    let ready = draft.finish(grandchild).unwrap();
     assert_eq!(ready.check_follows(&child), Ok(()));
     for zone in ready.nexus_zones().filter(|z| old.contains(&z.zone_id)) {
         assert_eq!(

@@ -2,14 +2,28 @@
 //! Prometheus text format, over plain HTTP, for whoever scrapes them.
 //!
 //! The exporter only renders; this file answers `GET /metrics` itself, so
-//! the example needs no HTTP server crate.
+//! the example needs no HTTP server crate. Whoever can reach the port
+//! cannot starve it: at most [`MAX_CONNECTIONS`] are served at once (one
+//! more is told 503 and closed), a connection that sends no whole request
+//! within [`IDLE_TIMEOUT`] is closed, and a failed accept (out of
+//! descriptors) backs off instead of spinning.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Connections served at once, at most.
+pub(crate) const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may take to send its request.
+pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest pause after failed accepts, doubling from 10 ms.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Installs the Prometheus recorder and listens on `addr`; prints the
 /// bound address as a JSON line (`{"metrics_addr": "..."}`), which
@@ -26,19 +40,65 @@ pub(crate) async fn serve(addr: SocketAddr) -> Result<(), String> {
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     println!("{}", json!({ "metrics_addr": bound.to_string() }));
-    tokio::spawn(async move {
-        loop {
-            // A failed accept (out of descriptors) only costs a scrape.
-            if let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer(stream, handle.clone()));
-            }
-        }
-    });
+    tokio::spawn(accept(listener, handle));
     Ok(())
 }
 
+/// The accept loop: bounded connections, backing off on failure.
+async fn accept(listener: TcpListener, handle: PrometheusHandle) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                stream
+            }
+            Err(_) => {
+                // Out of descriptors (EMFILE) or a connection reset
+                // before it was taken: the next accept would fail the
+                // same way at once, so wait instead of spinning.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        match permits.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let handle = handle.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(
+                        IDLE_TIMEOUT,
+                        answer(&mut stream, handle),
+                    )
+                    .await;
+                });
+            }
+            Err(_) => {
+                let _ = stream
+                    .write_all(&response(
+                        "503 Service Unavailable",
+                        "too many connections\n",
+                    ))
+                    .await;
+            }
+        }
+    }
+}
+
+/// A whole response with `status` and `body`; the connection closes.
+fn response(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Answers one request: the metrics for `GET /metrics`, 404 otherwise.
-async fn answer(mut stream: TcpStream, handle: PrometheusHandle) {
+async fn answer(stream: &mut TcpStream, handle: PrometheusHandle) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     // The request head, up to 8 KiB; a client that sends more is odd.
@@ -55,11 +115,6 @@ async fn answer(mut stream: TcpStream, handle: PrometheusHandle) {
     } else {
         ("404 Not Found", "only GET /metrics is served\n".to_owned())
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.write_all(&response(status, &body)).await;
     let _ = stream.shutdown().await;
 }

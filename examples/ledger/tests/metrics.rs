@@ -112,3 +112,45 @@ fn a_running_and_a_waiting_ledger_export_their_metrics() {
         ],
     );
 }
+
+/// Idle clients cannot starve the endpoint: each is closed once it has
+/// sent no request for the idle timeout (5 s), beyond the connection cap
+/// (32) the next is told 503 and closed at once, and a scrape after the
+/// flood is answered. (Before: idle connections were held forever, each
+/// a descriptor, and under a low descriptor limit the accept loop spun.)
+#[test]
+fn idle_clients_are_closed_and_never_starve_a_scrape() {
+    let rt = runtime();
+    let story = HandoffStory::new(13);
+    let (_db, url, _ds) = rack_at_generation_1(&rt, &story);
+    let port_zero = ["--metrics-addr", "127.0.0.1:0"];
+    let mut ledger =
+        Ledger::spawn_with(&url, story.old_nexus[0], 1, None, &port_zero);
+    ledger.wait_state("running");
+    let addr = metrics_addr(&ledger);
+    let mut idle: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(&addr).expect("connects"))
+        .collect();
+    // Every idle client is closed by the server: a read ends (0 bytes, or
+    // the 503 answer and then the end), within a bounded wait.
+    let mut refused = 0;
+    for stream in &mut idle {
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("a read timeout");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("the server closes an idle connection");
+        if answer.starts_with("HTTP/1.1 503") {
+            refused += 1;
+        } else {
+            assert_eq!(answer, "", "an idle client got {answer:?}");
+        }
+    }
+    // The cap: at most 32 were served; the others were refused at once.
+    assert!(refused >= 100 - 32, "only {refused} of 100 were refused");
+    let (status, body) = scrape(&addr, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("baton_nexus_phase"), "{body}");
+}
