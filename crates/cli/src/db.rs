@@ -36,6 +36,18 @@ pub(crate) enum DbCommand {
     Migrate,
 }
 
+impl DbCommand {
+    /// The command's name if it acts on the local database only (and so
+    /// has no use for a database URL).
+    pub(crate) fn local_only(&self) -> Option<&'static str> {
+        match self {
+            DbCommand::Start { .. } => Some("start"),
+            DbCommand::Stop { .. } => Some("stop"),
+            DbCommand::Migrate => None,
+        }
+    }
+}
+
 pub(crate) fn run(ctx: &Context, command: DbCommand) -> Result<(), Failure> {
     let local = |dir: Option<Utf8PathBuf>| {
         PersistentDb::new(dir.unwrap_or_else(default_data_dir))

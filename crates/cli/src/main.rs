@@ -92,6 +92,20 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), Failure> {
+    // `db start` and `db stop` act on the local database only: a URL given
+    // on their command line would be silently ignored, so it is refused
+    // (one in the environment is for the other commands, and stays).
+    let flagged = std::env::args()
+        .any(|a| a == "--database-url" || a.starts_with("--database-url="));
+    if let (true, Command::Db(command)) = (flagged, &args.command)
+        && let Some(name) = command.local_only()
+    {
+        return Err(Failure::bad_input(format!(
+            "`baton db {name}` acts on the local PostgreSQL only and takes \
+             no --database-url (it would be ignored); drop the flag, or \
+             give --data-dir DIR for another local one."
+        )));
+    }
     let ctx = Context::new(args.database_url)?;
     match args.command {
         Command::Db(command) => db::run(&ctx, command),

@@ -458,3 +458,46 @@ fn first_run_and_access_errors_name_the_true_cause() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("USAGE"), "{said}");
 }
+
+/// A database URL no retry can fix is bad input: exit 2, naming its bad
+/// part (an empty URL once read "invalid configuration (retrying may
+/// help ...)", a bad escape went to a name lookup, and the rest read only
+/// "invalid connection string"); `db start` and `db stop` refuse a
+/// `--database-url` they would ignore.
+#[test]
+fn malformed_database_urls_are_bad_input_naming_the_bad_part() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(args)
+            .env_remove("BATON_DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (url, said) in [
+        ("", "the database URL is empty"),
+        (
+            "postgresql://alice:pw@%zz/baton",
+            "the host `%zz` has a bad",
+        ),
+        (
+            "postgresql://u@h:notaport/db",
+            "the port `notaport` of host `h`",
+        ),
+        ("mysql://x/y", "the scheme `mysql://`"),
+    ] {
+        let (code, err) = run(&["--database-url", url, "records", "list"]);
+        assert_eq!(code, Some(2), "{url:?}: {err}");
+        assert!(err.contains(said), "{url:?}: {err}");
+        assert!(!err.contains("pw"), "{url:?}: {err}");
+    }
+    for command in ["start", "stop"] {
+        let (code, err) =
+            run(&["--database-url", "postgresql://u@h/db", "db", command]);
+        assert_eq!(code, Some(2), "db {command}: {err}");
+        assert!(err.contains("takes no --database-url"), "{err}");
+    }
+}

@@ -95,8 +95,76 @@ impl ConnectFailure {
 /// `postgresql://` URL, multi-host and Unix-socket forms included, or
 /// `key=value` pairs), without connecting.
 pub(crate) fn parse(url: &str) -> Result<tokio_postgres::Config, String> {
-    tokio_postgres::Config::from_str(&split_query_lists(url))
-        .map_err(|e| e.to_string())
+    diagnose(url)?;
+    tokio_postgres::Config::from_str(&split_query_lists(url)).map_err(|e| {
+        // The driver's own text ("invalid connection string") names no
+        // part; its source, where there is one, does.
+        match std::error::Error::source(&e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => format!("{e} ({})", redact_url(url)),
+        }
+    })
+}
+
+/// The URL's parts the driver would misread or only report as "invalid
+/// connection string", named: an empty URL, another scheme, a bad
+/// percent escape (which the driver would send to a name lookup), a
+/// port that is not a number.
+fn diagnose(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("the database URL is empty".to_owned());
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // `key=value` pairs: the driver's own parser names the part.
+        return Ok(());
+    };
+    if scheme != "postgresql" && scheme != "postgres" {
+        return Err(format!(
+            "the scheme `{scheme}://` is not `postgresql://` (or \
+             `postgres://`)"
+        ));
+    }
+    let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let authority = before_query.split('/').next().unwrap_or_default();
+    let hosts = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    for host in hosts.split(',').filter(|h| !h.is_empty()) {
+        let (name, port) = match host.rsplit_once(':') {
+            Some((name, port)) if !host.ends_with(']') => (name, Some(port)),
+            _ => (host, None),
+        };
+        bad_escape(name).map_err(|e| format!("the host `{name}` {e}"))?;
+        if let Some(port) = port
+            && port.parse::<u16>().map_or(true, |p| p == 0)
+        {
+            return Err(format!(
+                "the port `{port}` of host `{name}` is not a port number \
+                 (1 to 65535)"
+            ));
+        }
+    }
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        bad_escape(value)
+            .map_err(|e| format!("the value of `{key}` in the query {e}"))?;
+    }
+    Ok(())
+}
+
+/// Every `%` must start an escape of two hex digits.
+fn bad_escape(text: &str) -> Result<(), String> {
+    let bytes = text.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let escape = bytes.get(i + 1..i + 3);
+            if !escape.is_some_and(|e| e.iter().all(u8::is_ascii_hexdigit)) {
+                return Err(format!(
+                    "has a bad percent escape at `{}`",
+                    &text[i..(i + 3).min(text.len())]
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `...?host=/a,/b&port=1,2` as `...?host=/a&host=/b&port=1&port=2`:
@@ -439,6 +507,48 @@ mod tests {
             let got = redact_url(url);
             assert_eq!(got, want);
             assert!(!got.contains("secret"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod diagnosis {
+    use super::parse;
+
+    /// Each malformed URL is refused naming its bad part (and a bad
+    /// escape never reaches a name lookup); good forms pass.
+    #[test]
+    fn malformed_urls_name_the_bad_part() {
+        for (url, said) in [
+            ("", "the database URL is empty"),
+            ("   ", "the database URL is empty"),
+            ("mysql://x/y", "the scheme `mysql://`"),
+            (
+                "postgresql://alice:pw@%zz/baton",
+                "the host `%zz` has a bad percent escape at `%zz`",
+            ),
+            (
+                "postgresql://u@h:notaport/db",
+                "the port `notaport` of host `h` is not a port number",
+            ),
+            ("postgresql://u@h:0/db", "the port `0` of host `h`"),
+            (
+                "postgresql://u@h/db?host=%zz",
+                "the value of `host` in the query has a bad percent escape",
+            ),
+        ] {
+            let err = parse(url).expect_err(url);
+            assert!(err.contains(said), "{url:?}: {err}");
+            assert!(!err.contains("pw"), "{url:?}: {err}");
+        }
+        for url in [
+            "postgresql://u@%2Ftmp/db",
+            "postgresql:///db?host=/a,/b&target_session_attrs=read-write",
+            "postgresql://u:secret@[::1]:5432/db?sslmode=disable",
+            "postgresql://u@h1:5432,h2:5433/db",
+            "host=/tmp dbname=baton",
+        ] {
+            assert!(parse(url).is_ok(), "{url}: {:?}", parse(url));
         }
     }
 }

@@ -74,6 +74,12 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
+    // A URL no retry can fix is bad input (exit 2, naming its bad part),
+    // not a connection to retry for ever.
+    if let Err(e) = baton_datastore::check_url(&args.database_url) {
+        eprintln!("baton-ledger: {e}.");
+        return ExitCode::from(2);
+    }
     let schema = schema::component(args.schema_version);
     let mut periods = Periods::default();
     if let Some(ms) = args.period_ms {
