@@ -22,7 +22,7 @@ pub const WORK_IN_FLIGHT: &str = "baton_work_in_flight";
 pub const CLAIMS_HELD: &str = "baton_claims_held";
 
 /// Every phase label, so that the phase gauge has one series per phase.
-const PHASES: [&str; 10] = [
+const PHASES: [&str; 11] = [
     "starting",
     "waiting_for_record",
     "waiting_for_handoff",
@@ -33,6 +33,7 @@ const PHASES: [&str; 10] = [
     "refused",
     "stopped",
     "failed",
+    "fenced",
 ];
 
 pub(crate) fn phase(state: &NexusState) {
