@@ -13,8 +13,10 @@
 //! no privilege for `NOTIFY`), so a wake-up proves nothing: the caller
 //! re-reads the state it waits for and waits on if nothing changed, and
 //! here announcements are taken in batches, a burst costing one wake-up,
-//! and never more than one wake-up per [`RECHECK_GAP`]: a flood of forged
-//! notifications costs a waiter at most 40 re-reads a second, and no
+//! and wake-ups are rationed by a bucket of [`WAKE_BURST`] tokens that
+//! refills one per [`RECHECK_GAP`]: the few real changes of a handoff,
+//! a few milliseconds apart, each wake a waiter at once, while a flood of
+//! forged notifications costs it at most 40 re-reads a second, and no
 //! write.
 
 use std::time::Duration;
@@ -25,6 +27,13 @@ use std::time::Duration;
 /// which come a few milliseconds apart, each still wake it at once or
 /// are seen by the look the one before caused.
 pub(crate) const RECHECK_GAP: Duration = Duration::from_millis(25);
+
+/// Wake-ups a waiter may take back to back before [`RECHECK_GAP`]
+/// rations them: more than one waiter sees in a whole handoff (its peers'
+/// drained and quiesced marks, the handoff, a target set), so a real
+/// handoff is never slowed by the ration (a strict gap cost it 25 ms at
+/// quiesce step 3, where two peers' marks arrive together).
+pub(crate) const WAKE_BURST: f64 = 8.0;
 
 use baton_datastore::{DataStore, EventKind, Listener};
 use slog::{Logger, debug, warn};
@@ -39,8 +48,10 @@ pub(crate) struct Wakeups {
     enabled: bool,
     /// Closed for good (before the `quiesced` mark): never reopened.
     closed: bool,
-    /// When an announcement last ended a wait.
-    last_woken: Option<Instant>,
+    /// Wake-ups that may be taken now (at most [`WAKE_BURST`]), as of
+    /// `refilled`.
+    tokens: f64,
+    refilled: Instant,
 }
 
 /// How a wait ended.
@@ -61,7 +72,8 @@ impl Wakeups {
             log: log.clone(),
             listener: None,
             closed: false,
-            last_woken: None,
+            tokens: WAKE_BURST,
+            refilled: Instant::now(),
         }
     }
 
@@ -89,9 +101,9 @@ impl Wakeups {
         self.wait_until(deadline, kinds).await
     }
 
-    /// Waits until `deadline`, or until one of `kinds` is announced, but
-    /// never ends by an announcement sooner than [`RECHECK_GAP`] after
-    /// the last wait that did; announcements received by then are taken
+    /// Waits until `deadline`, or until one of `kinds` is announced; once
+    /// the burst of wake-ups is spent, not sooner than its ration allows
+    /// (one per [`RECHECK_GAP`]), announcements received meanwhile taken
     /// with it (the caller's next look sees what they announced).
     pub(crate) async fn wait_until(
         &mut self,
@@ -128,8 +140,13 @@ impl Wakeups {
             debug!(self.log, "woken by an announcement";
                 "event" => %kind, "nexus_id" => ?event.nexus_id,
                 "batch" => batch.len());
-            if let Some(last) = self.last_woken {
-                let earliest = last + RECHECK_GAP;
+            let now = Instant::now();
+            let refill =
+                (now - self.refilled).as_secs_f64() / RECHECK_GAP.as_secs_f64();
+            self.tokens = (self.tokens + refill).min(WAKE_BURST);
+            self.refilled = now;
+            if self.tokens < 1.0 {
+                let earliest = now + RECHECK_GAP.mul_f64(1.0 - self.tokens);
                 if earliest >= deadline {
                     tokio::time::sleep_until(deadline).await;
                     return Woken::Period;
@@ -138,8 +155,10 @@ impl Wakeups {
                 // What arrived meanwhile committed before the caller's
                 // next look, which sees it.
                 listener.skip_received();
+                self.tokens = 1.0;
+                self.refilled = Instant::now();
             }
-            self.last_woken = Some(Instant::now());
+            self.tokens -= 1.0;
             return Woken::Event(kind);
         }
     }

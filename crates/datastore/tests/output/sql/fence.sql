@@ -5,7 +5,7 @@ SELECT (SELECT count(*) FROM db_metadata_nexus) AS records,
 
 -- The quiesced mark's transaction, before the mark:
 SET LOCAL lock_timeout = '2s';
-SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000)) AS n
+SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n
 FROM pg_locks
 WHERE locktype = 'advisory' AND objsubid = 2
   AND classid = ($1::INT4)::OID AND objid = ($2::INT4)::OID
