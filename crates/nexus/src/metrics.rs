@@ -91,6 +91,9 @@ mod tests {
             NexusState::Failed {
                 reason: String::new(),
             },
+            NexusState::Fenced {
+                reason: String::new(),
+            },
         ];
         for state in &states {
             assert!(PHASES.contains(&state.label()), "{state:?}");
