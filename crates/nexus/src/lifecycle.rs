@@ -230,10 +230,7 @@ impl Life {
             info!(self.log, "access check";
                 "decision" => decision.decision.as_str(), "reason" => &decision.reason);
             match decision.decision {
-                AccessDecision::Ready => {
-                    self.warm_claims();
-                    return Ok(());
-                }
+                AccessDecision::Ready => return Ok(()),
                 AccessDecision::NeedsHandoff => {
                     self.set(NexusState::WaitingForHandoff);
                     // `None` (unreadable): attempt anyway.
@@ -299,18 +296,6 @@ impl Life {
         }
     }
 
-    /// Opens the first connection of the fenced pool in the background,
-    /// so that the service's first claim does not pay for a connection
-    /// and its fence check (set-up of a cold pool, in the handoff
-    /// window). Only once the Nexus is in control: before, the fence
-    /// refuses it. A failure is the next claim's to report.
-    fn warm_claims(&self) {
-        let ds = self.ds.clone();
-        tokio::spawn(async move {
-            let _ = ds.claim("open the fenced pool").await;
-        });
-    }
-
     /// Every record's state, sorted by id; `None` if unreadable.
     async fn record_states(&self) -> Option<RecordStates> {
         match self.ds.records_list().await {
@@ -333,9 +318,6 @@ impl Life {
             Ok(promoted) => {
                 crate::metrics::handoff_attempt("done");
                 info!(self.log, "handoff done"; "promoted" => promoted);
-                // In control now: its migration and first execution
-                // overlap with opening the fenced pool.
-                self.warm_claims();
                 Ok(true)
             }
             Err(e) if e.is_transient() => {
