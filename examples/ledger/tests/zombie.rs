@@ -145,7 +145,7 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
         let (status, last) = ledger.wait_exit();
         assert!(status.success(), "a new ledger exited {status}: {last}");
     }
-    let outcome = rt.block_on(facts(&ds, zombie_id));
+    let outcome = rt.block_on(facts(&ds, &story, zombie_id));
     let outcome = Outcome { last, ..outcome };
     println!("{fault:?}: {outcome:?}");
     drop(db);
@@ -187,7 +187,11 @@ fn force(
     }
 }
 
-async fn facts(ds: &DataStore, zombie: OmicronZoneUuid) -> Outcome {
+async fn facts(
+    ds: &DataStore,
+    story: &HandoffStory,
+    zombie: OmicronZoneUuid,
+) -> Outcome {
     #[derive(QueryableByName)]
     struct Counts {
         #[diesel(sql_type = BigInt)]
@@ -212,7 +216,7 @@ async fn facts(ds: &DataStore, zombie: OmicronZoneUuid) -> Outcome {
     )
     .bind::<Uuid, _>(zombie.into_untyped_uuid())
     .bind::<baton_datastore::diesel::sql_types::Array<Uuid>, _>(
-        HandoffStory::new(11)
+        story
             .old_nexus
             .iter()
             .map(|id| id.into_untyped_uuid())
