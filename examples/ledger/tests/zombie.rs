@@ -102,6 +102,19 @@ fn run(fault: Fault, mutant: Option<&str>) -> Outcome {
     // zombie's writes.
     let mut new =
         deploy_generation_2_with(&rt, &ds, &story, |id| spawn(&url, id, None));
+    // Every old instance has written (the zombie too), so that what it
+    // writes after the force is measured against writes it did make.
+    rt.block_on(async {
+        until("every old instance to write", PATIENCE, || async {
+            count(
+                &ds,
+                "SELECT count(DISTINCT nexus_id) AS n FROM ledger_entry",
+            )
+            .await
+                >= 3
+        })
+        .await;
+    });
     let mut zombie = old.remove(0);
     match fault {
         Fault::PausedRunning => zombie.signal("-STOP"),
