@@ -52,6 +52,18 @@ impl PgBinaries {
         command
     }
 
+    /// Runs `command` (another program, Patroni) as the server's user.
+    pub(crate) fn as_server_user(&self, command: &mut Command) {
+        if let Some((uid, gid)) = self.run_as {
+            command.uid(uid).gid(gid);
+        }
+    }
+
+    /// The directory the binaries are in.
+    pub(crate) fn bin_dir(&self) -> &Utf8Path {
+        &self.bin
+    }
+
     /// Runs a binary to completion, failing with its output.
     pub(crate) fn run(
         &self,

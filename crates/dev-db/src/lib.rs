@@ -19,12 +19,16 @@
 //! ```
 
 mod binaries;
+mod ha;
 mod persistent;
 mod standby;
 mod throwaway;
 mod watchdog;
 
 pub use binaries::PgBinaries;
+pub use ha::{
+    HaCluster, HaClusterBuilder, Member, PatroniTimings, Replication,
+};
 pub use persistent::{PersistentDb, default_data_dir};
 pub use throwaway::{DevDb, DevDbBuilder};
 
@@ -99,6 +103,16 @@ pub enum DevDbError {
         socket_len: usize,
         /// The longest allowed.
         max: usize,
+    },
+    /// An HA cluster needs a program that is not installed.
+    #[error(
+        "`{program}` was not found on $PATH: an HA cluster needs etcd and \
+         Patroni; install them with `apt-get install etcd-server patroni` \
+         (Debian/Ubuntu)"
+    )]
+    HaMissing {
+        /// Which program.
+        program: String,
     },
     /// The server did not become ready in time, or exited.
     #[error("PostgreSQL did not start: {reason}; server log {log}: {tail}")]

@@ -4,10 +4,12 @@
 //!
 //! The watchdog is a small shell process reading a pipe whose only writer
 //! is the owner. The owner tells it each server's pid (`server primary
-//! N`, `server standby N`; no pid: stopped) and, when
+//! N`, `server standby N`; no pid: stopped), and each other process's
+//! with the signal that ends it (`process patroni_n0 N KILL`), and, when
 //! it has cleaned up itself, stands it down (`done`). If the pipe closes
-//! without `done`, the owner died: the watchdog stops the server
-//! (SIGQUIT, PostgreSQL's immediate shutdown) and removes the directory.
+//! without `done`, the owner died: the watchdog ends the processes, then
+//! every postmaster named in a `*/data/postmaster.pid` under the directory
+//! (SIGQUIT, PostgreSQL's immediate shutdown), and removes the directory.
 //! It ignores SIGINT, SIGTERM and SIGHUP, which a terminal sends to the
 //! whole process group, so that a Ctrl-C still gets the cleanup.
 
@@ -24,21 +26,32 @@ use slog::{Logger, info, warn};
 /// The watchdog's script: `$1` is the directory to remove.
 const SCRIPT: &str = r#"
 trap '' INT TERM HUP
-primary=
-standby=
-while read -r word role pid; do
+names=
+while read -r word name pid sig; do
     case "$word" in
-        server)
-            case "$role" in
-                primary) primary=$pid ;;
-                standby) standby=$pid ;;
-            esac ;;
+        server|process)
+            case "$name" in ''|*[!a-z0-9_]*) continue ;; esac
+            [ "$word" = server ] && sig=QUIT
+            case "$sig" in QUIT|KILL|TERM) ;; *) sig=QUIT ;; esac
+            eval "pid_$name=\$pid; sig_$name=\$sig"
+            case " $names " in *" $name "*) ;; *) names="$names $name" ;; esac ;;
         done) exit 0 ;;
     esac
 done
-for pid in $primary $standby; do kill -QUIT "$pid" 2>/dev/null; done
-for pid in $primary $standby; do
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+all=
+for name in $names; do
+    eval "pid=\$pid_$name; sig=\$sig_$name"
+    [ -n "$pid" ] && kill -"$sig" "$pid" 2>/dev/null && all="$all $pid"
+done
+for f in "$1"/*/data/postmaster.pid; do
+    [ -f "$f" ] || continue
+    read -r pid < "$f" && kill -QUIT "$pid" 2>/dev/null && all="$all $pid"
+done
+for pid in $all; do
+    n=0
+    while kill -0 "$pid" 2>/dev/null && [ "$n" -lt 300 ]; do
+        sleep 0.1; n=$((n + 1))
+    done
 done
 rm -rf -- "$1"
 "#;
@@ -77,6 +90,22 @@ impl Watchdog {
         let line = match pid {
             Some(pid) => format!("server {role} {pid}\n"),
             None => format!("server {role}\n"),
+        };
+        self.say(&line);
+    }
+
+    /// Another process `name` (letters, digits, `_`) now runs as `pid`
+    /// (`None`: it stopped), to be ended with `signal` (`QUIT`, `KILL` or
+    /// `TERM`). Every postmaster under the directory is ended too.
+    pub(crate) fn process(
+        &mut self,
+        name: &str,
+        pid: Option<u32>,
+        signal: &str,
+    ) {
+        let line = match pid {
+            Some(pid) => format!("process {name} {pid} {signal}\n"),
+            None => format!("process {name}\n"),
         };
         self.say(&line);
     }

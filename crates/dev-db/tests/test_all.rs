@@ -222,12 +222,16 @@ fn owner_process_for_the_kill_test() {
     drop(db);
 }
 
-#[test]
-fn a_killed_owners_server_is_stopped_and_removed() {
+/// Starts this test binary running only `test` as an owner process, and
+/// returns it with the rest of the first line it prints that starts with
+/// `prefix` (libtest prints its own lines around the test's).
+// The caller kills and waits for the child it is given.
+#[allow(clippy::zombie_processes)]
+fn start_owner(test: &str, prefix: &str) -> (std::process::Child, String) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
     let mut owner = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "owner_process_for_the_kill_test", "--ignored"])
+        .args(["--exact", test, "--ignored"])
         .args(["--nocapture", "--test-threads", "1"])
         .env("BATON_DEV_DB_OWNER", "1")
         .stdin(Stdio::piped())
@@ -235,18 +239,24 @@ fn a_killed_owners_server_is_stopped_and_removed() {
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(owner.stdout.take().unwrap());
-    let (dir, pid) = loop {
+    loop {
         let mut line = String::new();
-        assert!(out.read_line(&mut line).unwrap() > 0, "the owner ended");
-        // libtest prints its own lines around the test's.
-        if let Some((dir, pid)) = line
-            .trim()
-            .strip_prefix("server ")
-            .and_then(|l| l.split_once(' '))
-        {
-            break (Utf8PathBuf::from(dir), pid.to_owned());
+        if out.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = owner.wait();
+            panic!("the owner ended before it printed {prefix:?}: {status:?}");
         }
-    };
+        if let Some(rest) = line.trim().strip_prefix(prefix) {
+            return (owner, rest.to_owned());
+        }
+    }
+}
+
+#[test]
+fn a_killed_owners_server_is_stopped_and_removed() {
+    let (mut owner, line) =
+        start_owner("owner_process_for_the_kill_test", "server ");
+    let (dir, pid) = line.split_once(' ').expect("a directory and a pid");
+    let dir = Utf8PathBuf::from(dir);
     let proc = Utf8PathBuf::from(format!("/proc/{pid}"));
     assert!(proc.exists() && dir.exists(), "the server runs");
     owner.kill().unwrap(); // SIGKILL: no destructor runs.
@@ -357,4 +367,106 @@ fn a_persistent_server_can_have_a_synchronous_standby() {
         processes_using(dir.join("standby").as_str()),
         Vec::<String>::new()
     );
+}
+
+mod ha {
+    //! The HA cluster: real etcd and Patroni from the system packages.
+
+    use std::time::Duration;
+
+    use baton_dev_db::HaCluster;
+    use camino::Utf8PathBuf;
+    use camino_tempfile::Utf8TempDir;
+
+    use super::{log, processes_using, wait_until};
+
+    fn psql(url: &str, sql: &str) -> std::process::Output {
+        std::process::Command::new("psql")
+            .args([url, "-Atqc", sql])
+            .output()
+            .expect("psql runs")
+    }
+
+    #[test]
+    fn a_cluster_fails_over_when_its_leader_dies_and_takes_it_back() {
+        let mut cluster = HaCluster::start(&log()).expect("an HA cluster");
+        let first = cluster.leader().expect("a leader");
+        let url = cluster.url();
+        let out =
+            psql(&url, "CREATE TABLE t (x INT); INSERT INTO t VALUES (1)");
+        assert!(out.status.success(), "{out:?}");
+        cluster.kill_node(first);
+        // The multi-host URL reaches the new leader without any change.
+        wait_until("a write through the same URL after the failover", || {
+            psql(&url, "INSERT INTO t VALUES (2)").status.success()
+        });
+        let second = cluster.leader().expect("a new leader");
+        assert_ne!(second, first);
+        let rows =
+            psql(&url, "SELECT string_agg(x::text, ',' ORDER BY x) FROM t");
+        assert_eq!(String::from_utf8_lossy(&rows.stdout).trim(), "1,2");
+        // The old leader rejoins as a standby of the new one.
+        cluster.start_node(first).unwrap();
+        assert_eq!(
+            cluster.wait_healthy(Duration::from_secs(90)).unwrap(),
+            second
+        );
+        let on_old = psql(&cluster.node_url(first), "SELECT count(*) FROM t");
+        assert_eq!(String::from_utf8_lossy(&on_old.stdout).trim(), "2");
+    }
+
+    /// Not a test of its own: the owner `a_killed_owners_cluster_...` kills.
+    #[test]
+    #[ignore = "run by a_killed_owners_cluster_is_stopped_and_removed"]
+    fn owner_process_for_the_cluster_kill_test() {
+        if std::env::var_os("BATON_DEV_DB_OWNER").is_none() {
+            return;
+        }
+        let cluster = HaCluster::start(&log()).unwrap();
+        println!("\ncluster {}", cluster.dir());
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        drop(cluster);
+    }
+
+    #[test]
+    fn a_killed_owners_cluster_is_stopped_and_removed() {
+        let (mut owner, dir) = super::start_owner(
+            "ha::owner_process_for_the_cluster_kill_test",
+            "cluster ",
+        );
+        let dir = Utf8PathBuf::from(dir);
+        // etcd ×3, Patroni ×2 and their servers name the directory.
+        assert!(processes_using(dir.as_str()).len() >= 7, "the cluster runs");
+        owner.kill().unwrap();
+        owner.wait().unwrap();
+        wait_until(
+            "every process of the cluster gone, and its directory",
+            || processes_using(dir.as_str()).is_empty() && !dir.exists(),
+        );
+    }
+
+    #[test]
+    fn a_kept_cluster_outlives_its_starter_and_stops_on_request() {
+        let temp = Utf8TempDir::new().unwrap();
+        // The servers run as `postgres`, which must reach the directory.
+        std::fs::set_permissions(
+            temp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let dir = temp.path().join("ha");
+        let url = HaCluster::builder().start_in(&dir, &log()).unwrap();
+        assert!(psql(&url, "SELECT 1").status.success());
+        // Idempotent: a second start prints the same URL.
+        let again = HaCluster::builder().start_in(&dir, &log()).unwrap();
+        assert_eq!(again, url);
+        assert_eq!(HaCluster::running_in(&dir).unwrap(), Some(url.clone()));
+        assert!(HaCluster::stop_in(&dir).unwrap());
+        wait_until("no process of the cluster left", || {
+            processes_using(dir.as_str()).is_empty()
+        });
+        assert!(!HaCluster::stop_in(&dir).unwrap(), "nothing left to stop");
+        assert_eq!(HaCluster::running_in(&dir).unwrap(), None);
+    }
 }
