@@ -63,8 +63,10 @@ pub(crate) fn run(ctx: &Context) -> Result<(), Failure> {
             .map(|id| (*id, NexusRecordState::Active)));
     output::line(&format!(
         "\nhandoff: the first new Nexus was ready {} ms after the last old \
-         one quiesced; the old generation quiesced before the new one became \
-         active: {}",
+         one quiesced, as this process saw the two (it covers the \
+         \"handoff\" and \"schema migration\" parts below, which are timed \
+         by the server's commit times); the old generation quiesced before \
+         the new one became active: {}",
         report.handoff_time.as_millis(),
         if report.quiesced_before_active {
             "yes"

@@ -60,8 +60,10 @@ struct Args {
     #[arg(long)]
     poll_only: bool,
     /// Serve metrics in the Prometheus text format on `GET /metrics` at
-    /// this address (port 0: any free port); the bound address is printed
-    /// first, as `{"metrics_addr": "..."}`.
+    /// this address (port 0: any free port), with `GET /ready` (200 while
+    /// it takes new work, 503 otherwise) and `POST /write` (one entry; 503
+    /// means try another instance); the bound address is printed first,
+    /// as `{"metrics_addr": "..."}`.
     #[arg(long)]
     metrics_addr: Option<SocketAddr>,
 }
@@ -105,14 +107,15 @@ fn main() -> ExitCode {
         write_period: Duration::from_millis(args.write_period_ms),
         job: Duration::from_millis(args.job_ms),
     };
+    let app = service::AppSlot::default();
     runtime.block_on(async {
         if let Some(addr) = args.metrics_addr
-            && let Err(e) = metrics::serve(addr).await
+            && let Err(e) = metrics::serve(addr, app.clone()).await
         {
             eprintln!("baton-ledger: {e}");
             return ExitCode::from(2);
         }
-        service::run(logger(), config, options).await
+        service::run(logger(), config, options, app).await
     })
 }
 

@@ -1,7 +1,10 @@
 //! `--metrics-addr`: Baton's metrics in the
-//! Prometheus text format, over plain HTTP, for whoever scrapes them.
+//! Prometheus text format, over plain HTTP, for whoever scrapes them,
+//! and beside them the instance's readiness (`GET /ready`, for a load
+//! balancer's probe) and one write (`POST /write`, a request as a client
+//! of the service would make it).
 //!
-//! The exporter only renders; this file answers `GET /metrics` itself, so
+//! The exporter only renders; this file answers the requests itself, so
 //! the example needs no HTTP server crate. Whoever can reach the port
 //! cannot starve it: at most [`MAX_CONNECTIONS`] are served at once (one
 //! more is told 503 and closed), a connection that sends no whole request
@@ -18,6 +21,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::service::{App, AppSlot, unavailable};
+
 /// Connections served at once, at most.
 pub(crate) const MAX_CONNECTIONS: usize = 32;
 /// How long a connection may take to send its request.
@@ -28,7 +33,10 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Installs the Prometheus recorder and listens on `addr`; prints the
 /// bound address as a JSON line (`{"metrics_addr": "..."}`), which
 /// matters when the port was 0. An error names the address and why.
-pub(crate) async fn serve(addr: SocketAddr) -> Result<(), String> {
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    app: AppSlot,
+) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))?;
@@ -40,12 +48,12 @@ pub(crate) async fn serve(addr: SocketAddr) -> Result<(), String> {
     metrics::set_global_recorder(recorder)
         .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
     println!("{}", json!({ "metrics_addr": bound.to_string() }));
-    tokio::spawn(accept(listener, handle));
+    tokio::spawn(accept(listener, handle, app));
     Ok(())
 }
 
 /// The accept loop: bounded connections, backing off on failure.
-async fn accept(listener: TcpListener, handle: PrometheusHandle) {
+async fn accept(listener: TcpListener, handle: PrometheusHandle, app: AppSlot) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -66,11 +74,12 @@ async fn accept(listener: TcpListener, handle: PrometheusHandle) {
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
                 let handle = handle.clone();
+                let app = app.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let _ = tokio::time::timeout(
                         IDLE_TIMEOUT,
-                        answer(&mut stream, handle),
+                        answer(&mut stream, handle, app),
                     )
                     .await;
                 });
@@ -97,8 +106,13 @@ fn response(status: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Answers one request: the metrics for `GET /metrics`, 404 otherwise.
-async fn answer(stream: &mut TcpStream, handle: PrometheusHandle) {
+/// Answers one request: the metrics for `GET /metrics`, the readiness
+/// for `GET /ready`, one write for `POST /write`, 404 otherwise.
+async fn answer(
+    stream: &mut TcpStream,
+    handle: PrometheusHandle,
+    app: AppSlot,
+) {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     // The request head, up to 8 KiB; a client that sends more is odd.
@@ -112,9 +126,40 @@ async fn answer(stream: &mut TcpStream, handle: PrometheusHandle) {
     let (status, body) = if first.starts_with(b"GET /metrics ") {
         handle.run_upkeep();
         ("200 OK", handle.render())
+    } else if first.starts_with(b"GET /ready ") {
+        ready(app.get())
+    } else if first.starts_with(b"POST /write ") {
+        match app.get() {
+            Some(app) => crate::service::write(app).await,
+            None => ("503 Service Unavailable", unavailable("starting")),
+        }
     } else {
-        ("404 Not Found", "only GET /metrics is served\n".to_owned())
+        (
+            "404 Not Found",
+            "only GET /metrics, GET /ready and POST /write are served\n"
+                .to_owned(),
+        )
     };
     let _ = stream.write_all(&response(status, &body)).await;
     let _ = stream.shutdown().await;
+}
+
+/// `GET /ready`: 200 only while the instance takes new work, 503
+/// otherwise; the body is one JSON line with the readiness and why.
+fn ready(app: Option<&App>) -> (&'static str, String) {
+    let Some(app) = app else {
+        let line = json!({ "readiness": "soon", "reason": "starting" });
+        return ("503 Service Unavailable", format!("{line}\n"));
+    };
+    let status = app.nexus.status();
+    let line = json!({
+        "readiness": status.readiness,
+        "reason": status.state.to_string(),
+    });
+    let code = if status.readiness == baton_nexus::Readiness::Ready {
+        "200 OK"
+    } else {
+        "503 Service Unavailable"
+    };
+    (code, format!("{line}\n"))
 }

@@ -28,15 +28,39 @@ struct Counters {
     jobs_started: AtomicU64,
     jobs_ended: AtomicU64,
     write_errors: AtomicU64,
+    /// Entries written for `POST /write`.
+    requests: AtomicU64,
+}
+
+/// What `/ready` and `/write` serve: the Nexus and the schema it speaks.
+pub(crate) struct App {
+    pub(crate) nexus: Nexus,
+    schema_version: i64,
+    counters: Arc<Counters>,
+}
+
+/// The service behind `/ready` and `/write`, set once its Nexus started
+/// (until then, `/ready` says it is starting).
+pub(crate) type AppSlot = Arc<std::sync::OnceLock<App>>;
+
+/// A 503 body: one JSON line naming why.
+pub(crate) fn unavailable(reason: &str) -> String {
+    format!("{}\n", json!({ "error": reason, "retry_elsewhere": true }))
 }
 
 pub(crate) async fn run(
     log: Logger,
     config: NexusConfig,
     options: Options,
+    app: AppSlot,
 ) -> ExitCode {
     let nexus = start(&log, config);
     let counters = Arc::new(Counters::default());
+    let _ = app.set(App {
+        nexus: nexus.clone(),
+        schema_version: options.schema_version,
+        counters: counters.clone(),
+    });
     let options = Arc::new(options);
     let reporter = tokio::spawn(report(nexus.clone()));
     let writer = tokio::spawn(append_batches(
@@ -74,6 +98,7 @@ pub(crate) async fn run(
             ("jobs_started", &counters.jobs_started),
             ("jobs_ended", &counters.jobs_ended),
             ("write_errors", &counters.write_errors),
+            ("requests", &counters.requests),
         ] {
             fields
                 .insert(name.to_owned(), json!(counter.load(Ordering::SeqCst)));
@@ -259,6 +284,35 @@ async fn run_jobs(
             }
         }
         drop(guard);
+    }
+}
+
+/// `POST /write`: one entry under one claim, as a client's request. A
+/// refusal another instance may serve is 503 (try elsewhere), any other
+/// error 500; the body is one JSON line.
+pub(crate) async fn write(app: &App) -> (&'static str, String) {
+    let options = Options {
+        schema_version: app.schema_version,
+        write_period: Duration::ZERO,
+        job: Duration::ZERO,
+    };
+    let result = async {
+        let mut claim = app.nexus.claim("ledger request").await?;
+        insert(&app.nexus, &options, &mut claim, "entry", None).await
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            app.counters.requests.fetch_add(1, Ordering::SeqCst);
+            ("200 OK", format!("{}\n", json!({ "written": 1 })))
+        }
+        Err(e) if e.is_unavailable() => {
+            ("503 Service Unavailable", unavailable(&e.to_string()))
+        }
+        Err(e) => (
+            "500 Internal Server Error",
+            format!("{}\n", json!({ "error": e.to_string() })),
+        ),
     }
 }
 

@@ -24,7 +24,7 @@ fn scrape(addr: &str, path: &str) -> (String, String) {
 }
 
 /// The address the ledger printed, from its first line.
-fn metrics_addr(ledger: &Ledger) -> String {
+pub(crate) fn metrics_addr(ledger: &Ledger) -> String {
     let line = ledger
         .seen
         .iter()
@@ -91,6 +91,10 @@ fn a_running_and_a_waiting_ledger_export_their_metrics() {
     }
     let (status, _) = scrape(&addr, "/other");
     assert!(status.contains("404"), "{status}");
+    // A running instance takes new work: `/ready` says 200.
+    let (status, body) = scrape(&addr, "/ready");
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert_eq!(body, "{\"readiness\":\"ready\",\"reason\":\"running\"}\n");
 
     // A generation-2 Nexus waiting for the handoff counts its attempts.
     rt.block_on(async {
@@ -103,6 +107,13 @@ fn a_running_and_a_waiting_ledger_export_their_metrics() {
     let mut new =
         Ledger::spawn_with(&url, story.new_nexus[0], 2, None, &port_zero);
     new.wait_state("waiting_for_handoff");
+    // Not in control yet: `/ready` says 503, "soon", and why.
+    let (status, body) = scrape(&metrics_addr(&new), "/ready");
+    assert_eq!(status, "HTTP/1.1 503 Service Unavailable", "{body}");
+    assert_eq!(
+        body,
+        "{\"readiness\":\"soon\",\"reason\":\"waiting_for_handoff\"}\n"
+    );
     scrape_until(
         &rt,
         &metrics_addr(&new),

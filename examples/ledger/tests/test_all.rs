@@ -1,6 +1,7 @@
 //! The ledger service handing off across real processes on a real
 //! PostgreSQL.
 
+mod clients;
 mod flags;
 mod handoff;
 mod metrics;
