@@ -271,7 +271,22 @@ impl HaClusterBuilder {
     }
 }
 
-/// A running cluster. See the [module docs](self).
+/// A running cluster: three etcd members and two or three PostgreSQL
+/// nodes under Patroni, each on its own loopback address (etcd member `j`
+/// on `127.A.B.{j+1}`, node `i` on `127.A.B.{i+11}:5432` with its REST API
+/// on port 8008). Dropped, a throwaway cluster stops every process and
+/// removes its directory.
+///
+/// ```
+/// # fn main() -> Result<(), baton_dev_db::DevDbError> {
+/// # let log = slog::Logger::root(slog::Discard, slog::o!());
+/// let cluster = baton_dev_db::HaCluster::start(&log)?;
+/// let leader = cluster.leader().expect("a leader");
+/// assert!(cluster.url().contains("target_session_attrs=read-write"));
+/// assert_eq!(cluster.node_count(), 2);
+/// assert!(leader < 2);
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct HaCluster {
     temp: Option<Utf8TempDir>,
