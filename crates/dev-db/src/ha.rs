@@ -29,7 +29,7 @@ use serde::Deserialize;
 use slog::{Logger, info, o, warn};
 
 use crate::binaries::tail;
-use crate::watchdog::{Watchdog, reap_orphans};
+use crate::watchdog::{Watchdog, alive, pid_in, reap_orphans};
 use crate::{DATABASE_NAME, DevDbError, PgBinaries, USER_NAME};
 
 /// How long the cluster gets to elect a leader and attach its standbys.
@@ -143,12 +143,12 @@ impl HaClusterBuilder {
 
     /// Etcd member `member`'s client address.
     pub fn etcd_addr(&self, member: usize) -> SocketAddr {
-        addr(self.block, member as u8 + 1, 2379)
+        etcd_client(self.block, member)
     }
 
     /// PostgreSQL node `node`'s address.
     pub fn postgres_addr(&self, node: usize) -> SocketAddr {
-        addr(self.block, node as u8 + 11, 5432)
+        postgres(self.block, node)
     }
 
     /// Starts a throwaway cluster in a temporary directory, stopped and
@@ -241,7 +241,7 @@ impl HaClusterBuilder {
         let etcd = (0..3)
             .map(|j| Etcd {
                 name: format!("e{j}"),
-                client: addr(self.block, j as u8 + 1, 2379),
+                client: etcd_client(self.block, j),
                 peer: addr(self.block, j as u8 + 1, 2380),
                 child: None,
             })
@@ -249,7 +249,7 @@ impl HaClusterBuilder {
         let nodes = (0..self.nodes)
             .map(|i| Node {
                 name: format!("n{i}"),
-                postgres: addr(self.block, i as u8 + 11, 5432),
+                postgres: postgres(self.block, i),
                 api: addr(self.block, i as u8 + 11, 8008),
                 patroni: None,
                 etcd_hosts: self.etcd_via.get(&i).cloned(),
@@ -396,7 +396,10 @@ impl HaCluster {
 
     /// The node that leads and runs now, if any.
     pub fn leader(&self) -> Option<usize> {
-        let members = self.members()?;
+        self.leader_among(&self.members()?)
+    }
+
+    fn leader_among(&self, members: &[Member]) -> Option<usize> {
         members
             .iter()
             .find(|m| m.role == "leader" && m.state == "running")
@@ -465,7 +468,7 @@ impl HaCluster {
 
     fn healthy(&self) -> Option<usize> {
         let members = self.members()?;
-        let leader = self.leader()?;
+        let leader = self.leader_among(&members)?;
         let running = self.nodes.iter().filter(|n| n.patroni.is_some());
         let all_in = running.clone().all(|n| {
             members
@@ -542,15 +545,8 @@ impl HaCluster {
 
     /// The pid of node `node`'s postmaster, if it runs.
     fn postmaster(&self, node: usize) -> Option<i32> {
-        let file = self.node_dir(node).join("data/postmaster.pid");
-        let pid = std::fs::read_to_string(file)
-            .ok()?
-            .lines()
-            .next()?
-            .trim()
-            .parse()
-            .ok()?;
-        alive(pid).then_some(pid)
+        pid_in(&self.node_dir(node).join("data/postmaster.pid"))
+            .filter(|&pid| alive(pid))
     }
 
     /// Stops the kept cluster in `dir` (Patroni first, which stops its
@@ -604,19 +600,8 @@ impl HaCluster {
         }
         self.wait_etcd()?;
         self.spawn_patroni(0)?;
-        let deadline = Instant::now() + READY_TIMEOUT;
-        while self.leader() != Some(0) {
-            if Instant::now() > deadline {
-                return Err(self.wait_healthy(Duration::ZERO).err().unwrap_or(
-                    DevDbError::NotReady {
-                        reason: "the first node did not lead".to_owned(),
-                        log: self.dir.join("n0.log"),
-                        tail: String::new(),
-                    },
-                ));
-            }
-            pause(Duration::from_millis(100));
-        }
+        // Alone, it is healthy once it leads.
+        self.wait_healthy(READY_TIMEOUT)?;
         let host = self.nodes[0].postgres.ip().to_string();
         let exists = self.bins.run(
             "psql",
@@ -930,6 +915,16 @@ fn url_for(hosts: &[SocketAddr]) -> String {
     )
 }
 
+/// Etcd member `j`'s client address in `block`.
+fn etcd_client(block: [u8; 2], j: usize) -> SocketAddr {
+    addr(block, j as u8 + 1, 2379)
+}
+
+/// PostgreSQL node `i`'s address in `block`.
+fn postgres(block: [u8; 2], i: usize) -> SocketAddr {
+    addr(block, i as u8 + 11, 5432)
+}
+
 fn addr(block: [u8; 2], last: u8, port: u16) -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(
         Ipv4Addr::new(127, block[0], block[1], last),
@@ -1013,20 +1008,6 @@ fn parent_of(pid: i32) -> Option<i32> {
     // The command is in parentheses and may hold spaces: read after it.
     let rest = stat.rsplit_once(')')?.1;
     rest.split_whitespace().nth(1)?.parse().ok()
-}
-
-fn alive(pid: i32) -> bool {
-    kill(Pid::from_raw(pid), None).is_ok() && !is_zombie(pid)
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .map(|(_, r)| r.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
 }
 
 /// Polling a condition, not sleeping in its place.

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use nix::errno::Errno;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
@@ -171,7 +171,7 @@ fn is_orphan(dir: &Utf8Path) -> bool {
 }
 
 /// The pid on the first line of `file`.
-fn pid_in(file: &Utf8PathBuf) -> Option<i32> {
+pub(crate) fn pid_in(file: &Utf8Path) -> Option<i32> {
     std::fs::read_to_string(file)
         .ok()?
         .lines()
@@ -181,7 +181,17 @@ fn pid_in(file: &Utf8PathBuf) -> Option<i32> {
         .ok()
 }
 
-/// True if a process `pid` exists (one of another user's counts).
-fn alive(pid: i32) -> bool {
-    !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))
+/// True if a process `pid` exists (one of another user's counts) and has
+/// not exited: a zombie, ended but not yet reaped by its parent (a
+/// detached process this one started), does not count.
+pub(crate) fn alive(pid: i32) -> bool {
+    let exists = !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH));
+    exists
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(false)
 }
