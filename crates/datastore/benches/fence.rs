@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use baton_datastore::diesel::sql_types::BigInt;
 use baton_datastore::diesel_async::RunQueryDsl;
 use baton_datastore::sql::{Bind, statement};
-use baton_datastore::{DataStore, DataStoreConfig, TxError};
+use baton_datastore::{DataStore, DataStoreConfig};
 use baton_dev_db::DevDb;
 use baton_uuid_kinds::OmicronZoneUuid;
 use slog::{Logger, o};
@@ -56,17 +56,17 @@ async fn round(
                         }
                         Write::Transaction => {
                             claim
-                                .transaction("bench transaction", |conn| {
-                                    Box::pin(async move {
+                                .transaction(
+                                    "bench transaction",
+                                    async move |conn| {
                                         statement(
                                             "INSERT INTO bench_entry VALUES ($1)",
                                         )
                                         .bind::<BigInt, _>(v)
                                         .execute(conn)
-                                        .await?;
-                                        Ok::<_, TxError<()>>(())
-                                    })
-                                })
+                                        .await
+                                    },
+                                )
                                 .await
                                 .expect("transaction");
                         }

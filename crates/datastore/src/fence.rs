@@ -16,7 +16,8 @@ use diesel_async::pooled_connection::PoolableConnection;
 use diesel_async::pooled_connection::bb8::PooledConnection;
 use slog::info;
 
-use crate::{DataStore, Error, Tally, TransactionError, TxFuture};
+use crate::retry::{Body, Conn};
+use crate::{DataStore, Error, Tally, TransactionError, TxError};
 
 /// Which pool a claim comes from.
 #[derive(Clone, Copy, Debug)]
@@ -273,22 +274,116 @@ impl Drop for Entered<'_> {
 }
 
 impl Claim {
-    /// Runs `f` inside one SERIALIZABLE transaction on this claim's
-    /// connection, retrying it here on serialization failure; otherwise
-    /// as [`DataStore::transaction`].
-    pub async fn transaction<T, E, F>(
+    /// Runs `body` inside one SERIALIZABLE transaction on this claim's
+    /// connection, retrying the whole of it here on a serialization
+    /// failure (SQLSTATE 40001), with jittered backoff and a bounded
+    /// number of attempts. Any other database error rolls back and is
+    /// returned as [`Error::Database`]. For a body that may also decide
+    /// to roll back with an error of its own, use
+    /// [`Claim::transaction_with_abort`].
+    ///
+    /// The body is an async closure, called by reference on each
+    /// attempt: what it captures is not cloned per retry. Move what it
+    /// needs in (`async move |conn| ..`) when the transaction runs in a
+    /// spawned task: a body that borrows from the task is not yet seen
+    /// as `Send` by the compiler. Read each response to its end (`load`,
+    /// `execute`, [`crate::sql::load_one`]; never `get_result`, which
+    /// drops the rest of it). If this future is dropped midway, the
+    /// transaction never commits and the connection is discarded.
+    ///
+    /// ```no_run
+    /// # async fn f(mut claim: baton_datastore::Claim) -> Result<(), baton_datastore::Error> {
+    /// use baton_datastore::diesel::sql_types::BigInt;
+    /// use baton_datastore::diesel_async::RunQueryDsl;
+    ///
+    /// let (from, to, amount) = (1_i64, 2_i64, 10_i64);
+    /// let moved = claim
+    ///     .transaction("transfer", async move |conn| {
+    ///         let debit = "UPDATE account SET balance = balance - $1 \
+    ///                      WHERE id = $2";
+    ///         let credit = "UPDATE account SET balance = balance + $1 \
+    ///                       WHERE id = $2";
+    ///         let mut n = 0;
+    ///         for (sql, id) in [(debit, from), (credit, to)] {
+    ///             n += baton_datastore::diesel::sql_query(sql)
+    ///                 .bind::<BigInt, _>(amount)
+    ///                 .bind::<BigInt, _>(id)
+    ///                 .execute(conn)
+    ///                 .await?;
+    ///         }
+    ///         Ok(n)
+    ///     })
+    ///     .await?;
+    /// # let _ = moved; Ok(()) }
+    /// ```
+    pub async fn transaction<T, F>(
         &mut self,
         op: &'static str,
-        f: F,
+        body: F,
+    ) -> Result<T, Error>
+    where
+        F: AsyncFn(&mut AsyncPgConnection) -> diesel::QueryResult<T>,
+    {
+        let body = async move |conn: &mut AsyncPgConnection| {
+            body(conn)
+                .await
+                .map_err(TxError::<std::convert::Infallible>::Database)
+        };
+        self.transaction_with_abort(op, body)
+            .await
+            .map_err(|e| match e {
+                TransactionError::Datastore(e) => e,
+                TransactionError::Aborted(never) => match never {},
+            })
+    }
+
+    /// [`Claim::transaction`] for a body that may also roll back on a
+    /// decision of its own: it returns [`TxError::Abort`] with an error
+    /// of the caller's type, which comes back as
+    /// [`TransactionError::Aborted`] and is never retried.
+    ///
+    /// ```no_run
+    /// # async fn f(mut claim: baton_datastore::Claim) {
+    /// use baton_datastore::diesel::sql_types::BigInt;
+    /// use baton_datastore::diesel_async::RunQueryDsl;
+    /// use baton_datastore::{TransactionError, TxError};
+    ///
+    /// #[derive(Debug)]
+    /// struct Overdrawn;
+    ///
+    /// let amount = 10_i64;
+    /// let outcome = claim
+    ///     .transaction_with_abort("withdraw", async move |conn| {
+    ///         let n = baton_datastore::diesel::sql_query(
+    ///             "UPDATE account SET balance = balance - $1 \
+    ///              WHERE id = 1 AND balance >= $1",
+    ///         )
+    ///         .bind::<BigInt, _>(amount)
+    ///         .execute(conn)
+    ///         .await?;
+    ///         if n == 0 {
+    ///             return Err(TxError::Abort(Overdrawn));
+    ///         }
+    ///         Ok(n)
+    ///     })
+    ///     .await;
+    /// if let Err(TransactionError::Aborted(Overdrawn)) = outcome {
+    ///     // Nothing changed: answer 409, say why.
+    /// }
+    /// # }
+    /// ```
+    pub async fn transaction_with_abort<T, E, F>(
+        &mut self,
+        op: &'static str,
+        body: F,
     ) -> Result<T, TransactionError<E>>
     where
-        T: Send,
-        E: Send,
-        F: for<'c> Fn(&'c mut AsyncPgConnection) -> TxFuture<'c, T, E>
-            + Send
-            + Sync,
+        F: AsyncFn(&mut AsyncPgConnection) -> Result<T, TxError<E>>,
     {
         let store = self.store.clone();
-        store.transaction_on(op, &mut self.conn, f).await
+        let body = Body(body, store.isolation);
+        store
+            .retry_loop(op, Conn::Held(&mut self.conn), &body)
+            .await
     }
 }

@@ -64,4 +64,17 @@ impl Isolation {
             Isolation::ReadCommitted => "read committed",
         }
     }
+
+    /// The statement that opens a transaction at this level.
+    pub(crate) fn begin_sql(self) -> &'static str {
+        match self {
+            Isolation::Serializable => {
+                "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+            }
+            #[cfg(feature = "mutants")]
+            Isolation::ReadCommitted => {
+                "BEGIN TRANSACTION ISOLATION LEVEL READ COMMITTED"
+            }
+        }
+    }
 }

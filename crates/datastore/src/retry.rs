@@ -325,10 +325,18 @@ pub(crate) enum Kind {
 /// One attempt of an operation, on a connection the retry loop lends.
 pub(crate) trait Attempt<T, E> {
     /// Whether this is a single statement or a transaction.
-    fn kind(&self) -> Kind;
-    /// Runs the attempt once.
-    fn run<'c>(&'c self, conn: &'c mut AsyncPgConnection)
-    -> TxFuture<'c, T, E>;
+    fn kind(&self) -> Kind {
+        Kind::Transaction
+    }
+
+    /// Runs the attempt once. Not boxed as `Send` here: a body given as
+    /// an async closure has a future no bound can name yet, so whether
+    /// the whole operation is `Send` is decided where the closure is
+    /// written.
+    fn run<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+    ) -> impl Future<Output = Result<T, TxError<E>>>;
 }
 
 /// One statement (its own implicit transaction).
@@ -346,46 +354,77 @@ where
     fn run<'c>(
         &'c self,
         conn: &'c mut AsyncPgConnection,
-    ) -> TxFuture<'c, T, Error> {
+    ) -> impl Future<Output = Result<T, TxError<Error>>> {
         let run = (self.0)(conn);
-        Box::pin(async move { run.await.map_err(TxError::Database) })
+        async move { run.await.map_err(TxError::Database) }
     }
 }
 
-/// A body inside BEGIN ... COMMIT, opened by the connection's own
-/// transaction manager, which marks the connection broken (so the pool
-/// discards it) if the attempt is dropped midway.
+/// A transaction body written as a closure that returns a boxed future
+/// (the form Baton's own operations use), inside BEGIN ... COMMIT.
 pub(crate) struct Transaction<F>(F, Isolation);
 
 impl<T, E, F> Attempt<T, E> for Transaction<F>
 where
-    T: Send,
-    E: Send,
-    F: for<'r> Fn(&'r mut AsyncPgConnection) -> TxFuture<'r, T, E>
-        + Send
-        + Sync,
+    F: for<'r> Fn(&'r mut AsyncPgConnection) -> TxFuture<'r, T, E>,
 {
-    fn kind(&self) -> Kind {
-        Kind::Transaction
+    async fn run(&self, conn: &mut AsyncPgConnection) -> Result<T, TxError<E>> {
+        begin(conn, self.1).await?;
+        let outcome = (self.0)(conn).await;
+        finish(conn, outcome).await
     }
+}
 
-    fn run<'c>(
-        &'c self,
-        conn: &'c mut AsyncPgConnection,
-    ) -> TxFuture<'c, T, E> {
-        let f = &self.0;
-        let isolation = self.1;
-        Box::pin(async move {
-            // The one place Baton opens a transaction (see clippy.toml).
-            #[allow(clippy::disallowed_methods)]
-            let builder = conn.build_transaction();
-            let mut builder = match isolation {
-                Isolation::Serializable => builder.serializable(),
-                #[cfg(feature = "mutants")]
-                Isolation::ReadCommitted => builder.read_committed(),
-            };
-            builder.run(async |conn| f(conn).await).await
-        })
+/// A transaction body written as an async closure (`async move |conn| {
+/// .. }`), inside BEGIN ... COMMIT. It is called by reference on each
+/// attempt, so what it captured is neither cloned nor moved per retry.
+pub(crate) struct Body<F>(pub(crate) F, pub(crate) Isolation);
+
+impl<T, E, F> Attempt<T, E> for Body<F>
+where
+    F: AsyncFn(&mut AsyncPgConnection) -> Result<T, TxError<E>>,
+{
+    async fn run(&self, conn: &mut AsyncPgConnection) -> Result<T, TxError<E>> {
+        begin(conn, self.1).await?;
+        let outcome = (self.0)(conn).await;
+        finish(conn, outcome).await
+    }
+}
+
+/// Opens a transaction at `isolation`: the one place Baton does (see
+/// clippy.toml). It goes through the connection's own transaction
+/// manager, which counts the transaction open until [`finish`] commits
+/// or rolls it back, so if an attempt is dropped in between, the pool
+/// sees the connection broken and discards it.
+async fn begin(
+    conn: &mut AsyncPgConnection,
+    isolation: Isolation,
+) -> Result<(), DieselError> {
+    #[allow(clippy::disallowed_methods)]
+    diesel_async::AnsiTransactionManager::begin_transaction_sql(
+        conn,
+        isolation.begin_sql(),
+    )
+    .await
+}
+
+/// Commits the transaction [`begin`] opened if the body succeeded, else
+/// rolls it back; a failed COMMIT or ROLLBACK is the outcome then.
+async fn finish<T, E>(
+    conn: &mut AsyncPgConnection,
+    outcome: Result<T, TxError<E>>,
+) -> Result<T, TxError<E>> {
+    use diesel_async::TransactionManager;
+    type Manager = diesel_async::AnsiTransactionManager;
+    match outcome {
+        Ok(value) => {
+            Manager::commit_transaction(conn).await?;
+            Ok(value)
+        }
+        Err(e) => {
+            Manager::rollback_transaction(conn).await?;
+            Err(e)
+        }
     }
 }
 
@@ -395,7 +434,7 @@ pub const SERIALIZATION_RETRIES: &str = "baton_serialization_retries_total";
 
 /// Marks `conn` broken, so that the pool closes it instead of handing it
 /// out again.
-fn discard(conn: &mut AsyncPgConnection) {
+pub(crate) fn discard(conn: &mut AsyncPgConnection) {
     use diesel_async::TransactionManager;
     type Manager = <AsyncPgConnection as diesel_async::AsyncConnection>::TransactionManager;
     Manager::transaction_manager_status_mut(conn).set_in_error();

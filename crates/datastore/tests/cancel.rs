@@ -178,15 +178,11 @@ async fn a_transaction_on_a_held_claim_dropped_midway_leaves_nothing() {
     let task = tokio::spawn(async move {
         let mut claim = ds.claim("held").await.unwrap();
         claim
-            .transaction("to be cancelled", move |conn| {
-                let reached = reached.clone();
-                Box::pin(async move {
-                    conn.batch_execute("INSERT INTO scratch VALUES (1)")
-                        .await?;
-                    let _ = reached.send(()).await;
-                    std::future::pending::<()>().await;
-                    Ok::<_, TxError<()>>(())
-                })
+            .transaction("to be cancelled", async move |conn| {
+                conn.batch_execute("INSERT INTO scratch VALUES (1)").await?;
+                let _ = reached.send(()).await;
+                std::future::pending::<()>().await;
+                Ok(())
             })
             .await
     });

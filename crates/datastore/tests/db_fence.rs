@@ -115,17 +115,15 @@ async fn a_transaction_open_at_the_mark_is_rolled_back() {
     let started_tx = std::sync::Mutex::new(Some(started_tx));
     let writer = tokio::spawn(async move {
         claim
-            .transaction("insert then wait", |conn| {
+            .transaction("insert then wait", async move |conn| {
+                statement("INSERT INTO t VALUES (7)").execute(conn).await?;
                 let started = started_tx.lock().unwrap().take();
-                Box::pin(async move {
-                    statement("INSERT INTO t VALUES (7)").execute(conn).await?;
-                    if let Some(started) = started {
-                        let _ = started.send(());
-                    }
-                    // The process "pauses" inside its transaction.
-                    statement("SELECT pg_sleep(30)").execute(conn).await?;
-                    Ok::<_, baton_datastore::TxError<()>>(())
-                })
+                if let Some(started) = started {
+                    let _ = started.send(());
+                }
+                // The process "pauses" inside its transaction.
+                statement("SELECT pg_sleep(30)").execute(conn).await?;
+                Ok(())
             })
             .await
     });

@@ -9,9 +9,7 @@ use std::time::Duration;
 
 use baton_datastore::diesel_async::RunQueryDsl;
 use baton_datastore::sql::statement;
-use baton_datastore::{
-    DataStore, DataStoreConfig, Error, TransactionError, TxError,
-};
+use baton_datastore::{DataStore, DataStoreConfig, Error};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixStream};
 
@@ -94,11 +92,9 @@ async fn a_statement_the_server_never_answers_fails_at_the_deadline() {
     );
     let mut claim = ds.claim("ledger job").await.unwrap();
     claim
-        .transaction("before", |conn| {
-            Box::pin(async move {
-                statement("SELECT 1").execute(conn).await?;
-                Ok::<_, TxError>(())
-            })
+        .transaction("before", async |conn| {
+            statement("SELECT 1").execute(conn).await?;
+            Ok(())
         })
         .await
         .unwrap();
@@ -111,16 +107,14 @@ async fn a_statement_the_server_never_answers_fails_at_the_deadline() {
 
     proxy.freeze();
     let stuck = claim
-        .transaction("stuck", |conn| {
-            Box::pin(async move {
-                statement("SELECT 1").execute(conn).await?;
-                Ok::<_, TxError>(())
-            })
+        .transaction("stuck", async |conn| {
+            statement("SELECT 1").execute(conn).await?;
+            Ok(())
         })
         .await
         .unwrap_err();
     match stuck {
-        TransactionError::Datastore(Error::Connection { message, .. }) => {
+        Error::Connection { message, .. } => {
             assert!(message.contains("statement deadline"), "{message}");
         }
         other => panic!("not the deadline: {other:?}"),

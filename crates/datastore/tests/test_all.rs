@@ -3,6 +3,7 @@
 mod access;
 mod blueprints;
 mod cancel;
+mod claim_tx;
 mod common;
 mod connect;
 mod db_fence;
