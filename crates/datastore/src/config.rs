@@ -370,7 +370,53 @@ impl DataStore {
     }
 }
 
+impl DataStore {
+    /// Closes every idle connection of this store's pools and returns
+    /// how many connections they still hold: those in use (a claim not
+    /// yet dropped, an operation under way), which go back to the pool
+    /// as usual. Dedicated connections (a [`Listener`], a
+    /// [`Reporter`]) close when they are dropped.
+    ///
+    /// For a process about to exit or a test about to stop its server: a
+    /// pool keeps its idle connections open until the store's last clone
+    /// is dropped. The store stays usable; a later operation opens a new
+    /// connection. Each connection's socket is shut as soon as the task
+    /// that drives it next runs, and the server then ends its session.
+    ///
+    /// [`Listener`]: crate::Listener
+    /// [`Reporter`]: crate::Reporter
+    pub async fn close_idle_connections(&self) -> u32 {
+        let mut in_use = 0;
+        for pooled in std::iter::once(&self.control).chain(&self.service) {
+            in_use += pooled.close_idle().await;
+        }
+        // Let the connections' driver tasks run and shut their sockets.
+        tokio::task::yield_now().await;
+        in_use
+    }
+}
+
 impl Pooled {
+    /// Takes each idle connection out and drops it marked broken, which
+    /// the pool then closes instead of keeping; returns how many
+    /// connections are left (in use). The pool keeps no minimum of idle
+    /// connections, so it opens none to replace them.
+    async fn close_idle(&self) -> u32 {
+        // Bounded: the pool holds at most `size`, and takes back none.
+        for _ in 0..=self.size {
+            if self.pool.state().idle_connections == 0 {
+                break;
+            }
+            // An idle connection is handed out at once; the timeout only
+            // covers one taken by someone else meanwhile.
+            let wait = Duration::from_millis(100);
+            match tokio::time::timeout(wait, self.pool.get()).await {
+                Ok(Ok(mut conn)) => crate::retry::discard(&mut conn),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        self.pool.state().connections
+    }
     fn new<F, Fut>(
         url: &str,
         config: &DataStoreConfig,

@@ -355,6 +355,32 @@ pub(crate) struct Inner {
     stop: watch::Sender<bool>,
     task: Mutex<Option<JoinHandle<()>>>,
     reporting: Mutex<Option<JoinHandle<()>>>,
+    /// Closed once the lifecycle task has ended and dropped what it
+    /// held (its listener connection among them).
+    lifecycle_done: watch::Receiver<()>,
+    /// Closed once the reporting task has ended (and its reporter's
+    /// connection with it).
+    reporting_done: watch::Receiver<()>,
+}
+
+/// Spawns `task`, with a receiver whose sender is dropped when the task
+/// ends, whether it returned or was aborted: a wait for the end that any
+/// number of handles can share, unlike a `JoinHandle`.
+fn spawn_tracked(
+    task: impl Future<Output = ()> + Send + 'static,
+) -> (JoinHandle<()>, watch::Receiver<()>) {
+    let (done, done_rx) = watch::channel(());
+    let handle = tokio::spawn(async move {
+        task.await;
+        drop(done);
+    });
+    (handle, done_rx)
+}
+
+/// Waits until the task behind `done` has ended.
+async fn ended(mut done: watch::Receiver<()>) {
+    // Nothing is ever sent: `changed` fails once the sender is dropped.
+    while done.changed().await.is_ok() {}
 }
 
 impl Drop for Inner {
@@ -450,18 +476,22 @@ impl Nexus {
             &log,
             config.wake_on_announcements,
         ));
-        let task = tokio::spawn(lifecycle::run(lifecycle::Life {
-            mutant,
-            wake,
-            log,
-            ds: ds.clone(),
-            work: work.clone(),
-            config,
-            state: state_tx,
-            shared: shared.clone(),
-            stop: stop_rx,
-            report: slot.clone(),
-        }));
+        let (task, lifecycle_done) =
+            spawn_tracked(lifecycle::run(lifecycle::Life {
+                mutant,
+                wake,
+                log,
+                ds: ds.clone(),
+                work: work.clone(),
+                config,
+                state: state_tx,
+                shared: shared.clone(),
+                stop: stop_rx,
+                report: slot.clone(),
+            }));
+        // The reporting task starts once `inner` exists (it holds a weak
+        // reference); its end is tracked from here.
+        let (reporting_tx, reporting_done) = watch::channel(());
         let inner = Arc::new(Inner {
             id,
             ds,
@@ -471,12 +501,15 @@ impl Nexus {
             stop,
             task: Mutex::new(Some(task)),
             reporting: Mutex::new(None),
+            lifecycle_done,
+            reporting_done,
         });
         let reporting = tokio::spawn(report::run(
             Arc::downgrade(&inner),
             slot,
             report_period,
             report_log,
+            reporting_tx,
         ));
         *inner.reporting.lock().expect("never poisoned") = Some(reporting);
         Nexus { inner }
@@ -582,9 +615,33 @@ impl Nexus {
     /// ends as [`NexusState::Stopped`] with its record unchanged. If it
     /// was already quiescing or starting, it ends where it is; a restart
     /// picks up from the record.
+    ///
+    /// It returns once the instance has let go of the database: its
+    /// tasks have ended, its listener and reporter connections are
+    /// dropped and its pools have closed every connection, so the
+    /// process may exit, or a test stop its server, at once. (The same
+    /// happens after any other end, through [`Nexus::release`].)
     pub async fn stop(&self) -> NexusState {
         let _ = self.inner.stop.send(true);
-        self.join().await
+        let state = self.join().await;
+        self.release().await;
+        state
+    }
+
+    /// Once it has ended (quiesced, refused, failed, fenced, stopped),
+    /// waits for its tasks to finish and closes every connection it
+    /// still holds; returns at once otherwise. [`Nexus::stop`] calls it.
+    /// Claims are refused once it ended, and a graceful stop waits for
+    /// every claim, so no connection is in use then; after another end,
+    /// a claim the service still holds keeps its connection until it is
+    /// dropped.
+    pub async fn release(&self) {
+        if !self.state().is_final() {
+            return;
+        }
+        ended(self.inner.lifecycle_done.clone()).await;
+        ended(self.inner.reporting_done.clone()).await;
+        self.inner.ds.close_idle_connections().await;
     }
 
     /// Kills it now, wherever it is (a crash): its task is dropped at

@@ -55,7 +55,14 @@ pub(crate) async fn run(
     slot: SharedSlot,
     period: Duration,
     log: Logger,
+    // Dropped when this task ends (or is aborted): `Nexus::release`
+    // waits for that.
+    _done: tokio::sync::watch::Sender<()>,
 ) {
+    let Some(mut state) = inner.upgrade().map(|nexus| nexus.state.clone())
+    else {
+        return;
+    };
     loop {
         let Some(nexus) = inner.upgrade() else { return };
         let status = crate::status_of(&nexus);
@@ -93,6 +100,17 @@ pub(crate) async fn run(
                 slot.reporter = None;
             }
         }
-        tokio::time::sleep(period.max(Duration::from_millis(1))).await;
+        // The next report is due after `period`, but an end is seen at
+        // once, so a stopping Nexus does not wait a period for this task.
+        let ended = async {
+            if state.wait_for(NexusState::is_final).await.is_err() {
+                // A killed lifecycle never ends its state: report on.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(period.max(Duration::from_millis(1))) => {}
+            () = ended => {}
+        }
     }
 }

@@ -230,3 +230,54 @@ fn the_readme_shows_the_embedding_example_verbatim() {
         "README.md no longer shows crates/nexus/examples/embed.rs verbatim"
     );
 }
+
+/// `stop()` returns once the instance has let go of the database: while
+/// its handle is still alive (a service that stops its Nexus, then
+/// stops its database), the server soon lists no session of it, its
+/// pools' idle connections, its listener and its reporter included.
+/// Without the release, the pools keep their idle connections for as
+/// long as the handle lives, and the wait below runs out.
+#[tokio::test]
+async fn stop_returns_once_every_connection_is_let_go() {
+    let (db, ds) = database().await;
+    let id = OmicronZoneUuid::from_u128(1);
+    let nexus = Nexus::start(&log(), config(&db.url(), id));
+    until(&nexus, NexusState::Running).await;
+    // A claim or two, so its service pool has connections too, and a
+    // report, so its reporter has one.
+    for _ in 0..2 {
+        let claim = nexus.claim("before the stop").await.unwrap();
+        drop(claim);
+    }
+    let reported = async {
+        while ds.reports_list().await.unwrap().readable.is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), reported)
+        .await
+        .expect("the Nexus reports itself");
+    let before = ds.backends_of(id).await.unwrap();
+    assert!(before.len() >= 3, "pools, listener, reporter: {before:?}");
+
+    assert_eq!(nexus.stop().await, NexusState::Stopped);
+    // The server ends a session a moment after its socket closes; the
+    // bound only keeps a regression from hanging.
+    let gone = async {
+        loop {
+            let left = ds.backends_of(id).await.unwrap();
+            if left.is_empty() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let waited = tokio::time::timeout(Duration::from_secs(5), gone).await;
+    let left = ds.backends_of(id).await.unwrap();
+    assert!(
+        waited.is_ok(),
+        "sessions of the stopped Nexus are still open: {left:?}"
+    );
+    // The handle is still alive here: the release, not a drop, did it.
+    assert_eq!(nexus.state(), NexusState::Stopped);
+}
