@@ -88,7 +88,7 @@ async fn following(
                 _ if began.elapsed() >= GIVE_UP => break false,
                 _ => {
                     tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(100));
+                    backoff = (backoff * 2).min(Duration::from_millis(20));
                 }
             }
         };
