@@ -32,6 +32,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     diesel::sql_query("INSERT INTO ledger_entry VALUES (NULL, 1)")
         .execute(claim.connection())
         .await?;
+    // Several statements in one SERIALIZABLE transaction, retried
+    // whole on a serialization failure: the body is an async closure.
+    let entries = vec![2_i64, 3];
+    claim
+        .transaction("append two", async move |conn| {
+            for n in &entries {
+                diesel::sql_query("INSERT INTO ledger_entry VALUES (NULL, $1)")
+                    .bind::<diesel::sql_types::BigInt, _>(*n)
+                    .execute(conn)
+                    .await?;
+            }
+            Ok(())
+        })
+        .await?;
     drop(claim);
 
     // A longer job: a work guard for its whole life, claims as it goes.
