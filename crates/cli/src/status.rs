@@ -126,6 +126,7 @@ struct StatusJson {
 
 pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
     let ds = ctx.datastore()?;
+    let hosts = baton_datastore::url_hosts(&ctx.url()?);
     ctx.block_on(async {
         // A redraw also comes as soon as the handoff's state changes
         // (announced; see the README), where the database announces.
@@ -133,7 +134,7 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
             true => ds.listen().await.ok(),
             false => None,
         };
-        let mut status = gather(&ds).await?;
+        let mut status = look(&ds, &hosts).await?;
         loop {
             draw(&status, &args);
             if !args.watch || status.done {
@@ -143,11 +144,11 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
             status = loop {
                 let Some(heard) = &mut listener else {
                     tokio::time::sleep_until(next).await;
-                    break gather(&ds).await?;
+                    break look(&ds, &hosts).await?;
                 };
                 tokio::select! {
                     () = tokio::time::sleep_until(next) => {
-                        break gather(&ds).await?;
+                        break look(&ds, &hosts).await?;
                     }
                     batch = heard.next_batch() => if batch.is_none() {
                         listener = None;
@@ -161,7 +162,7 @@ pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
                 if let Some(heard) = &mut listener {
                     heard.skip_received();
                 }
-                let looked = gather(&ds).await?;
+                let looked = look(&ds, &hosts).await?;
                 if announced(&looked) != announced(&status) {
                     break looked;
                 }
@@ -206,11 +207,40 @@ fn announced(status: &StatusJson) -> Announced {
     )
 }
 
-async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
+/// The status, or why it cannot be had. Where the database does not
+/// answer (a failover under way), the operator reads that and where it
+/// was asked, not a driver's error.
+async fn look(ds: &DataStore, hosts: &[String]) -> Result<StatusJson, Failure> {
+    gather(ds).await.map_err(|e| not_answering(e, hosts))
+}
+
+/// `e`, as an operator should read it: a connection that could not be
+/// had or was lost (what a failover looks like from here) in the
+/// planner's words, naming the hosts tried; anything else as it is.
+fn not_answering(e: DbError, hosts: &[String]) -> Failure {
+    match &e {
+        DbError::Connection {
+            message,
+            transient: true,
+            ..
+        }
+        | DbError::Database {
+            message,
+            transient: true,
+            ..
+        } => Failure::failed(format!(
+            "{}.",
+            baton_planner::database_not_answering(hosts, message)
+        )),
+        _ => e.into(),
+    }
+}
+
+async fn gather(ds: &DataStore) -> Result<StatusJson, DbError> {
     let target = match ds.target_blueprint().await {
         Ok((target, bp)) => Some((bp, target.enabled)),
         Err(DbError::NoTarget) => None,
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let records = ds.records_list().await?;
     let Reports {
