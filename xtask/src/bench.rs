@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: runs every benchmark, then prints their tables:
 //! criterion's saved estimates with the statement counts the database
-//! benchmark wrote, the contention benchmark's figures, and the handoff
-//! window's (both from the JSON their harnesses write).
+//! benchmark wrote, the contention benchmark's figures, the handoff
+//! window's and the failover times of a Patroni cluster (all three from
+//! the JSON their harnesses write).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ const SLEDS: [&str; 4] = ["3", "32", "320", "3200"];
 
 /// The benchmark targets, named: `--benches` would also take every
 /// library and binary, whose test harness rejects criterion's flags.
-const BENCHES: [&str; 12] = [
+const BENCHES: [&str; 14] = [
     "--bench",
     "blueprint",
     "--bench",
@@ -29,6 +30,8 @@ const BENCHES: [&str; 12] = [
     "contention",
     "--bench",
     "window",
+    "--bench",
+    "failover",
 ];
 
 /// Compiles the benchmarks and runs each once (criterion's test mode), so
@@ -58,7 +61,8 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     let statements = read_statements(&target)?;
     print!("{}", table(&estimates, &statements)?);
     print!("{}", crate::contention::table(&target)?);
-    print!("\n{}", window_table(&target)?);
+    print!("\n{}", harness_table(&target, "window")?);
+    print!("\n{}", harness_table(&target, "failover")?);
     println!(
         "\n{} run in {:.0} s (including the build); machine: {}",
         if quick { "quick" } else { "full" },
@@ -68,9 +72,10 @@ pub(crate) fn run(quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// The handoff window's table, as its harness printed it.
-fn window_table(target: &Path) -> Result<String> {
-    let path = target.join("tmp").join("baton-bench-window.json");
+/// A harness's table (the handoff window's, the failover's), as it
+/// printed it.
+fn harness_table(target: &Path, name: &str) -> Result<String> {
+    let path = target.join("tmp").join(format!("baton-bench-{name}.json"));
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let report: Value = serde_json::from_str(&text)

@@ -47,7 +47,10 @@ record added, drained, quiesced, handed off or removed), until nothing
 waits; with --watch --json, one JSON object per line per redraw. An
 announcement only makes it look: one that changed none of these (any
 role can send them) redraws nothing, and it looks at most 10 times a
-second however many arrive.";
+second however many arrive. While the database does not answer (a
+failover under way, a server down), --watch says so, naming the hosts
+it tried, at each interval (on stderr with --json) and goes on
+watching; without --watch that line is the error (exit 1).";
 
 /// The bounds of `--interval`, in seconds.
 const INTERVAL_SECONDS: std::ops::RangeInclusive<f64> = 0.05..=86_400.0;
@@ -126,48 +129,80 @@ struct StatusJson {
 
 pub(crate) fn run(ctx: &Context, args: StatusArgs) -> Result<(), Failure> {
     let ds = ctx.datastore()?;
+    let hosts = baton_datastore::url_hosts(&ctx.url()?);
     ctx.block_on(async {
-        // A redraw also comes as soon as the handoff's state changes
-        // (announced; see the README), where the database announces.
-        let mut listener = match args.watch && ds.notifies() {
-            true => ds.listen().await.ok(),
-            false => None,
-        };
-        let mut status = gather(&ds).await?;
         loop {
-            draw(&status, &args);
-            if !args.watch || status.done {
-                return Ok(());
+            match watch(&ds, &hosts, &args).await {
+                // A failover under way ends: `--watch` says so at each
+                // interval and goes on watching (the operator stops it).
+                Err(Unseen::NotAnswering(line)) if args.watch => {
+                    draw_not_answering(&line, &args);
+                    tokio::time::sleep(args.interval).await;
+                }
+                done => return done.map_err(Failure::from),
             }
-            let next = tokio::time::Instant::now() + args.interval;
-            status = loop {
-                let Some(heard) = &mut listener else {
-                    tokio::time::sleep_until(next).await;
-                    break gather(&ds).await?;
-                };
-                tokio::select! {
-                    () = tokio::time::sleep_until(next) => {
-                        break gather(&ds).await?;
-                    }
-                    batch = heard.next_batch() => if batch.is_none() {
-                        listener = None;
-                        continue;
-                    },
-                }
-                // Only a hint: look (at most every RECHECK_GAP), and
-                // redraw only if what it announces changed.
-                let gap = tokio::time::Instant::now() + RECHECK_GAP;
-                tokio::time::sleep_until(gap.min(next)).await;
-                if let Some(heard) = &mut listener {
-                    heard.skip_received();
-                }
-                let looked = gather(&ds).await?;
-                if announced(&looked) != announced(&status) {
-                    break looked;
-                }
-            };
         }
     })
+}
+
+/// Draws the status, and with `--watch` redraws it until nothing waits.
+async fn watch(
+    ds: &DataStore,
+    hosts: &[String],
+    args: &StatusArgs,
+) -> Result<(), Unseen> {
+    // A redraw also comes as soon as the handoff's state changes
+    // (announced; see the README), where the database announces.
+    let mut listener = match args.watch && ds.notifies() {
+        true => ds.listen().await.ok(),
+        false => None,
+    };
+    let mut status = look(ds, hosts).await?;
+    loop {
+        draw(&status, args);
+        if !args.watch || status.done {
+            return Ok(());
+        }
+        let next = tokio::time::Instant::now() + args.interval;
+        status = loop {
+            let Some(heard) = &mut listener else {
+                tokio::time::sleep_until(next).await;
+                break look(ds, hosts).await?;
+            };
+            tokio::select! {
+                () = tokio::time::sleep_until(next) => {
+                    break look(ds, hosts).await?;
+                }
+                batch = heard.next_batch() => if batch.is_none() {
+                    listener = None;
+                    continue;
+                },
+            }
+            // Only a hint: look (at most every RECHECK_GAP), and
+            // redraw only if what it announces changed.
+            let gap = tokio::time::Instant::now() + RECHECK_GAP;
+            tokio::time::sleep_until(gap.min(next)).await;
+            if let Some(heard) = &mut listener {
+                heard.skip_received();
+            }
+            let looked = look(ds, hosts).await?;
+            if announced(&looked) != announced(&status) {
+                break looked;
+            }
+        };
+    }
+}
+
+/// `--watch` while the database does not answer: the line under the
+/// redraw's time on stdout; with `--json`, on stderr, so that stdout
+/// stays one status object per line.
+fn draw_not_answering(line: &str, args: &StatusArgs) {
+    let at = Utc::now().format("%Y-%m-%dT%H:%M:%SZ");
+    if args.json {
+        output::note(&format!("{at}: {line}"));
+    } else {
+        output::line(&format!("-- {at} --\n{line}"));
+    }
 }
 
 fn draw(status: &StatusJson, args: &StatusArgs) {
@@ -206,11 +241,57 @@ fn announced(status: &StatusJson) -> Announced {
     )
 }
 
-async fn gather(ds: &DataStore) -> Result<StatusJson, Failure> {
+/// Why the status could not be had.
+enum Unseen {
+    /// The database does not answer (a failover may be under way): the
+    /// planner's line, naming the hosts tried.
+    NotAnswering(String),
+    /// Anything else, failing the command as it is.
+    Failed(Failure),
+}
+
+impl From<Unseen> for Failure {
+    fn from(unseen: Unseen) -> Failure {
+        match unseen {
+            Unseen::NotAnswering(line) => Failure::failed(format!("{line}.")),
+            Unseen::Failed(failure) => failure,
+        }
+    }
+}
+
+/// The status, or why it cannot be had. Where the database does not
+/// answer (a failover under way), the operator reads that and where it
+/// was asked, not a driver's error.
+async fn look(ds: &DataStore, hosts: &[String]) -> Result<StatusJson, Unseen> {
+    gather(ds).await.map_err(|e| not_answering(e, hosts))
+}
+
+/// `e`, as an operator should read it: a connection that could not be
+/// had or was lost (what a failover looks like from here) in the
+/// planner's words, naming the hosts tried; anything else as it is.
+fn not_answering(e: DbError, hosts: &[String]) -> Unseen {
+    match &e {
+        DbError::Connection {
+            message,
+            transient: true,
+            ..
+        }
+        | DbError::Database {
+            message,
+            transient: true,
+            ..
+        } => Unseen::NotAnswering(baton_planner::database_not_answering(
+            hosts, message,
+        )),
+        _ => Unseen::Failed(e.into()),
+    }
+}
+
+async fn gather(ds: &DataStore) -> Result<StatusJson, DbError> {
     let target = match ds.target_blueprint().await {
         Ok((target, bp)) => Some((bp, target.enabled)),
         Err(DbError::NoTarget) => None,
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let records = ds.records_list().await?;
     let Reports {

@@ -8,3 +8,4 @@ mod interrupted_demo;
 mod pure_commands;
 mod readme_tour;
 mod status;
+mod status_failover;

@@ -466,6 +466,39 @@ pub fn check_url(url: &str) -> Result<(), crate::Error> {
     parse(url).map(|_| ()).map_err(crate::Error::MalformedUrl)
 }
 
+/// The hosts `url` names, in its order, each as `HOST:PORT` (a socket
+/// directory as `DIR:PORT`), for saying where a connection was tried;
+/// empty when the URL is malformed or names none (the driver's default).
+///
+/// ```
+/// assert_eq!(
+///     baton_datastore::url_hosts("postgresql://u@10.0.0.1,10.0.0.2:5433/db"),
+///     ["10.0.0.1:5432", "10.0.0.2:5433"],
+/// );
+/// ```
+pub fn url_hosts(url: &str) -> Vec<String> {
+    let Ok(config) = parse(url) else {
+        return Vec::new();
+    };
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => {
+                    format!("{name}:{port}")
+                }
+                tokio_postgres::config::Host::Unix(dir) => {
+                    format!("{}:{port}", dir.display())
+                }
+            }
+        })
+        .collect()
+}
+
 /// A SQL string literal (single quotes doubled).
 fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

@@ -34,6 +34,7 @@ mod tally;
 
 pub use blueprints::{BlueprintSummary, BlueprintTarget};
 pub use config::{DataStore, DataStoreConfig};
+pub use connect::url_hosts;
 pub use connect::{check_url, redact_url};
 pub use error::Error;
 pub use fence::Claim;

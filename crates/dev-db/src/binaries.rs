@@ -59,8 +59,8 @@ impl PgBinaries {
         }
     }
 
-    /// The directory the binaries are in.
-    pub(crate) fn bin_dir(&self) -> &Utf8Path {
+    /// The directory the binaries are in (`psql` for a client too).
+    pub fn bin_dir(&self) -> &Utf8Path {
         &self.bin
     }
 

@@ -48,6 +48,7 @@ pub use quiesce::{
     PeerDrain, QuiesceRefusal, peers_drained, quiesce_allowed,
     records_to_clean_up,
 };
+pub use status::database_not_answering;
 pub use status::{
     STALE_AFTER_INTERVALS, Shown, StatusFacts, Wait, Waiting,
     generation_in_control, human_age, shown, waiting_on,

@@ -464,3 +464,33 @@ impl Look<'_> {
         waits
     }
 }
+
+/// What `baton status` says when the database does not answer: where it
+/// looked (`hosts`, each `HOST:PORT` or a socket directory, in the URL's
+/// order), the driver's `reason` (for several hosts, the last one's: the
+/// driver keeps no other), and what that may mean. A URL naming several
+/// hosts is a cluster's: none of them answering as the URL asks (with
+/// `target_session_attrs=read-write`, as a primary) is what a failover
+/// looks like between the primary's death and its standby's promotion.
+pub fn database_not_answering(hosts: &[String], reason: &str) -> String {
+    match hosts {
+        [] => format!(
+            "the database is not answering ({reason}); a failover may be \
+             under way, or the server is down: run `baton status` again \
+             once it answers"
+        ),
+        [host] => format!(
+            "the database is not answering at {host} ({reason}); a \
+             failover may be under way, or the server is down: run `baton \
+             status` again once it answers"
+        ),
+        _ => format!(
+            "the database is not answering at any of its {} hosts (tried \
+             {}; the last one's reason: {reason}); a failover may be under \
+             way, with no host the primary yet: run `baton status` again \
+             once one is",
+            hosts.len(),
+            hosts.join(", ")
+        ),
+    }
+}

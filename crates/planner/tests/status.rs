@@ -320,3 +320,31 @@ fn the_generation_in_control_is_the_active_records() {
     );
     assert_eq!(generation_in_control(&story.handoff_started, &[]), None);
 }
+
+#[test]
+fn an_unanswering_database_names_every_host_tried_and_a_failover() {
+    let hosts =
+        vec!["127.9.9.11:5432".to_owned(), "127.9.9.12:5432".to_owned()];
+    let said = baton_planner::database_not_answering(
+        &hosts,
+        "database does not allow writes",
+    );
+    assert_eq!(
+        said,
+        "the database is not answering at any of its 2 hosts (tried \
+         127.9.9.11:5432, 127.9.9.12:5432; the last one's reason: database \
+         does not allow writes); a failover may be under way, with no host \
+         the primary yet: run `baton status` again once one is"
+    );
+    let one = baton_planner::database_not_answering(
+        &hosts[..1],
+        "connection refused",
+    );
+    assert!(
+        one.starts_with(
+            "the database is not answering at 127.9.9.11:5432 (connection \
+             refused); a failover may be under way, or the server is down"
+        ),
+        "{one}"
+    );
+}
