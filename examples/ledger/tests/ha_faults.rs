@@ -63,6 +63,9 @@ enum Fault {
     /// The synchronous standby killed while the primary runs; restarted
     /// once the primary acknowledged writes without it.
     SyncStandbyKilled,
+    /// The same under `synchronous_mode_strict`: commits stall until the
+    /// standby is back, none is acknowledged without it.
+    StrictStandbyKilled,
     /// Two of the three etcd members killed; restarted once no node
     /// takes writes.
     EtcdQuorumLost,
@@ -73,6 +76,9 @@ impl fmt::Display for Fault {
         f.write_str(match self {
             Fault::LeaderKilled => "leader killed",
             Fault::SyncStandbyKilled => "synchronous standby killed",
+            Fault::StrictStandbyKilled => {
+                "synchronous standby killed (strict mode)"
+            }
             Fault::EtcdQuorumLost => "etcd quorum lost",
         })
     }
@@ -139,6 +145,7 @@ fn phase_for(fault: Fault, seed: u64) -> Phase {
         Fault::LeaderKilled => 0,
         Fault::SyncStandbyKilled => 1,
         Fault::EtcdQuorumLost => 2,
+        Fault::StrictStandbyKilled => 3,
     };
     Phase::ALL[((seed + offset) % Phase::ALL.len() as u64) as usize]
 }
@@ -166,11 +173,42 @@ struct Op {
 #[derive(Default)]
 struct History {
     ops: Mutex<Vec<Op>>,
+    /// Writes sent, answered or not: when each was sent.
+    begun: Mutex<Vec<Instant>>,
 }
 
 impl History {
     fn push(&self, op: Op) {
         self.ops.lock().expect("history").push(op);
+    }
+
+    fn begin(&self) -> Instant {
+        let now = Instant::now();
+        self.begun.lock().expect("history").push(now);
+        now
+    }
+
+    /// Writes acknowledged after `at`, whenever sent.
+    fn acknowledged_done_after(&self, at: Instant) -> usize {
+        let ops = self.ops.lock().expect("history");
+        ops.iter()
+            .filter(|o| o.outcome == Outcome::Acknowledged && o.done > at)
+            .count()
+    }
+
+    /// Writes sent before `at` and not answered by then (answered since,
+    /// or not yet).
+    fn outstanding_at(&self, at: Instant) -> usize {
+        let sent = self.begun.lock().expect("history");
+        let sent = sent.iter().filter(|&&b| b < at).count();
+        let ops = self.ops.lock().expect("history");
+        sent - ops.iter().filter(|o| o.done < at).count()
+    }
+
+    /// Writes sent after `at`, answered or not.
+    fn begun_after(&self, at: Instant) -> usize {
+        let begun = self.begun.lock().expect("history");
+        begun.iter().filter(|&&b| b > at).count()
     }
 
     fn snapshot(&self) -> Vec<Op> {
@@ -272,7 +310,7 @@ async fn client(
             continue;
         };
         let id = uuid::Uuid::new_v4();
-        let sent = Instant::now();
+        let sent = history.begin();
         let outcome = write(&addr, id).await;
         history.push(Op {
             id,
@@ -337,6 +375,38 @@ fn must(what: &str, patience: Duration, mut done: impl FnMut() -> bool) {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
     });
+}
+
+/// Checks `holds` all through `period`; `Err` naming `what` the first
+/// time it does not.
+fn holds_for(
+    what: &str,
+    period: Duration,
+    mut holds: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let end = Instant::now() + period;
+    runtime().block_on(async {
+        while Instant::now() < end {
+            if !holds() {
+                return Err(format!("{what} stopped holding"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    })
+}
+
+/// How long a fault that should stop writes is held, checked all along.
+const HOLD: Duration = Duration::from_secs(3);
+
+/// The node that is the synchronous standby now.
+fn sync_standby(cluster: &HaCluster) -> usize {
+    let members = cluster.members().expect("the members");
+    members
+        .iter()
+        .find(|m| m.role == "sync_standby")
+        .and_then(|m| m.name.strip_prefix('n')?.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no sync standby: {members:?}"))
 }
 
 /// A `baton-ledger` at `schema` with an HTTP port for the clients.
@@ -424,6 +494,29 @@ fn writable(cluster: &HaCluster, node: usize) -> bool {
     out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "t")
 }
 
+/// Kills the synchronous standby's node; returns it and the moment its
+/// PostgreSQL stopped answering (SIGKILL lands when the kernel delivers
+/// it, not when `kill` returns).
+fn kill_standby(cluster: &mut HaCluster) -> (usize, Instant) {
+    let standby = sync_standby(cluster);
+    cluster.kill_node(standby);
+    must(
+        &format!("node {standby}'s PostgreSQL to stop answering"),
+        PATIENCE,
+        || !answers(cluster, standby),
+    );
+    (standby, Instant::now())
+}
+
+/// Whether node `node`'s PostgreSQL answers a query.
+fn answers(cluster: &HaCluster, node: usize) -> bool {
+    Command::new("psql")
+        .arg(cluster.node_url(node))
+        .args(["-Atqc", "SELECT 1"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// Injects `fault` and heals it; returns one line on what happened, and
 /// any violation seen while it lasted.
 fn inject(
@@ -456,27 +549,50 @@ fn inject(
                 failover.as_millis()
             )
         }
+        Fault::StrictStandbyKilled => {
+            let (standby, gone) = kill_standby(cluster);
+            // None may be acknowledged while the standby is down: not a
+            // write sent since, nor one in flight (its commit record never
+            // reached the standby, or its acknowledgement would have come
+            // before the standby stopped answering).
+            let held = holds_for(
+                "no write acknowledged without the synchronous standby",
+                HOLD,
+                || history.acknowledged_done_after(gone) == 0,
+            );
+            broken.extend(held.err());
+            let waiting =
+                history.outstanding_at(gone) + history.begun_after(gone);
+            cluster.start_node(standby).expect("the standby restarts");
+            let restarted = Instant::now();
+            must(
+                "writes acknowledged again once the standby is back",
+                PATIENCE,
+                || history.acknowledged_done_after(restarted) >= 3,
+            );
+            format!(
+                "standby node {standby} killed, {waiting} client write(s) \
+                 outstanding in the {} ms it was down, none acknowledged; \
+                 writes acknowledged again {} ms after its restart",
+                HOLD.as_millis(),
+                restarted.elapsed().as_millis()
+            )
+        }
         Fault::SyncStandbyKilled => {
-            let members = cluster.members().expect("the members");
-            let standby = members
-                .iter()
-                .find(|m| m.role == "sync_standby")
-                .and_then(|m| m.name.strip_prefix('n')?.parse::<usize>().ok())
-                .unwrap_or_else(|| panic!("no sync standby: {members:?}"));
-            cluster.kill_node(standby);
+            let (standby, gone) = kill_standby(cluster);
             // Patroni takes the dead standby out of the synchronous set,
             // and the primary acknowledges commits alone.
             must(
                 "writes acknowledged by the primary without its dead \
                  synchronous standby",
                 PATIENCE,
-                || history.acknowledged_after(started) >= 3,
+                || history.acknowledged_after(gone) >= 3,
             );
-            let alone = started.elapsed();
+            let alone = gone.elapsed();
             cluster.start_node(standby).expect("the standby restarts");
             format!(
-                "standby node {standby} killed, writes acknowledged without \
-                 it after {} ms",
+                "standby node {standby} killed, writes sent since \
+                 acknowledged without it after {} ms",
                 alone.as_millis()
             )
         }
@@ -492,25 +608,24 @@ fn inject(
                 || (0..nodes).all(|n| !writable(cluster, n)),
             );
             let stopped = Instant::now();
-            // A moment more without a quorum, to see nobody takes a
-            // write: as long as one more check of every node takes.
-            let still = (0..nodes).filter(|&n| writable(cluster, n)).count();
-            if still > 0 {
-                broken.push(format!(
-                    "{still} node(s) took writes again without an etcd quorum"
-                ));
-            }
-            let acknowledged = history.acknowledged_after(stopped);
-            if acknowledged > 0 {
-                broken.push(format!(
-                    "{acknowledged} write(s) acknowledged with no primary"
-                ));
-            }
+            // Held a while, checked all along: no node takes writes, no
+            // write sent since is acknowledged.
+            let held = holds_for(
+                "no node writable and no write acknowledged without an \
+                 etcd quorum",
+                HOLD,
+                || {
+                    (0..nodes).all(|n| !writable(cluster, n))
+                        && history.acknowledged_after(stopped) == 0
+                },
+            );
+            broken.extend(held.err());
+            let begun = history.begun_after(stopped);
             cluster.start_etcd(1).expect("etcd member 1 restarts");
             cluster.start_etcd(2).expect("etcd member 2 restarts");
             format!(
                 "etcd members 1 and 2 killed, no node took writes after {} ms \
-                 (checked again {} ms later)",
+                 nor for {} ms more ({begun} client write(s) sent then)",
                 (stopped - started).as_millis(),
                 stopped.elapsed().as_millis()
             )
@@ -547,8 +662,12 @@ struct Report {
 fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
     let began = Instant::now();
     println!("ha fault: {fault} at {phase}, seed {seed}, bug {bug:?}");
+    let replication = match fault {
+        Fault::StrictStandbyKilled => Replication::Strict,
+        _ => Replication::Synchronous,
+    };
     let mut cluster = HaCluster::builder()
-        .replication(Replication::Synchronous)
+        .replication(replication)
         .start(&log())
         .expect("an HA cluster");
     let url = cluster.url();
@@ -580,6 +699,18 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
     for ledger in &mut old {
         ledger.wait_state("running");
     }
+    // The history needs the ids the clients choose: a build of the
+    // ledger that ignores them would make every write look lost.
+    let probe = uuid::Uuid::new_v4();
+    let head = format!(
+        "POST /write?id={probe} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answer = rt.block_on(exchange(&addrs[0], head));
+    assert!(
+        matches!(&answer, Ok((200, body)) if body.contains(&probe.to_string())),
+        "{} did not write under the id given (a stale build?): {answer:?}",
+        env!("CARGO_BIN_EXE_baton-ledger")
+    );
     let addrs = Arc::new(Mutex::new(addrs));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -856,6 +987,11 @@ fn ha_leader_killed_mid_handoff_loses_nothing() {
 #[test]
 fn ha_sync_standby_killed_mid_handoff_loses_nothing() {
     check(Fault::SyncStandbyKilled);
+}
+
+#[test]
+fn ha_strict_sync_standby_killed_mid_handoff_stalls_writes() {
+    check(Fault::StrictStandbyKilled);
 }
 
 #[test]
