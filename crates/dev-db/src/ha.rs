@@ -755,6 +755,9 @@ impl HaCluster {
             Some(hosts) => hosts.iter().map(|h| h.to_string()).collect(),
             None => self.etcd.iter().map(|e| e.client.to_string()).collect(),
         };
+        // Patroni asks etcd for its members and then talks to their own
+        // addresses, past any proxy, unless told the hosts are proxies.
+        let proxies = node.etcd_hosts.is_some();
         let PatroniTimings {
             ttl,
             loop_wait,
@@ -778,6 +781,7 @@ restapi:
   connect_address: {api}
 etcd3:
   hosts: [{etcd}]
+  use_proxies: {proxies}
 bootstrap:
   dcs:
     ttl: {ttl}
