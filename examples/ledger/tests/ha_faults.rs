@@ -7,8 +7,13 @@
 //!
 //! - the leader killed (Patroni and its PostgreSQL, SIGKILL);
 //! - the synchronous standby killed while the primary keeps running;
+//! - the same under `synchronous_mode_strict`, where no write may be
+//!   acknowledged while the standby is down;
 //! - etcd losing its quorum (two of three members killed), until no node
-//!   takes writes, then restarted.
+//!   takes writes, then restarted;
+//! - the leader partitioned from etcd and from the services (freezing
+//!   proxies, `etcd_via`), until it demoted itself and the other node was
+//!   promoted, then healed.
 //!
 //! The clients keep a history of every write they asked for, each under
 //! an id they chose: acknowledged (200), failed for sure (refused before
@@ -47,6 +52,7 @@ use tokio::net::TcpStream;
 use crate::clients::addr_of;
 use crate::handoff::facts;
 use crate::rig::{Ledger, import, log, runtime};
+use crate::zombie::Proxy;
 
 /// How long any one wait may take: a failover alone takes up to
 /// Patroni's `ttl` (20 s), a rejoining node a few seconds more.
@@ -69,6 +75,10 @@ enum Fault {
     /// Two of the three etcd members killed; restarted once no node
     /// takes writes.
     EtcdQuorumLost,
+    /// The leader cut off from etcd and from the services (every byte
+    /// held by freezing proxies, connections kept open); healed once it
+    /// demoted itself and the other node was promoted.
+    Partitioned,
 }
 
 impl fmt::Display for Fault {
@@ -80,6 +90,7 @@ impl fmt::Display for Fault {
                 "synchronous standby killed (strict mode)"
             }
             Fault::EtcdQuorumLost => "etcd quorum lost",
+            Fault::Partitioned => "leader partitioned",
         })
     }
 }
@@ -146,6 +157,7 @@ fn phase_for(fault: Fault, seed: u64) -> Phase {
         Fault::SyncStandbyKilled => 1,
         Fault::EtcdQuorumLost => 2,
         Fault::StrictStandbyKilled => 3,
+        Fault::Partitioned => 4,
     };
     Phase::ALL[((seed + offset) % Phase::ALL.len() as u64) as usize]
 }
@@ -523,10 +535,53 @@ fn inject(
     cluster: &mut HaCluster,
     fault: Fault,
     history: &History,
+    partition: &[Proxy],
 ) -> (String, Vec<String>) {
     let started = Instant::now();
     let mut broken = Vec::new();
     let said = match fault {
+        Fault::Partitioned => {
+            let leader = cluster.leader();
+            assert_eq!(
+                leader,
+                Some(0),
+                "the node behind the proxies must lead: {}",
+                cluster.describe()
+            );
+            partition.iter().for_each(Proxy::freeze);
+            // Patroni demotes a leader that cannot renew its key; the
+            // other node is promoted once the key expires. Never both
+            // writable on the way.
+            let mut both = false;
+            let mut demoted = None;
+            must(
+                "node 0, cut off from etcd, to stop taking writes, and \
+                 node 1 to take them",
+                PATIENCE,
+                || {
+                    let (old, new) =
+                        (writable(cluster, 0), writable(cluster, 1));
+                    both |= old && new;
+                    if !old && demoted.is_none() {
+                        demoted = Some(started.elapsed());
+                    }
+                    !old && new
+                },
+            );
+            if both {
+                broken.push(
+                    "nodes 0 and 1 both took writes: two histories".to_owned(),
+                );
+            }
+            let promoted = started.elapsed();
+            partition.iter().for_each(Proxy::thaw);
+            format!(
+                "node 0 cut off from etcd and the services; it refused \
+                 writes after {} ms, node 1 took them after {} ms",
+                demoted.unwrap_or_default().as_millis(),
+                promoted.as_millis()
+            )
+        }
         Fault::LeaderKilled => {
             let leader = cluster.leader().expect("a leader to kill");
             cluster.kill_node(leader);
@@ -670,13 +725,29 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
         (Fault::StrictStandbyKilled, Bug::None) => Replication::Strict,
         _ => Replication::Synchronous,
     };
-    let mut cluster = HaCluster::builder()
-        .replication(replication)
-        .start(&log())
-        .expect("an HA cluster");
+    let mut builder = HaCluster::builder().replication(replication);
+    // The partition: node 0 reaches etcd, and the services reach node 0,
+    // through proxies that can stop forwarding.
+    let partition: Vec<Proxy> = if fault == Fault::Partitioned {
+        (0..3)
+            .map(|j| builder.etcd_addr(j))
+            .chain([builder.postgres_addr(0)])
+            .map(Proxy::start_tcp)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if fault == Fault::Partitioned {
+        builder = builder
+            .etcd_via(0, partition[..3].iter().map(Proxy::addr).collect());
+    }
+    let mut cluster = builder.start(&log()).expect("an HA cluster");
     let url = cluster.url();
     let leader = cluster.leader().expect("a leader");
     let service_url = match bug {
+        Bug::None | Bug::NotStrict if fault == Fault::Partitioned => {
+            HaCluster::url_via(&[partition[3].addr(), cluster.postgres_addr(1)])
+        }
         Bug::None | Bug::NotStrict => url.clone(),
         Bug::UrlNamesOneNode => {
             HaCluster::url_via(&[cluster.postgres_addr(leader)])
@@ -744,7 +815,7 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
 
     let mut broken = Vec::new();
     let fault_here = |cluster: &mut HaCluster, broken: &mut Vec<_>| {
-        let (line, seen) = inject(cluster, fault, &history);
+        let (line, seen) = inject(cluster, fault, &history, &partition);
         println!("ha fault: {line}");
         broken.extend(seen);
     };
@@ -1004,6 +1075,11 @@ fn ha_sync_standby_killed_mid_handoff_loses_nothing() {
 #[test]
 fn ha_strict_sync_standby_killed_mid_handoff_stalls_writes() {
     check(Fault::StrictStandbyKilled);
+}
+
+#[test]
+fn ha_leader_partitioned_mid_handoff_demotes_and_loses_nothing() {
+    check(Fault::Partitioned);
 }
 
 #[test]
