@@ -108,7 +108,7 @@ enum Phase {
     QuiesceMarks,
     /// Every old record is `quiesced`: the new generation hands off now.
     Handoff,
-    /// A new instance printed `migrating`.
+    /// A new instance printed `migrating` (the one that migrates does).
     Migration,
 }
 
@@ -872,7 +872,12 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
         Phase::Handoff => rt
             .block_on(wait_for("every quiesced mark", PATIENCE, quiesced(3)))
             .unwrap_or_else(|e| panic!("{e}")),
-        Phase::Migration => new[0].wait_state("migrating"),
+        // Whichever instance migrates printed `migrating` first.
+        Phase::Migration => {
+            must("a new instance to print migrating", PATIENCE, || {
+                new.iter_mut().any(|l| l.printed("migrating"))
+            })
+        }
     }
     if phase != Phase::Records {
         fault_here(&mut cluster, &mut broken);
