@@ -396,11 +396,15 @@ fn holds_for(
     period: Duration,
     mut holds: impl FnMut() -> bool,
 ) -> Result<(), String> {
-    let end = Instant::now() + period;
+    let start = Instant::now();
+    let end = start + period;
     runtime().block_on(async {
         while Instant::now() < end {
             if !holds() {
-                return Err(format!("{what} stopped holding"));
+                return Err(format!(
+                    "{what} stopped holding after {} ms",
+                    start.elapsed().as_millis()
+                ));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -606,6 +610,17 @@ fn inject(
         }
         Fault::StrictStandbyKilled => {
             let (standby, gone) = kill_standby(cluster);
+            // A write of the test's own, so that the check holds whether
+            // or not a client is writing at this phase (none is while the
+            // old generation drains and the new one waits).
+            let mut probe = Command::new("psql")
+                .arg(cluster.url())
+                .args(["-Atqc", "INSERT INTO ha_probe DEFAULT VALUES"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("psql starts");
+            let mut probe_ended = None;
             // None may be acknowledged while the standby is down: not a
             // write sent since, nor one in flight (its commit record never
             // reached the standby, or its acknowledgement would have come
@@ -613,9 +628,29 @@ fn inject(
             let held = holds_for(
                 "no write acknowledged without the synchronous standby",
                 HOLD,
-                || history.acknowledged_done_after(gone) == 0,
+                || {
+                    if probe_ended.is_none() {
+                        probe_ended = probe.try_wait().ok().flatten();
+                    }
+                    history.acknowledged_done_after(gone) == 0
+                        && probe_ended.is_none()
+                },
             );
+            let verdict = match &held {
+                Ok(()) => "none acknowledged",
+                Err(_) => "SOME ACKNOWLEDGED",
+            };
             broken.extend(held.err());
+            if let Some(status) = probe_ended {
+                broken.push(format!(
+                    "the probe write did not wait for the standby: psql \
+                     ended {status} while it was down"
+                ));
+            }
+            // Still waiting for the standby: its commit may land when the
+            // standby is back, which is why nothing counts on it.
+            let _ = probe.kill();
+            let _ = probe.wait();
             let waiting =
                 history.outstanding_at(gone) + history.begun_after(gone);
             cluster.start_node(standby).expect("the standby restarts");
@@ -627,8 +662,9 @@ fn inject(
             );
             format!(
                 "standby node {standby} killed, {waiting} client write(s) \
-                 outstanding in the {} ms it was down, none acknowledged; \
-                 writes acknowledged again {} ms after its restart",
+                 and a probe write outstanding in the {} ms it was down, \
+                 {verdict}; writes acknowledged again {} ms after its \
+                 restart",
                 HOLD.as_millis(),
                 restarted.elapsed().as_millis()
             )
@@ -765,6 +801,16 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
         ds.records_initialize(&old).await.expect("rack setup");
         import(&ds, &story.steady).await;
     });
+    // The table of the strict-mode check's own writes.
+    let created = Command::new("psql")
+        .arg(&url)
+        .args([
+            "-Atqc",
+            "CREATE TABLE ha_probe (at TIMESTAMPTZ DEFAULT now())",
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(created.status.success(), "the probe table: {created:?}");
     let mut old: Vec<Ledger> = story
         .old_nexus
         .iter()
@@ -1114,12 +1160,13 @@ fn ha_services_that_do_not_follow_the_leader_are_caught() {
 
 /// The teeth of the strict check: with plain synchronous mode the
 /// primary acknowledges writes once Patroni dropped the dead standby, and
-/// the check says so.
+/// the check says so, during the drain too, when no client writes (the
+/// probe write does).
 #[test]
 fn ha_writes_acknowledged_without_a_strict_standby_are_caught() {
     let report = run(
         Fault::StrictStandbyKilled,
-        Phase::Records,
+        Phase::Drain,
         seed(),
         Bug::NotStrict,
     );
