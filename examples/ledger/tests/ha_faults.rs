@@ -1141,10 +1141,11 @@ fn ha_etcd_quorum_lost_mid_handoff_stops_writes_and_loses_nothing() {
 /// The teeth: services whose URL names only the first leader do not
 /// follow the failover, and the checks say so. It waits out a whole
 /// failover and a handoff that never comes (over a minute), so it runs
-/// with the mutant tests (`cargo xtask mutants`), not in every run.
+/// with the mutant tests (`cargo xtask mutants` runs the tests named
+/// `mutant`, in the build with the `mutants` feature), not in every run.
 #[cfg(feature = "mutants")]
 #[test]
-fn ha_services_that_do_not_follow_the_leader_are_caught() {
+fn mutant_ha_services_that_do_not_follow_the_leader_are_caught() {
     let report = run(
         Fault::LeaderKilled,
         Phase::Drain,
