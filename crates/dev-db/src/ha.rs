@@ -592,7 +592,7 @@ impl HaCluster {
     }
 
     /// Etcd first (all three, a quorum), then the first node alone (it
-    /// bootstraps and leads), the database, then the others.
+    /// bootstraps and leads), then the others, then the database.
     fn boot(&mut self) -> Result<(), DevDbError> {
         let started = Instant::now();
         for j in 0..self.etcd.len() {
@@ -602,7 +602,14 @@ impl HaCluster {
         self.spawn_patroni(0)?;
         // Alone, it is healthy once it leads.
         self.wait_healthy(READY_TIMEOUT)?;
-        let host = self.nodes[0].postgres.ip().to_string();
+        for i in 1..self.nodes.len() {
+            self.spawn_patroni(i)?;
+        }
+        let leader = self.wait_healthy(READY_TIMEOUT)?;
+        // The database once a synchronous standby is attached: under
+        // `synchronous_mode_strict` a lone leader acknowledges no commit,
+        // and `createdb` would wait for ever.
+        let host = self.nodes[leader].postgres.ip().to_string();
         let exists = self.bins.run(
             "psql",
             &[
@@ -622,10 +629,6 @@ impl HaCluster {
                 &["-h", &host, "-U", USER_NAME, DATABASE_NAME],
             )?;
         }
-        for i in 1..self.nodes.len() {
-            self.spawn_patroni(i)?;
-        }
-        self.wait_healthy(READY_TIMEOUT)?;
         info!(self.log, "HA cluster ready";
             "url" => self.url(),
             "elapsed_ms" => started.elapsed().as_millis() as u64);
@@ -752,6 +755,9 @@ impl HaCluster {
             Some(hosts) => hosts.iter().map(|h| h.to_string()).collect(),
             None => self.etcd.iter().map(|e| e.client.to_string()).collect(),
         };
+        // Patroni asks etcd for its members and then talks to their own
+        // addresses, past any proxy, unless told the hosts are proxies.
+        let proxies = node.etcd_hosts.is_some();
         let PatroniTimings {
             ttl,
             loop_wait,
@@ -775,6 +781,7 @@ restapi:
   connect_address: {api}
 etcd3:
   hosts: [{etcd}]
+  use_proxies: {proxies}
 bootstrap:
   dcs:
     ttl: {ttl}

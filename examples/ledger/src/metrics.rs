@@ -2,7 +2,7 @@
 //! Prometheus text format, over plain HTTP, for whoever scrapes them,
 //! and beside them the instance's readiness (`GET /ready`, for a load
 //! balancer's probe) and one write (`POST /write`, a request as a client
-//! of the service would make it).
+//! of the service would make it; `POST /write?id=UUID` names the entry).
 //!
 //! The exporter only renders; this file answers the requests itself, so
 //! the example needs no HTTP server crate. Whoever can reach the port
@@ -128,10 +128,11 @@ async fn answer(
         ("200 OK", handle.render())
     } else if first.starts_with(b"GET /ready ") {
         ready(app.get())
-    } else if first.starts_with(b"POST /write ") {
-        match app.get() {
-            Some(app) => crate::service::write(app).await,
-            None => ("503 Service Unavailable", unavailable("starting")),
+    } else if let Some(id) = write_request(first) {
+        match (app.get(), id) {
+            (_, Err(bad)) => ("400 Bad Request", format!("{bad}\n")),
+            (Some(app), Ok(id)) => crate::service::write(app, id).await,
+            (None, _) => ("503 Service Unavailable", unavailable("starting")),
         }
     } else {
         (
@@ -142,6 +143,24 @@ async fn answer(
     };
     let _ = stream.write_all(&response(status, &body)).await;
     let _ = stream.shutdown().await;
+}
+
+/// The entry id of a `POST /write` request line, if it is one: `POST
+/// /write` (the service picks the id) or `POST /write?id=UUID` (the
+/// client picks it, so that it can look for its write later even when
+/// the answer never came, as a history checker does).
+fn write_request(line: &[u8]) -> Option<Result<Option<uuid::Uuid>, String>> {
+    if line.starts_with(b"POST /write ") {
+        return Some(Ok(None));
+    }
+    let rest = line.strip_prefix(b"POST /write?id=")?;
+    let id = rest.split(|b| *b == b' ').next().unwrap_or_default();
+    let id = String::from_utf8_lossy(id);
+    Some(
+        uuid::Uuid::parse_str(&id)
+            .map(Some)
+            .map_err(|e| format!("id {id:?} is not a UUID: {e}")),
+    )
 }
 
 /// `GET /ready`: 200 only while the instance takes new work, 503

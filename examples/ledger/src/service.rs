@@ -287,10 +287,15 @@ async fn run_jobs(
     }
 }
 
-/// `POST /write`: one entry under one claim, as a client's request. A
-/// refusal another instance may serve is 503 (try elsewhere), any other
-/// error 500; the body is one JSON line.
-pub(crate) async fn write(app: &App) -> (&'static str, String) {
+/// `POST /write`: one entry under one claim, as a client's request, with
+/// the id the client chose (or a new one). A refusal another instance
+/// may serve is 503 (try elsewhere), any other error 500; the body is one
+/// JSON line, naming the entry on success.
+pub(crate) async fn write(
+    app: &App,
+    id: Option<uuid::Uuid>,
+) -> (&'static str, String) {
+    let id = id.unwrap_or_else(uuid::Uuid::new_v4);
     let options = Options {
         schema_version: app.schema_version,
         write_period: Duration::ZERO,
@@ -298,13 +303,13 @@ pub(crate) async fn write(app: &App) -> (&'static str, String) {
     };
     let result = async {
         let mut claim = app.nexus.claim("ledger request").await?;
-        insert(&app.nexus, &options, &mut claim, "entry", None).await
+        insert_as(&app.nexus, &options, &mut claim, id, "entry", None).await
     }
     .await;
     match result {
         Ok(()) => {
             app.counters.requests.fetch_add(1, Ordering::SeqCst);
-            ("200 OK", format!("{}\n", json!({ "written": 1 })))
+            ("200 OK", format!("{}\n", json!({ "written": 1, "id": id })))
         }
         Err(e) if e.is_unavailable() => {
             ("503 Service Unavailable", unavailable(&e.to_string()))
@@ -333,9 +338,22 @@ async fn insert(
     kind: &'static str,
     job: Option<uuid::Uuid>,
 ) -> Result<(), NexusError> {
+    let id = uuid::Uuid::new_v4();
+    insert_as(nexus, options, claim, id, kind, job).await
+}
+
+/// [`insert`] with the entry's id given.
+async fn insert_as(
+    nexus: &Nexus,
+    options: &Options,
+    claim: &mut baton_datastore::Claim,
+    id: uuid::Uuid,
+    kind: &'static str,
+    job: Option<uuid::Uuid>,
+) -> Result<(), NexusError> {
     use baton_datastore::diesel_async::RunQueryDsl;
     diesel::sql_query(crate::schema::insert(options.schema_version))
-        .bind::<Uuid, _>(uuid::Uuid::new_v4())
+        .bind::<Uuid, _>(id)
         .bind::<Uuid, _>(nexus.id().into_untyped_uuid())
         .bind::<Text, _>(kind)
         .bind::<Nullable<Uuid>, _>(job)

@@ -148,7 +148,7 @@ struct Window {
 }
 
 /// The address a ledger printed on its first line.
-fn addr_of(ledger: &mut Ledger) -> String {
+pub(crate) fn addr_of(ledger: &mut Ledger) -> String {
     ledger.wait_state("starting");
     crate::metrics::metrics_addr(ledger)
 }

@@ -133,6 +133,16 @@ impl Ledger {
         }
     }
 
+    /// Takes in whatever it printed so far, without waiting; true if it
+    /// printed `state`.
+    #[allow(dead_code)] // The benchmark, which includes this file, never polls.
+    pub(crate) fn printed(&mut self, state: &str) -> bool {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.iter().any(|l| l["state"] == state)
+    }
+
     /// Waits for it to exit; returns the status and its last line.
     pub(crate) fn wait_exit(mut self) -> (ExitStatus, Value) {
         let deadline = Instant::now() + self.patience;

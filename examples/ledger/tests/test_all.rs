@@ -3,6 +3,7 @@
 
 mod clients;
 mod flags;
+mod ha_faults;
 mod handoff;
 mod metrics;
 mod rig;

@@ -285,17 +285,52 @@ fn mutant_without_the_fence_zombies_write_after_the_force() {
     assert_eq!(seen.len(), 2);
 }
 
-/// A TCP proxy to the server's Unix socket that can stop forwarding
-/// (each direction holds what it read until it thaws) while keeping
-/// every connection open: a partition, as the client and the server
-/// each see it.
-struct Proxy {
+/// A TCP proxy to the server's Unix socket (or, [`Proxy::start_tcp`], to
+/// a TCP address) that can stop forwarding (each direction holds what it
+/// read until it thaws) while keeping every connection open: a
+/// partition, as the client and the server each see it.
+pub(crate) struct Proxy {
     port: u16,
     frozen: Arc<(Mutex<bool>, Condvar)>,
 }
 
+/// The server side of a proxied connection.
+trait Upstream: Read + Write + Send + Sized + 'static {
+    fn duplicate(&self) -> std::io::Result<Self>;
+    fn close(&self);
+}
+
+impl Upstream for UnixStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+impl Upstream for std::net::TcpStream {
+    fn duplicate(&self) -> std::io::Result<Self> {
+        self.try_clone()
+    }
+    fn close(&self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl Proxy {
     fn start(socket: PathBuf) -> Proxy {
+        Proxy::start_with(move || UnixStream::connect(&socket))
+    }
+
+    /// A proxy to `target`, listening on a port of 127.0.0.1.
+    pub(crate) fn start_tcp(target: std::net::SocketAddr) -> Proxy {
+        Proxy::start_with(move || std::net::TcpStream::connect(target))
+    }
+
+    fn start_with<S: Upstream>(
+        connect: impl Fn() -> std::io::Result<S> + Send + 'static,
+    ) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
         let port = listener.local_addr().expect("bound").port();
         let frozen = Arc::new((Mutex::new(false), Condvar::new()));
@@ -303,18 +338,16 @@ impl Proxy {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
-                let Ok(server) = UnixStream::connect(&socket) else {
+                let Ok(server) = connect() else {
                     continue;
                 };
                 let (c2, s2) = (
                     client.try_clone().expect("clone"),
-                    server.try_clone().expect("clone"),
+                    server.duplicate().expect("clone"),
                 );
                 let (f1, f2) = (flag.clone(), flag.clone());
                 std::thread::spawn(move || {
-                    pump(client, server, f1, |to| {
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    })
+                    pump(client, server, f1, |to| to.close())
                 });
                 std::thread::spawn(move || {
                     pump(s2, c2, f2, |to| {
@@ -330,11 +363,16 @@ impl Proxy {
         format!("postgresql://baton@127.0.0.1:{}/baton", self.port)
     }
 
-    fn freeze(&self) {
+    /// The address it listens on.
+    pub(crate) fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub(crate) fn freeze(&self) {
         *self.frozen.0.lock().unwrap() = true;
     }
 
-    fn thaw(&self) {
+    pub(crate) fn thaw(&self) {
         *self.frozen.0.lock().unwrap() = false;
         self.frozen.1.notify_all();
     }
