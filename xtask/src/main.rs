@@ -273,7 +273,7 @@ fn soak(factor: u32) -> Result<()> {
         "--profile",
         "soak",
         "-E",
-        "test(/^model::|^exhaustive::|^stress::|^faults::|^failover::|^handoff::|mutated_documents/)",
+        "test(/^model::|^exhaustive::|^stress::|^faults::|^failover::|^handoff::|^ha_faults::|mutated_documents/)",
     ])
     .env("BATON_SOAK", factor.to_string())
     .current_dir(tidy::workspace_root())

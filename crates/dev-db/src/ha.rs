@@ -514,6 +514,22 @@ impl HaCluster {
         info!(self.log, "killed a node"; "node" => name);
     }
 
+    /// Kills node `node`'s Patroni alone, with SIGKILL, leaving its
+    /// PostgreSQL running unmanaged (as a crashed manager would): nothing
+    /// renews the node's leader key, and nothing demotes its PostgreSQL
+    /// until [`HaCluster::start_node`] starts a Patroni that finds it.
+    pub fn kill_patroni(&mut self, node: usize) {
+        if let Some(mut child) = self.nodes[node].patroni.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let name = self.nodes[node].name.clone();
+        if let Some(w) = &mut self.watchdog {
+            w.process(&format!("patroni_{name}"), None, "KILL");
+        }
+        info!(self.log, "killed a node's Patroni"; "node" => name);
+    }
+
     /// Starts node `node`'s Patroni again (it rejoins as a standby,
     /// rewinding its data if it had diverged).
     pub fn start_node(&mut self, node: usize) -> Result<(), DevDbError> {

@@ -6,6 +6,12 @@
 //! chosen phase of the handoff, then healed:
 //!
 //! - the leader killed (Patroni and its PostgreSQL, SIGKILL);
+//! - the leader's PostgreSQL alone killed (SIGKILL of its postmaster and
+//!   every backend), its Patroni left to restart it;
+//! - the leader's Patroni alone killed, its PostgreSQL left running
+//!   unmanaged: the other node is promoted, and the old primary cannot
+//!   acknowledge a commit without its synchronous standby until a
+//!   restarted Patroni demotes it;
 //! - the synchronous standby killed while the primary keeps running;
 //! - the same under `synchronous_mode_strict`, where no write may be
 //!   acknowledged while the standby is down;
@@ -66,6 +72,14 @@ enum Fault {
     /// The leader's Patroni and PostgreSQL SIGKILLed; restarted once
     /// another node leads.
     LeaderKilled,
+    /// The leader's PostgreSQL SIGKILLed (postmaster and backends), its
+    /// Patroni left running: Patroni restarts it (or, past its
+    /// timeouts, lets the standby take over).
+    LeaderPostgresKilled,
+    /// The leader's Patroni alone SIGKILLed, its PostgreSQL left running;
+    /// its Patroni is restarted once the other node leads, and demotes
+    /// it.
+    PatroniKilled,
     /// The synchronous standby killed while the primary runs; restarted
     /// once the primary acknowledged writes without it.
     SyncStandbyKilled,
@@ -85,6 +99,8 @@ impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Fault::LeaderKilled => "leader killed",
+            Fault::LeaderPostgresKilled => "leader's PostgreSQL killed",
+            Fault::PatroniKilled => "leader's Patroni killed",
             Fault::SyncStandbyKilled => "synchronous standby killed",
             Fault::StrictStandbyKilled => {
                 "synchronous standby killed (strict mode)"
@@ -158,6 +174,10 @@ fn phase_for(fault: Fault, seed: u64) -> Phase {
         Fault::EtcdQuorumLost => 2,
         Fault::StrictStandbyKilled => 3,
         Fault::Partitioned => 4,
+        // Six faults over five phases: this one shares a phase with
+        // another in each run, and walks them all over five seeds.
+        Fault::LeaderPostgresKilled => 2,
+        Fault::PatroniKilled => 1,
     };
     Phase::ALL[((seed + offset) % Phase::ALL.len() as u64) as usize]
 }
@@ -606,6 +626,77 @@ fn inject(
                 "node {leader} killed, node {} led after {} ms",
                 next.expect("a new leader"),
                 failover.as_millis()
+            )
+        }
+        Fault::LeaderPostgresKilled => {
+            let leader = cluster.leader().expect("a leader to hit");
+            cluster
+                .kill_postgres(leader)
+                .expect("the leader's PostgreSQL runs");
+            must(
+                &format!("node {leader}'s PostgreSQL to stop answering"),
+                PATIENCE,
+                || !answers(cluster, leader),
+            );
+            let down = started.elapsed();
+            let mut taking = None;
+            must(
+                &format!(
+                    "a node to take writes again after node {leader}'s \
+                     PostgreSQL was killed"
+                ),
+                PATIENCE,
+                || {
+                    taking = (0..cluster.node_count())
+                        .find(|&node| writable(cluster, node));
+                    taking.is_some()
+                },
+            );
+            format!(
+                "node {leader}'s PostgreSQL killed (down after {} ms), node \
+                 {} took writes after {} ms",
+                down.as_millis(),
+                taking.expect("a writable node"),
+                started.elapsed().as_millis()
+            )
+        }
+        Fault::PatroniKilled => {
+            let leader = cluster.leader().expect("a leader to hit");
+            cluster.kill_patroni(leader);
+            // Nothing renews its key: the other node is promoted once it
+            // expires. The old primary still says it is writable, but
+            // each commit there waits for a synchronous standby that is
+            // gone, so none is acknowledged (the history check says).
+            let mut next = None;
+            must(
+                &format!(
+                    "another node to lead after node {leader}'s Patroni \
+                     was killed"
+                ),
+                PATIENCE,
+                || {
+                    next = cluster.leader().filter(|&l| l != leader);
+                    next.is_some()
+                },
+            );
+            let failover = started.elapsed();
+            cluster
+                .start_node(leader)
+                .expect("the killed Patroni restarts");
+            must(
+                &format!(
+                    "node {leader}'s restarted Patroni to demote its \
+                     PostgreSQL"
+                ),
+                PATIENCE,
+                || !writable(cluster, leader),
+            );
+            format!(
+                "node {leader}'s Patroni killed, node {} led after {} ms, \
+                 node {leader} demoted after {} ms",
+                next.expect("a new leader"),
+                failover.as_millis(),
+                started.elapsed().as_millis()
             )
         }
         Fault::StrictStandbyKilled => {
@@ -1116,6 +1207,16 @@ fn check(fault: Fault) {
 #[test]
 fn ha_leader_killed_mid_handoff_loses_nothing() {
     check(Fault::LeaderKilled);
+}
+
+#[test]
+fn ha_leader_postgres_killed_mid_handoff_loses_nothing() {
+    check(Fault::LeaderPostgresKilled);
+}
+
+#[test]
+fn ha_patroni_killed_mid_handoff_loses_nothing() {
+    check(Fault::PatroniKilled);
 }
 
 #[test]
