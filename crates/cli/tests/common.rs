@@ -55,15 +55,7 @@ impl Env {
     }
 
     pub(crate) fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(args)
-            .env("BATON_DATABASE_URL", self.db.url())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        out
+        baton_at(&self.db.url(), args)
     }
 
     pub(crate) fn ok(&self, args: &[&str]) -> String {
@@ -128,4 +120,18 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// Runs `baton` on the database at `url`, with no standard input; it
+/// must not panic, whatever it answers.
+pub(crate) fn baton_at(url: &str, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .env("BATON_DATABASE_URL", url)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    out
 }

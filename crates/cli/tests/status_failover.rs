@@ -5,7 +5,7 @@
 //! until a primary answers.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
@@ -13,19 +13,7 @@ use baton_dev_db::HaCluster;
 use expectorate::assert_contents;
 use slog::{Logger, o};
 
-use crate::common::psql;
-
-fn baton(url: &str, args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(args)
-        .env("BATON_DATABASE_URL", url)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!err.contains("panicked"), "{args:?}: {err}");
-    out
-}
+use crate::common::{baton_at as baton, psql};
 
 /// `baton status --watch` every 0.2 s, its stdout's lines as they come.
 fn watch(url: &str) -> (Child, Receiver<String>) {

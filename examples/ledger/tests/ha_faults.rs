@@ -57,7 +57,7 @@ use tokio::net::TcpStream;
 
 use crate::clients::addr_of;
 use crate::handoff::facts;
-use crate::rig::{Ledger, import, log, runtime};
+use crate::rig::{Ledger, import, log, rack_setup, runtime};
 use crate::zombie::Proxy;
 
 /// How long any one wait may take: a failover alone takes up to
@@ -882,16 +882,7 @@ fn run(fault: Fault, phase: Phase, seed: u64, bug: Bug) -> Report {
     };
     let rt = runtime();
     let story = HandoffStory::new(seed);
-    let ds = {
-        let _inside = rt.enter();
-        DataStore::new(&log(), &url)
-    };
-    rt.block_on(async {
-        ds.migrate().await.expect("Baton's schema");
-        let old = story.old_nexus.iter().copied().collect();
-        ds.records_initialize(&old).await.expect("rack setup");
-        import(&ds, &story.steady).await;
-    });
+    let ds = rack_setup(&rt, &url, &story);
     // The table of the strict-mode check's own writes.
     let created = Command::new("psql")
         .arg(&url)

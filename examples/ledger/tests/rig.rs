@@ -59,9 +59,21 @@ pub(crate) fn rack_at_generation_1(
         .start(&log())
         .expect("a throwaway PostgreSQL");
     let url = db.url();
+    let ds = rack_setup(rt, &url, story);
+    (db, url, ds)
+}
+
+/// The database at `url` set up as at rack setup (Baton's schema, the
+/// generation-1 records `active`, the steady blueprint the target), and
+/// a datastore on it.
+pub(crate) fn rack_setup(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    story: &HandoffStory,
+) -> DataStore {
     let ds = {
         let _inside = rt.enter();
-        DataStore::new(&log(), &url)
+        DataStore::new(&log(), url)
     };
     rt.block_on(async {
         ds.migrate().await.expect("Baton's schema");
@@ -69,7 +81,7 @@ pub(crate) fn rack_at_generation_1(
         ds.records_initialize(&old).await.expect("rack setup");
         import(&ds, &story.steady).await;
     });
-    (db, url, ds)
+    ds
 }
 
 /// A running `baton-ledger` and what it printed so far.
