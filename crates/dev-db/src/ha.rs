@@ -500,18 +500,11 @@ impl HaCluster {
     /// brings it back.
     pub fn kill_node(&mut self, node: usize) {
         let postmaster = self.postmaster(node);
-        if let Some(mut child) = self.nodes[node].patroni.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.kill_patroni(node);
         if let Some(pid) = postmaster {
             kill_tree(pid);
         }
-        let name = self.nodes[node].name.clone();
-        if let Some(w) = &mut self.watchdog {
-            w.process(&format!("patroni_{name}"), None, "KILL");
-        }
-        info!(self.log, "killed a node"; "node" => name);
+        info!(self.log, "killed a node"; "node" => &self.nodes[node].name);
     }
 
     /// Kills node `node`'s Patroni alone, with SIGKILL, leaving its
