@@ -264,6 +264,13 @@ async fn run_jobs(
         let job = uuid::Uuid::new_v4();
         if let Err(e) = write_one(&nexus, &options, "job_start", job).await {
             warn!(log, "job could not start"; "job" => %job, "error" => %e);
+            // A database error may come after the start row committed (a
+            // connection lost at COMMIT): a failed write like any other,
+            // which may leave this job without its end row. A refusal of
+            // the Nexus's ran no statement.
+            if let NexusError::Datastore(_) = e {
+                counters.write_errors.fetch_add(1, Ordering::SeqCst);
+            }
             drop(guard);
             if !after_refusal(&log, &nexus, e).await {
                 return;
